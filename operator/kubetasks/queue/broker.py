@@ -1,0 +1,318 @@
+"""The only module that talks to Redis.
+
+Each state transition of a task is one Lua script (``scripts/<name>.lua``, prefixed with the
+helpers in ``scripts/lib.lua``) run atomically on the server; this module loads the scripts,
+wraps each in one typed coroutine and turns their return codes into values. Times are taken
+from an injected clock and passed to the scripts, so the scripts themselves never read the
+server clock and tests can drive them with fake time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from importlib import resources
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+from kubetasks.clock import SYSTEM_CLOCK, Clock, to_ms
+from kubetasks.queue import keys
+from kubetasks.queue.keys import QueueKeys
+from kubetasks.queue.message import (
+    EnqueueResult,
+    Leased,
+    QueueStats,
+    TaskInfo,
+    TaskMessage,
+)
+
+#: Default seconds a finished task's record (result, error) is kept.
+DEFAULT_RETENTION = 24 * 3600
+#: Most wake-up tokens kept per queue; enough to wake every idle worker of a large pool.
+NOTIFY_CAP = 256
+#: Tasks sent to Redis in one enqueue script call.
+ENQUEUE_CHUNK = 500
+
+_SCRIPT_NAMES = (
+    "enqueue",
+    "dequeue",
+    "heartbeat",
+    "ack",
+    "retry",
+    "fail",
+    "requeue",
+    "promote",
+    "reclaim",
+    "cancel",
+)
+
+
+def _load_source(name: str) -> str:
+    folder = resources.files("kubetasks.queue") / "scripts"
+    lib = (folder / "lib.lua").read_text()
+    return lib + "\n" + (folder / f"{name}.lua").read_text()
+
+
+def _num(value: str | None) -> float | None:
+    return None if value in (None, "", "0") else int(cast(str, value)) / 1000
+
+
+class Broker:
+    """Async access to the queues in one Redis server (or Sentinel/Cluster-routed client)."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        retention: int = DEFAULT_RETENTION,
+    ) -> None:
+        self.redis = client
+        self.clock = clock
+        self.retention = retention
+        self._keys: dict[str, QueueKeys] = {}
+        self._known_queues: set[str] = set()
+        self._scripts: dict[str, AsyncScript] = {
+            name: client.register_script(_load_source(name)) for name in _SCRIPT_NAMES
+        }
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> Broker:
+        client = aioredis.Redis.from_url(url, decode_responses=True)
+        return cls(client, **kwargs)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+    def keys(self, queue: str) -> QueueKeys:
+        qk = self._keys.get(queue)
+        if qk is None:
+            qk = self._keys[queue] = QueueKeys(queue)
+        return qk
+
+    def _now_ms(self) -> int:
+        return to_ms(self.clock.now())
+
+    async def _run(self, name: str, keys_: Sequence[str], args: Sequence[Any]) -> Any:
+        return await self._scripts[name](keys=list(keys_), args=list(args))
+
+    # -- producing -------------------------------------------------------------------------
+
+    async def enqueue(self, messages: Iterable[TaskMessage]) -> list[EnqueueResult]:
+        """Add tasks, one script call per queue and chunk, all chunks in one pipeline."""
+        by_queue: dict[str, list[TaskMessage]] = defaultdict(list)
+        order: list[TaskMessage] = []
+        for msg in messages:
+            by_queue[msg.queue].append(msg)
+            order.append(msg)
+        if not order:
+            return []
+        new_queues = by_queue.keys() - self._known_queues
+        now = self._now_ms()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if new_queues:
+                pipe.sadd(keys.QUEUES, *new_queues)
+            batches: list[list[TaskMessage]] = []
+            for queue, msgs in by_queue.items():
+                qk = self.keys(queue)
+                for start in range(0, len(msgs), ENQUEUE_CHUNK):
+                    chunk = msgs[start : start + ENQUEUE_CHUNK]
+                    args: list[Any] = [now, qk.task_prefix, qk.unique_prefix, NOTIFY_CAP]
+                    for m in chunk:
+                        args += (
+                            m.id,
+                            m.encode(),
+                            m.priority,
+                            to_ms(m.run_at) if m.run_at else 0,
+                            m.max_retries,
+                            to_ms(m.deadline) if m.deadline else 0,
+                            m.unique_key or "",
+                            m.unique_for or 0,
+                        )
+                    await self._scripts["enqueue"](
+                        keys=[qk.pending, qk.scheduled, qk.seq, qk.notify], args=args, client=pipe
+                    )
+                    batches.append(chunk)
+            replies = await pipe.execute()
+        self._known_queues |= new_queues
+        outcomes: dict[str, EnqueueResult] = {}
+        for chunk, reply in zip(batches, replies[1:] if new_queues else replies, strict=True):
+            for msg, code in zip(chunk, reply, strict=True):
+                holder = None
+                if code.startswith("duplicate:"):
+                    code, holder = "duplicate", code.split(":", 1)[1]
+                outcomes[msg.id] = EnqueueResult(msg.id, msg.queue, code, holder)
+        return [outcomes[m.id] for m in order]
+
+    # -- consuming -------------------------------------------------------------------------
+
+    async def dequeue(
+        self, queue: str, worker_id: str, count: int, lease_seconds: float
+    ) -> list[Leased]:
+        qk = self.keys(queue)
+        now = self._now_ms()
+        flat = await self._run(
+            "dequeue",
+            [qk.pending, qk.active, qk.dead, qk.stats],
+            [now, now + to_ms(lease_seconds), count, worker_id, qk.task_prefix,
+             qk.unique_prefix, self.retention],
+        )  # fmt: skip
+        return [
+            Leased(TaskMessage.decode(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3)
+        ]
+
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> bool:
+        """Block until a wake-up token arrives on one of the queues, or the timeout passes."""
+        notify = [self.keys(q).notify for q in queues]
+        return await self.redis.blpop(notify, timeout=max(timeout, 0.001)) is not None
+
+    async def heartbeat(
+        self, queue: str, worker_id: str, task_ids: Sequence[str], lease_seconds: float
+    ) -> tuple[list[str], list[str]]:
+        """Extend leases; returns (ids to cancel, ids this worker no longer holds)."""
+        if not task_ids:
+            return [], []
+        qk = self.keys(queue)
+        lease_until = self._now_ms() + to_ms(lease_seconds)
+        cancel, lost = await self._run(
+            "heartbeat", [qk.active], [lease_until, qk.task_prefix, worker_id, *task_ids]
+        )
+        return list(cancel), list(lost)
+
+    async def ack(
+        self, queue: str, worker_id: str, done: Sequence[tuple[str, int, str]]
+    ) -> list[str]:
+        """Record successes ``(id, attempt, result JSON)``; returns the ids not acked."""
+        if not done:
+            return []
+        qk = self.keys(queue)
+        args: list[Any] = [
+            self._now_ms(), qk.task_prefix, qk.unique_prefix, self.retention, worker_id
+        ]  # fmt: skip
+        for item in done:
+            args.extend(item)
+        return list(await self._run("ack", [qk.active, qk.stats], args))
+
+    async def retry(
+        self, queue: str, worker_id: str, task_id: str, attempt: int, retry_at: float, error: str
+    ) -> bool:
+        qk = self.keys(queue)
+        return bool(
+            await self._run(
+                "retry",
+                [qk.active, qk.scheduled, qk.stats],
+                [self._now_ms(), qk.task_prefix, worker_id, task_id, attempt, to_ms(retry_at),
+                 error],
+            )  # fmt: skip
+        )
+
+    async def fail(
+        self, queue: str, worker_id: str, task_id: str, attempt: int, state: str, error: str
+    ) -> bool:
+        qk = self.keys(queue)
+        return bool(
+            await self._run(
+                "fail",
+                [qk.active, qk.dead, qk.stats],
+                [self._now_ms(), qk.task_prefix, qk.unique_prefix, self.retention, worker_id,
+                 task_id, attempt, state, error],
+            )  # fmt: skip
+        )
+
+    async def requeue(self, queue: str, worker_id: str, task_id: str, attempt: int) -> bool:
+        qk = self.keys(queue)
+        return bool(
+            await self._run(
+                "requeue",
+                [qk.active, qk.pending, qk.notify],
+                [qk.task_prefix, worker_id, task_id, attempt, NOTIFY_CAP],
+            )
+        )
+
+    # -- maintenance -----------------------------------------------------------------------
+
+    async def promote(self, queue: str, limit: int = 1000) -> tuple[int, float | None]:
+        """Move due tasks to pending; returns (moved, when the next one is due or None)."""
+        qk = self.keys(queue)
+        moved, next_due = await self._run(
+            "promote",
+            [qk.scheduled, qk.pending, qk.notify],
+            [self._now_ms(), qk.task_prefix, limit, NOTIFY_CAP],
+        )
+        return int(moved), (None if int(next_due) < 0 else int(next_due) / 1000)
+
+    async def reclaim(
+        self, queue: str, *, worker_id: str | None = None, limit: int = 1000
+    ) -> tuple[int, int]:
+        """Take back expired leases (or all tasks of one worker); returns (requeued, dead)."""
+        qk = self.keys(queue)
+        requeued, dead = await self._run(
+            "reclaim",
+            [qk.active, qk.pending, qk.dead, qk.stats, qk.notify],
+            [self._now_ms(), qk.task_prefix, qk.unique_prefix, self.retention, limit,
+             worker_id or "", NOTIFY_CAP],
+        )  # fmt: skip
+        return int(requeued), int(dead)
+
+    async def cancel(self, queue: str, task_id: str) -> str:
+        """Cancel a task: 'cancelled', 'cancelling' (running), 'missing' or its final state."""
+        qk = self.keys(queue)
+        return str(
+            await self._run(
+                "cancel",
+                [qk.pending, qk.scheduled, qk.active],
+                [self._now_ms(), qk.task_prefix, qk.unique_prefix, self.retention, task_id],
+            )
+        )
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def get_task(self, queue: str, task_id: str) -> TaskInfo | None:
+        raw = await self.redis.hgetall(self.keys(queue).task(task_id))
+        if not raw:
+            return None
+        return TaskInfo(
+            id=task_id,
+            queue=queue,
+            state=raw["state"],
+            message=TaskMessage.decode(raw["msg"]),
+            attempts=int(raw.get("attempts", 0)),
+            worker=raw.get("worker") or None,
+            enqueued_at=_num(raw.get("enqueued_at")),
+            started_at=_num(raw.get("started_at")),
+            finished_at=_num(raw.get("finished_at")),
+            next_retry_at=_num(raw.get("next_retry_at")),
+            result=json.loads(raw["result"]) if "result" in raw else None,
+            error=json.loads(raw["error"]) if raw.get("error") else None,
+            cancel_requested=raw.get("cancel") == "1",
+        )
+
+    async def stats(self, queue: str) -> QueueStats:
+        qk = self.keys(queue)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(qk.pending)
+            pipe.zcard(qk.scheduled)
+            pipe.zcount(qk.scheduled, "-inf", self._now_ms())
+            pipe.zcard(qk.active)
+            pipe.zcard(qk.dead)
+            pipe.hmget(qk.stats, "processed", "failed")
+            pending, scheduled, due, active, dead, (processed, failed) = await pipe.execute()
+        return QueueStats(
+            queue=queue,
+            pending=pending,
+            scheduled=scheduled - due,
+            due=due,
+            active=active,
+            dead=dead,
+            processed=int(processed or 0),
+            failed=int(failed or 0),
+        )
+
+    async def queues(self) -> list[str]:
+        return sorted(await self.redis.smembers(keys.QUEUES))

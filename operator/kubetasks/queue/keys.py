@@ -1,0 +1,84 @@
+"""Every Redis key kubetasks uses, built in one place.
+
+All keys start with ``kubetasks:``. Every key of one queue carries the hash tag ``{queue}``
+so a queue lives in one Redis Cluster slot and each Lua script touches one slot only.
+Scripts that address per-task keys receive a *prefix* from here and append the task id or
+unique key; they never invent a key layout of their own.
+
+Layout of queue ``q``::
+
+    kubetasks:{q}:pending      ZSET  id -> -priority * 2**40 + seq   (highest priority, then FIFO)
+    kubetasks:{q}:scheduled    ZSET  id -> due time (ms)             (delayed tasks and retries)
+    kubetasks:{q}:active       ZSET  id -> lease expiry (ms)
+    kubetasks:{q}:dead         ZSET  id -> time of final failure (ms)
+    kubetasks:{q}:seq          STRING  enqueue counter (FIFO order inside a priority)
+    kubetasks:{q}:notify       LIST  wake-up tokens for idle workers (capped)
+    kubetasks:{q}:stats        HASH  processed, failed (cumulative counters)
+    kubetasks:{q}:t:<id>       HASH  one task: message, state, attempts, result, error, ...
+    kubetasks:{q}:u:<key>      STRING  unique-key lock -> task id (with TTL)
+    kubetasks:queues           SET   names of all queues ever used (outside any slot)
+"""
+
+from __future__ import annotations
+
+import re
+
+from kubetasks.errors import ConfigurationError
+
+ROOT = "kubetasks"
+QUEUES = f"{ROOT}:queues"
+WORKERS = f"{ROOT}:workers"
+
+_QUEUE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$")
+
+
+def validate_queue(name: str) -> str:
+    """Queue names are short DNS-label-like words (they appear in keys, metrics and labels)."""
+    if not _QUEUE_NAME.match(name):
+        raise ConfigurationError(
+            f"invalid queue name {name!r}: use 1-63 lowercase letters, digits, '-', '_' or '.',"
+            " starting and ending with a letter or digit"
+        )
+    return name
+
+
+class QueueKeys:
+    """The keys of one queue. Cheap to build; cache one per queue on hot paths."""
+
+    __slots__ = (
+        "active",
+        "dead",
+        "name",
+        "notify",
+        "pending",
+        "prefix",
+        "scheduled",
+        "seq",
+        "stats",
+        "task_prefix",
+        "unique_prefix",
+    )
+
+    def __init__(self, queue: str) -> None:
+        self.name = validate_queue(queue)
+        self.prefix = f"{ROOT}:{{{queue}}}:"
+        self.pending = self.prefix + "pending"
+        self.scheduled = self.prefix + "scheduled"
+        self.active = self.prefix + "active"
+        self.dead = self.prefix + "dead"
+        self.seq = self.prefix + "seq"
+        self.notify = self.prefix + "notify"
+        self.stats = self.prefix + "stats"
+        self.task_prefix = self.prefix + "t:"
+        self.unique_prefix = self.prefix + "u:"
+
+    def task(self, task_id: str) -> str:
+        return self.task_prefix + task_id
+
+    def unique(self, unique_key: str) -> str:
+        return self.unique_prefix + unique_key
+
+
+def worker_key(worker_id: str) -> str:
+    """Heartbeat record of one worker process (what it holds, when it last beat)."""
+    return f"{ROOT}:worker:{worker_id}"

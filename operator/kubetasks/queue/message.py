@@ -1,0 +1,185 @@
+"""What a task is while it travels through Redis.
+
+A :class:`TaskMessage` is the immutable part of a task (what to run and how), encoded once at
+enqueue and decoded by the worker that leases it. The mutable part (state, attempts, lease,
+result, error) lives in separate fields of the task's hash, owned by the Lua transitions.
+:class:`TaskInfo` is the read model of the whole record.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubetasks.errors import ConfigurationError
+
+#: States a task moves through in Redis. Terminal ones never change again.
+PENDING, SCHEDULED, ACTIVE, RETRYING = "pending", "scheduled", "active", "retrying"
+SUCCEEDED, FAILED, CANCELLED, DEADLINE_EXCEEDED = (
+    "succeeded",
+    "failed",
+    "cancelled",
+    "deadline_exceeded",
+)
+TERMINAL_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED, DEADLINE_EXCEEDED})
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON, the one encoding of messages, results and errors."""
+    return _dumps(value)
+
+
+@dataclass(frozen=True, slots=True)
+class BackoffPolicy:
+    """Exponential backoff between attempts: ``base * 2**(attempt-1)``, capped, with jitter."""
+
+    base: float = 1.0
+    """Delay before the first retry, in seconds."""
+    cap: float = 300.0
+    """Longest delay between two attempts, in seconds."""
+    jitter: bool = True
+    """Spread each delay uniformly over [delay/2, delay] so retries do not stampede."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskMessage:
+    id: str
+    handler: str
+    queue: str = "default"
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    priority: int = 0
+    """Higher runs first; bounded to [-1000, 1000]."""
+    max_retries: int = 3
+    """Attempts after the first one; 0 means never retry."""
+    timeout: float | None = None
+    """Seconds one attempt may run before it is stopped and counts as failed."""
+    deadline: float | None = None
+    """Epoch seconds after which no attempt starts."""
+    run_at: float | None = None
+    """Epoch seconds before which the task does not start."""
+    backoff: BackoffPolicy = BackoffPolicy()
+    unique_key: str | None = None
+    unique_for: int | None = None
+    """Seconds the unique key is held (released earlier when the task ends)."""
+    resource: str | None = None
+    """``namespace/name`` of the Task resource, when the task came through Kubernetes."""
+
+    def __post_init__(self) -> None:
+        if not -1000 <= self.priority <= 1000:
+            raise ConfigurationError(f"priority {self.priority} is outside [-1000, 1000]")
+        if self.max_retries < 0:
+            raise ConfigurationError(f"max_retries must be >= 0, got {self.max_retries}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ConfigurationError(f"timeout must be > 0 seconds, got {self.timeout}")
+        if self.unique_for is not None and self.unique_for <= 0:
+            raise ConfigurationError(f"unique_for must be > 0 seconds, got {self.unique_for}")
+
+    def encode(self) -> str:
+        body: dict[str, Any] = {"id": self.id, "h": self.handler, "q": self.queue}
+        if self.args:
+            body["a"] = self.args
+        if self.kwargs:
+            body["k"] = self.kwargs
+        if self.priority:
+            body["p"] = self.priority
+        if self.max_retries != 3:
+            body["r"] = self.max_retries
+        if self.timeout is not None:
+            body["t"] = self.timeout
+        if self.deadline is not None:
+            body["d"] = self.deadline
+        if self.run_at is not None:
+            body["at"] = self.run_at
+        if self.backoff != BackoffPolicy():
+            body["b"] = [self.backoff.base, self.backoff.cap, self.backoff.jitter]
+        if self.unique_key is not None:
+            body["u"] = [self.unique_key, self.unique_for]
+        if self.resource is not None:
+            body["res"] = self.resource
+        return dumps(body)
+
+    @classmethod
+    def decode(cls, raw: str | bytes) -> TaskMessage:
+        body = json.loads(raw)
+        backoff = BackoffPolicy(*body["b"]) if "b" in body else BackoffPolicy()
+        unique = body.get("u") or (None, None)
+        return cls(
+            id=body["id"],
+            handler=body["h"],
+            queue=body["q"],
+            args=body.get("a", []),
+            kwargs=body.get("k", {}),
+            priority=body.get("p", 0),
+            max_retries=body.get("r", 3),
+            timeout=body.get("t"),
+            deadline=body.get("d"),
+            run_at=body.get("at"),
+            backoff=backoff,
+            unique_key=unique[0],
+            unique_for=unique[1],
+            resource=body.get("res"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Leased:
+    """A task a worker holds: the message and which attempt this is (1-based)."""
+
+    message: TaskMessage
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    """Everything Redis knows about one task."""
+
+    id: str
+    queue: str
+    state: str
+    message: TaskMessage
+    attempts: int
+    worker: str | None
+    enqueued_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    next_retry_at: float | None
+    result: Any
+    error: dict[str, Any] | None
+    cancel_requested: bool
+
+    @property
+    def done(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    queue: str
+    pending: int
+    scheduled: int
+    """Delayed tasks and retries not yet due (``due`` counts those whose time has come)."""
+    due: int
+    active: int
+    dead: int
+    processed: int
+    failed: int
+    """Failed attempts, retried or not."""
+
+    @property
+    def depth(self) -> int:
+        """Work that wants a worker now: pending, due and running tasks."""
+        return self.pending + self.due + self.active
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    id: str
+    queue: str
+    outcome: str
+    """'queued', 'scheduled', 'exists' or 'duplicate'."""
+    holder: str | None = None
+    """For 'duplicate': the id of the task that holds the unique key."""
