@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubetasks.errors import ConfigurationError
+from kubetasks.outcome import BackoffPolicy
 
 #: States a task moves through in Redis. Terminal ones never change again.
 PENDING, SCHEDULED, ACTIVE, RETRYING = "pending", "scheduled", "active", "retrying"
@@ -30,18 +31,6 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 def dumps(value: Any) -> str:
     """Compact JSON, the one encoding of messages, results and errors."""
     return _dumps(value)
-
-
-@dataclass(frozen=True, slots=True)
-class BackoffPolicy:
-    """Exponential backoff between attempts: ``base * 2**(attempt-1)``, capped, with jitter."""
-
-    base: float = 1.0
-    """Delay before the first retry, in seconds."""
-    cap: float = 300.0
-    """Longest delay between two attempts, in seconds."""
-    jitter: bool = True
-    """Spread each delay uniformly over [delay/2, delay] so retries do not stampede."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,240 @@
+"""The ``kubetasks`` command: run a worker, submit and inspect tasks, run the local dev env.
+
+Every subcommand is a thin shell over the library: parse flags, build settings, call the
+same code the Python API uses, print what happened. Errors a user can fix exit with status 2
+and one line naming the problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from kubetasks import __version__
+from kubetasks.client import Client, TaskRequest
+from kubetasks.errors import ConfigurationError, KubetasksError
+from kubetasks.queue import Broker
+from kubetasks.settings import WorkerSettings, parse_queues, redis_url
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _json_arg(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text  # a bare word is a string argument
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+# -- worker ----------------------------------------------------------------------------------
+
+
+def cmd_worker(ns: argparse.Namespace) -> int:
+    from kubetasks.worker import Worker, builtins, registry  # noqa: PLC0415
+
+    _setup_logging(ns.log_level)
+    if ns.allow_shell:
+        builtins.enable_shell()
+    registry.import_modules(m for arg in ns.imports for m in arg.split(",") if m)
+    settings = WorkerSettings(
+        queues=parse_queues(ns.queues),
+        concurrency=ns.concurrency,
+        strict_priority=ns.strict,
+        lease_seconds=ns.lease,
+        grace_period=ns.grace_period,
+        **({"worker_id": ns.worker_id} if ns.worker_id else {}),
+    )
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        broker = Broker.from_url(redis_url(ns.redis_url))
+        try:
+            await Worker(broker, settings).run(stop)
+        finally:
+            await broker.close()
+
+    asyncio.run(serve())
+    stuck = [t for t in threading.enumerate() if t.name.startswith("kubetasks-handler")]
+    if stuck:
+        # A sync handler still running past the grace period cannot be interrupted; its
+        # task was handed back already, so leave without waiting for the thread.
+        logging.getLogger("kubetasks.worker").warning("%d handler threads still busy; exiting", len(stuck))
+        logging.shutdown()
+        os._exit(0)
+    return 0
+
+
+# -- producing and inspecting ------------------------------------------------------------------
+
+
+def cmd_enqueue(ns: argparse.Namespace) -> int:
+    request = TaskRequest(
+        ns.handler,
+        args=[_json_arg(a) for a in ns.args],
+        kwargs=json.loads(ns.kwargs) if ns.kwargs else {},
+        queue=ns.queue,
+        priority=ns.priority,
+        delay=ns.delay,
+        max_retries=ns.max_retries,
+        timeout=ns.timeout,
+        unique_for=ns.unique_for,
+        task_id=ns.id,
+    )
+    with Client(ns.redis_url) as client:
+        (handle,) = client.enqueue_many([request])
+        if handle.outcome == "duplicate":
+            print(f"duplicate: task {handle.duplicate_of} holds the same unique key", file=sys.stderr)
+            return 1
+        print(f"{handle.id}\t{handle.queue}\t{handle.outcome}")
+        if ns.wait is not None:
+            print(json.dumps(handle.result(timeout=ns.wait)))
+    return 0
+
+
+def cmd_queues(ns: argparse.Namespace) -> int:
+    with Client(ns.redis_url) as client:
+        stats = client.queues()
+    columns = ("QUEUE", "PENDING", "SCHEDULED", "DUE", "ACTIVE", "DEAD", "PROCESSED", "FAILED")
+    rows = [
+        (s.queue, s.pending, s.scheduled, s.due, s.active, s.dead, s.processed, s.failed)
+        for s in stats
+    ]
+    widths = [max(len(str(r[i])) for r in [columns, *rows]) for i in range(len(columns))]
+    for row in [columns, *rows]:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_status(ns: argparse.Namespace) -> int:
+    with Client(ns.redis_url) as client:
+        info = client.status(ns.id, ns.queue)
+    if info is None:
+        print(f"task {ns.id} is not known on queue {ns.queue!r}", file=sys.stderr)
+        return 1
+    print(
+        json.dumps(
+            {
+                "id": info.id,
+                "queue": info.queue,
+                "handler": info.message.handler,
+                "state": info.state,
+                "attempts": info.attempts,
+                "worker": info.worker,
+                "result": info.result,
+                "error": info.error,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def cmd_cancel(ns: argparse.Namespace) -> int:
+    with Client(ns.redis_url) as client:
+        print(client.cancel(ns.id, ns.queue))
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kubetasks", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"kubetasks {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def redis_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--redis-url", help="Redis URL (default: $KUBETASKS_REDIS_URL)")
+
+    w = sub.add_parser("worker", help="run handlers for the tasks of some queues")
+    redis_flag(w)
+    w.add_argument("--queues", default="default", help="queues with weights: high:3,default:1")
+    w.add_argument("--strict", action="store_true", help="serve queues strictly by weight")
+    w.add_argument("--concurrency", type=int, default=10, help="tasks run at once (default 10)")
+    w.add_argument("--import", dest="imports", action="append", default=[],
+                   help="module(s) whose @kubetasks.task handlers to load (repeatable)")  # fmt: skip
+    w.add_argument("--lease", type=float, default=30.0, help="lease seconds (default 30)")
+    w.add_argument("--grace-period", type=float, default=25.0,
+                   help="seconds running tasks get to finish after SIGTERM (default 25)")  # fmt: skip
+    w.add_argument("--worker-id", help="worker identity (default: $POD_NAME or host-pid)")
+    w.add_argument("--allow-shell", action="store_true", help="register kubetasks.shell")
+    w.add_argument("--log-level", default=os.environ.get("KUBETASKS_LOG_LEVEL", "info"))
+    w.set_defaults(func=cmd_worker)
+
+    e = sub.add_parser("enqueue", help="submit one task straight to Redis")
+    redis_flag(e)
+    e.add_argument("handler")
+    e.add_argument("args", nargs="*", help="positional arguments, each JSON or a bare string")
+    e.add_argument("--kwargs", help="keyword arguments as a JSON object")
+    e.add_argument("--queue", default="default")
+    e.add_argument("--priority", type=int, default=0)
+    e.add_argument("--delay", type=float, help="seconds before it may start")
+    e.add_argument("--max-retries", type=int, default=3)
+    e.add_argument("--timeout", type=float, help="seconds one attempt may run")
+    e.add_argument("--unique-for", type=int, help="refuse duplicates for this many seconds")
+    e.add_argument("--id", help="task id (default: a random UUID)")
+    e.add_argument("--wait", type=float, metavar="SECONDS", help="wait for and print the result")
+    e.set_defaults(func=cmd_enqueue)
+
+    q = sub.add_parser("queues", help="depth and counters of every queue")
+    redis_flag(q)
+    q.set_defaults(func=cmd_queues)
+
+    s = sub.add_parser("status", help="one task's state, result or error")
+    redis_flag(s)
+    s.add_argument("id")
+    s.add_argument("--queue", default="default")
+    s.set_defaults(func=cmd_status)
+
+    c = sub.add_parser("cancel", help="cancel a task (a running one is told to stop)")
+    redis_flag(c)
+    c.add_argument("id")
+    c.add_argument("--queue", default="default")
+    c.set_defaults(func=cmd_cancel)
+
+    _register_optional(sub)
+    return parser
+
+
+def _register_optional(sub: Any) -> None:
+    """Subcommands whose modules pull in Kubernetes libraries register themselves."""
+    try:
+        from kubetasks.dev import commands as dev_commands  # noqa: PLC0415
+    except ImportError:
+        return
+    dev_commands.register(sub)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    func: Command = ns.func
+    try:
+        return func(ns)
+    except KubetasksError as exc:
+        print(f"kubetasks: {exc}", file=sys.stderr)
+        return 2
+    except ConnectionError as exc:
+        print(f"kubetasks: cannot reach Redis: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Settings shared by the components, parsed and validated in one place (pure)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+
+from kubetasks.errors import ConfigurationError
+
+REDIS_URL_ENV = "KUBETASKS_REDIS_URL"
+REDIS_PASSWORD_ENV = "KUBETASKS_REDIS_PASSWORD"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def redis_url(explicit: str | None = None) -> str:
+    """The Redis URL: the explicit one, else ``$KUBETASKS_REDIS_URL``, else localhost.
+
+    A password in ``$KUBETASKS_REDIS_PASSWORD`` (mounted from a Secret) is added to a URL
+    that has none, so the URL itself can live in a ConfigMap.
+    """
+    url = explicit or os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigurationError(
+            f"{REDIS_URL_ENV} must start with redis://, rediss:// or unix://, got {url!r}"
+        )
+    password = os.environ.get(REDIS_PASSWORD_ENV)
+    if password and "@" not in url.split("//", 1)[1].split("/", 1)[0]:
+        from urllib.parse import quote  # noqa: PLC0415
+
+        scheme, rest = url.split("//", 1)
+        url = f"{scheme}//:{quote(password, safe='')}@{rest}"
+    return url
+
+
+@dataclass(frozen=True, slots=True)
+class QueueWeight:
+    name: str
+    weight: int = 1
+
+
+def parse_queues(text: str) -> tuple[QueueWeight, ...]:
+    """``"high:3,default:1"`` -> queues with weights (weight 1 when omitted)."""
+    queues: list[QueueWeight] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, _, weight = part.partition(":")
+        try:
+            w = int(weight) if weight else 1
+        except ValueError:
+            raise ConfigurationError(f"queue weight in {part!r} must be an integer") from None
+        if w < 1:
+            raise ConfigurationError(f"queue weight in {part!r} must be >= 1")
+        if any(q.name == name for q in queues):
+            raise ConfigurationError(f"queue {name!r} is listed twice")
+        queues.append(QueueWeight(name, w))
+    if not queues:
+        raise ConfigurationError("at least one queue is needed, e.g. --queues default")
+    return tuple(queues)
+
+
+def default_worker_id() -> str:
+    """The pod name in Kubernetes (stable per pod), else host, pid and a random suffix."""
+    pod = os.environ.get("POD_NAME")
+    if pod:
+        return pod
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    queues: tuple[QueueWeight, ...]
+    concurrency: int = 10
+    """Tasks run at once by one worker process."""
+    strict_priority: bool = False
+    """Serve queues strictly in weight order instead of weighted random order."""
+    lease_seconds: float = 30.0
+    """How long a leased task stays with a silent worker before others take it back."""
+    heartbeat_interval: float | None = None
+    """Seconds between lease extensions; default a third of the lease."""
+    grace_period: float = 25.0
+    """Seconds running tasks get to finish after SIGTERM before they are handed back."""
+    idle_wait: float = 1.0
+    """Longest an idle worker blocks before it looks at delayed tasks and expired leases."""
+    promote_interval: float = 1.0
+    reclaim_interval: float = 5.0
+    max_batch: int = 100
+    """Most tasks leased in one round trip."""
+    worker_id: str = field(default_factory=default_worker_id)
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ConfigurationError(f"concurrency must be >= 1, got {self.concurrency}")
+        if self.lease_seconds <= 0:
+            raise ConfigurationError(f"lease must be > 0 seconds, got {self.lease_seconds}")
+        if self.grace_period < 0:
+            raise ConfigurationError(f"grace period must be >= 0, got {self.grace_period}")
+
+    @property
+    def beat_every(self) -> float:
+        return self.heartbeat_interval or self.lease_seconds / 3

@@ -1,0 +1,342 @@
+"""The worker: lease tasks in batches, run handlers concurrently, report in batches.
+
+One fetch loop leases as many tasks as there are free slots in one script call, one acker
+records successes in one script call per batch ("group commit": while one ack is in flight,
+the next batch gathers), and three small components keep leases, delayed tasks and crashed
+workers in order. An idle worker blocks on its queues' wake-up lists, so a new task starts
+without a polling delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from kubetasks import outcome as outcomes
+from kubetasks.errors import TaskCancelledError, TaskTimeoutError
+from kubetasks.queue import Broker, Leased
+from kubetasks.queue.message import dumps
+from kubetasks.settings import QueueWeight, WorkerSettings
+from kubetasks.worker import registry
+from kubetasks.worker.component import run_every
+from kubetasks.worker.context import TaskContext
+from kubetasks.worker.heartbeat import Heartbeat
+from kubetasks.worker.promoter import Promoter
+from kubetasks.worker.reclaimer import Reclaimer
+from kubetasks.worker.sink import NullSink, StatusSink
+
+log = logging.getLogger("kubetasks.worker")
+
+
+@dataclass(eq=False)
+class Running:
+    leased: Leased
+    ctx: TaskContext
+    task: asyncio.Task[None] | None = None
+    stop_reason: str | None = None
+    """Why the worker stopped the handler: 'cancel', 'lost' or 'shutdown'."""
+
+
+def queue_order(
+    queues: tuple[QueueWeight, ...], strict: bool, rand: Callable[[], float]
+) -> list[str]:
+    """Strict: by weight, highest first. Weighted: a random order in which each queue comes
+    first with probability proportional to its weight (as asynq does)."""
+    if strict or len(queues) == 1:
+        return [q.name for q in sorted(queues, key=lambda q: -q.weight)]
+    keyed = sorted(queues, key=lambda q: rand() ** (1.0 / q.weight), reverse=True)
+    return [q.name for q in keyed]
+
+
+class Worker:
+    def __init__(
+        self,
+        broker: Broker,
+        settings: WorkerSettings,
+        *,
+        sink: StatusSink | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.broker = broker
+        self.settings = settings
+        self.sink: StatusSink = sink or NullSink()
+        self.rand = rand
+        self.clock = broker.clock
+        self.running: dict[str, Running] = {}
+        self.processed = 0
+        self.executor = ThreadPoolExecutor(
+            max_workers=settings.concurrency, thread_name_prefix="kubetasks-handler"
+        )
+        self._acks: dict[str, list[tuple[Running, str]]] = defaultdict(list)
+        self._ack_ready = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._closing = False
+        self.promoter = Promoter(broker, settings)
+        self.reclaimer = Reclaimer(broker, settings)
+        self.heartbeat = Heartbeat(
+            broker,
+            settings,
+            running=lambda: {i: r.leased.message.queue for i, r in self.running.items()},
+            on_cancel=functools.partial(self._stop_handler, reason="cancel"),
+            on_lost=functools.partial(self._stop_handler, reason="lost"),
+        )
+
+    @property
+    def worker_id(self) -> str:
+        return self.settings.worker_id
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set, then drain within the grace period."""
+        log.info(
+            "worker %s serving %s with concurrency %d; handlers: %s",
+            self.worker_id,
+            ",".join(f"{q.name}:{q.weight}" for q in self.settings.queues),
+            self.settings.concurrency,
+            ", ".join(registry.names()),
+        )
+        background_stop = asyncio.Event()
+        background = [
+            asyncio.create_task(run_every(c, background_stop), name=c.name)
+            for c in (self.heartbeat, self.promoter, self.reclaimer)
+        ]
+        acker = asyncio.create_task(self._ack_loop(background_stop), name="acker")
+        stop_watch = asyncio.create_task(self._watch(stop))
+        try:
+            await self._fetch_loop()
+        finally:
+            await self._drain()
+            background_stop.set()
+            self._ack_ready.set()
+            await asyncio.gather(*background, acker, return_exceptions=True)
+            stop_watch.cancel()
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            await self.sink.close()
+            log.info("worker %s stopped after %d tasks", self.worker_id, self.processed)
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._closing = True
+        self._wake.set()
+
+    async def _fetch_loop(self) -> None:
+        settings = self.settings
+        while not self._closing:
+            free = settings.concurrency - len(self.running)
+            if free <= 0:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            leased = await self._fetch(min(free, settings.max_batch))
+            if leased:
+                for item in leased:
+                    self._start(item)
+                continue
+            await self._idle()
+
+    async def _fetch(self, want: int) -> list[Leased]:
+        got: list[Leased] = []
+        for queue in queue_order(self.settings.queues, self.settings.strict_priority, self.rand):
+            got += await self.broker.dequeue(
+                queue, self.worker_id, want - len(got), self.settings.lease_seconds
+            )
+            if len(got) >= want:
+                break
+        return got
+
+    async def _idle(self) -> None:
+        """Block until a task is enqueued, a delayed one is due, or we are told to stop."""
+        timeout = self.settings.idle_wait
+        if self.promoter.next_due is not None:
+            timeout = min(timeout, max(self.promoter.next_due - self.clock.now(), 0.0))
+        if timeout <= 0:
+            await self.promoter.tick()
+            return
+        self._wake.clear()
+        waiter = asyncio.create_task(
+            self.broker.wait_for_work([q.name for q in self.settings.queues], timeout)
+        )
+        woken = asyncio.create_task(self._wake.wait())
+        done, _ = await asyncio.wait({waiter, woken}, return_when=asyncio.FIRST_COMPLETED)
+        for t in (waiter, woken):
+            if t not in done:
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+        if waiter in done and waiter.exception() is not None:
+            log.warning("waiting for work failed: %s", waiter.exception())
+            await asyncio.sleep(min(timeout, 1.0))
+
+    async def _drain(self) -> None:
+        """Let running tasks finish within the grace period; hand the rest back unspent."""
+        self._closing = True
+        tasks = [r.task for r in self.running.values() if r.task is not None]
+        if tasks:
+            log.info("draining %d running tasks (grace %.0fs)", len(tasks), self.settings.grace_period)
+            _, pending = await asyncio.wait(tasks, timeout=self.settings.grace_period)
+            for running in list(self.running.values()):
+                if running.task in pending:
+                    self._stop_handler(running.leased.message.id, reason="shutdown")
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+
+    # -- one task --------------------------------------------------------------------------
+
+    def _start(self, leased: Leased) -> None:
+        msg = leased.message
+        ctx = TaskContext(
+            id=msg.id,
+            handler=msg.handler,
+            queue=msg.queue,
+            attempt=leased.attempt,
+            max_retries=msg.max_retries,
+            resource=msg.resource,
+            deadline=msg.deadline,
+            logger=log,
+        )
+        running = Running(leased, ctx)
+        self.running[msg.id] = running
+        running.task = asyncio.create_task(self._process(running))
+
+    def _stop_handler(self, task_id: str, *, reason: str) -> None:
+        running = self.running.get(task_id)
+        if running is None or running.stop_reason is not None:
+            return
+        running.stop_reason = reason
+        running.ctx.cancel()
+        if running.task is not None:
+            running.task.cancel()
+
+    async def _process(self, running: Running) -> None:
+        leased = running.leased
+        msg = leased.message
+        result: str | None = None
+        exc: BaseException | None = None
+        try:
+            await self.sink.started(leased, self.worker_id, self.clock.now())
+            handler = registry.get(msg.handler)
+            extra = handler.bind(msg.args, msg.kwargs, running.ctx)
+            value = await self._call(handler, msg.args, {**msg.kwargs, **extra}, msg.timeout)
+            try:
+                result = dumps(value)
+            except (TypeError, ValueError) as err:
+                exc = outcomes.InvalidArgumentsError(
+                    f"handler {msg.handler!r} returned a value that is not JSON: {err}"
+                )
+        except asyncio.CancelledError as err:
+            exc = err
+        except Exception as err:
+            exc = err
+        try:
+            await self._report(running, result, exc)
+        finally:
+            self.running.pop(msg.id, None)
+            self._wake.set()
+
+    async def _call(
+        self,
+        handler: registry.Handler,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        timeout: float | None,
+    ) -> Any:
+        if handler.is_async:
+            call = handler.fn(*args, **kwargs)
+        else:
+            # Sync handlers run in threads. A thread cannot be killed: on timeout the attempt
+            # fails at once and the thread is left to finish (documented in the README).
+            ctx = contextvars.copy_context()
+            loop = asyncio.get_running_loop()
+            call = loop.run_in_executor(
+                self.executor, functools.partial(ctx.run, handler.fn, *args, **kwargs)
+            )
+        if timeout is None:
+            return await call
+        try:
+            return await asyncio.wait_for(call, timeout)
+        except TimeoutError:
+            raise TaskTimeoutError(f"attempt ran longer than its timeout of {timeout:g}s") from None
+
+    async def _report(self, running: Running, result: str | None, exc: BaseException | None) -> None:
+        leased = running.leased
+        msg = leased.message
+        reason = running.stop_reason
+        if reason == "lost":
+            log.warning("task %s: lease lost, another worker may run it; not reporting", msg.id)
+            return
+        if reason == "shutdown":
+            await self.broker.requeue(msg.queue, self.worker_id, msg.id, leased.attempt)
+            log.info("task %s handed back unspent (shutting down)", msg.id)
+            return
+        if reason == "cancel" and isinstance(exc, asyncio.CancelledError):
+            exc = TaskCancelledError(f"task {msg.id} was cancelled")
+        decision = outcomes.decide(
+            attempt=leased.attempt,
+            max_retries=msg.max_retries,
+            backoff=msg.backoff,
+            deadline=msg.deadline,
+            now=self.clock.now(),
+            result=result,
+            exc=exc,
+            rand=self.rand,
+        )
+        if decision.kind == "succeeded":
+            assert decision.result is not None
+            self._acks[msg.queue].append((running, decision.result))
+            self._ack_ready.set()
+            return
+        error = dumps(decision.error)
+        if decision.kind == "retry":
+            assert decision.retry_at is not None
+            ok = await self.broker.retry(
+                msg.queue, self.worker_id, msg.id, leased.attempt, decision.retry_at, error
+            )
+        else:
+            ok = await self.broker.fail(
+                msg.queue, self.worker_id, msg.id, leased.attempt, decision.kind, error
+            )
+        self.processed += 1
+        if ok:
+            await self.sink.finished(leased, decision, self.clock.now())
+
+    async def _ack_loop(self, stop: asyncio.Event) -> None:
+        while True:
+            await self._ack_ready.wait()
+            self._ack_ready.clear()
+            batches, self._acks = self._acks, defaultdict(list)
+            for queue, items in batches.items():
+                try:
+                    await self._flush(queue, items)
+                except Exception:
+                    log.exception("acking %d tasks of queue %s failed; retrying", len(items), queue)
+                    self._acks[queue].extend(items)
+                    await asyncio.sleep(0.5)
+                    self._ack_ready.set()
+            if stop.is_set() and not self._acks:
+                return
+
+    async def _flush(self, queue: str, items: list[tuple[Running, str]]) -> None:
+        stale = set(
+            await self.broker.ack(
+                queue,
+                self.worker_id,
+                [(r.leased.message.id, r.leased.attempt, result) for r, result in items],
+            )
+        )
+        self.processed += len(items)
+        now = self.clock.now()
+        for running, result in items:
+            if running.leased.message.id in stale:
+                log.warning("task %s finished after its lease was lost; result dropped", running.ctx.id)
+            elif not isinstance(self.sink, NullSink):
+                await self.sink.finished(running.leased, outcomes.Outcome("succeeded", result), now)
