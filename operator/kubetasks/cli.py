@@ -20,7 +20,7 @@ from typing import Any
 
 from kubetasks import __version__
 from kubetasks.client import Client, TaskRequest
-from kubetasks.errors import ConfigurationError, KubetasksError
+from kubetasks.errors import KubetasksError
 from kubetasks.queue import Broker
 from kubetasks.settings import WorkerSettings, parse_queues, redis_url
 
@@ -45,7 +45,7 @@ def _setup_logging(level: str) -> None:
 
 
 def cmd_worker(ns: argparse.Namespace) -> int:
-    from kubetasks.worker import Worker, builtins, registry  # noqa: PLC0415
+    from kubetasks.worker import Worker, builtins, registry
 
     _setup_logging(ns.log_level)
     if ns.allow_shell:
@@ -76,7 +76,9 @@ def cmd_worker(ns: argparse.Namespace) -> int:
     if stuck:
         # A sync handler still running past the grace period cannot be interrupted; its
         # task was handed back already, so leave without waiting for the thread.
-        logging.getLogger("kubetasks.worker").warning("%d handler threads still busy; exiting", len(stuck))
+        logging.getLogger("kubetasks.worker").warning(
+            "%d handler threads still busy; exiting", len(stuck)
+        )
         logging.shutdown()
         os._exit(0)
     return 0
@@ -101,7 +103,9 @@ def cmd_enqueue(ns: argparse.Namespace) -> int:
     with Client(ns.redis_url) as client:
         (handle,) = client.enqueue_many([request])
         if handle.outcome == "duplicate":
-            print(f"duplicate: task {handle.duplicate_of} holds the same unique key", file=sys.stderr)
+            print(
+                f"duplicate: task {handle.duplicate_of} holds the same unique key", file=sys.stderr
+            )
             return 1
         print(f"{handle.id}\t{handle.queue}\t{handle.outcome}")
         if ns.wait is not None:
@@ -169,11 +173,20 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--queues", default="default", help="queues with weights: high:3,default:1")
     w.add_argument("--strict", action="store_true", help="serve queues strictly by weight")
     w.add_argument("--concurrency", type=int, default=10, help="tasks run at once (default 10)")
-    w.add_argument("--import", dest="imports", action="append", default=[],
-                   help="module(s) whose @kubetasks.task handlers to load (repeatable)")  # fmt: skip
+    w.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        help="module(s) whose @kubetasks.task handlers to load (repeatable)",
+    )
     w.add_argument("--lease", type=float, default=30.0, help="lease seconds (default 30)")
-    w.add_argument("--grace-period", type=float, default=25.0,
-                   help="seconds running tasks get to finish after SIGTERM (default 25)")  # fmt: skip
+    w.add_argument(
+        "--grace-period",
+        type=float,
+        default=25.0,
+        help="seconds running tasks get to finish after SIGTERM (default 25)",
+    )
     w.add_argument("--worker-id", help="worker identity (default: $POD_NAME or host-pid)")
     w.add_argument("--allow-shell", action="store_true", help="register kubetasks.shell")
     w.add_argument("--log-level", default=os.environ.get("KUBETASKS_LOG_LEVEL", "info"))
@@ -217,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _register_optional(sub: Any) -> None:
     """Subcommands whose modules pull in Kubernetes libraries register themselves."""
     try:
-        from kubetasks.dev import commands as dev_commands  # noqa: PLC0415
+        from kubetasks.dev import commands as dev_commands
     except ImportError:
         return
     dev_commands.register(sub)

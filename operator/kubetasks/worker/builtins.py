@@ -92,7 +92,7 @@ async def shell(command: list[str], *, timeout: float | None = None, ctx: TaskCo
         proc.kill()
         await proc.wait()
         raise
-    result = {
+    result: dict[str, Any] = {
         "returncode": proc.returncode,
         "stdout": out[-MAX_BODY:].decode(errors="replace"),
         "stderr": err[-MAX_BODY:].decode(errors="replace"),

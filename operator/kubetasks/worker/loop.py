@@ -182,7 +182,9 @@ class Worker:
         self._closing = True
         tasks = [r.task for r in self.running.values() if r.task is not None]
         if tasks:
-            log.info("draining %d running tasks (grace %.0fs)", len(tasks), self.settings.grace_period)
+            log.info(
+                "draining %d running tasks (grace %.0fs)", len(tasks), self.settings.grace_period
+            )
             _, pending = await asyncio.wait(tasks, timeout=self.settings.grace_period)
             for running in list(self.running.values()):
                 if running.task in pending:
@@ -267,7 +269,9 @@ class Worker:
         except TimeoutError:
             raise TaskTimeoutError(f"attempt ran longer than its timeout of {timeout:g}s") from None
 
-    async def _report(self, running: Running, result: str | None, exc: BaseException | None) -> None:
+    async def _report(
+        self, running: Running, result: str | None, exc: BaseException | None
+    ) -> None:
         leased = running.leased
         msg = leased.message
         reason = running.stop_reason
@@ -337,6 +341,8 @@ class Worker:
         now = self.clock.now()
         for running, result in items:
             if running.leased.message.id in stale:
-                log.warning("task %s finished after its lease was lost; result dropped", running.ctx.id)
+                log.warning(
+                    "task %s finished after its lease was lost; result dropped", running.ctx.id
+                )
             elif not isinstance(self.sink, NullSink):
                 await self.sink.finished(running.leased, outcomes.Outcome("succeeded", result), now)

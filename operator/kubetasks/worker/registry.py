@@ -40,7 +40,9 @@ class Handler:
         try:
             self.signature.bind(*args, **kwargs, **extra)
         except TypeError as exc:
-            raise InvalidArgumentsError(f"arguments do not fit handler {self.name!r}: {exc}") from None
+            raise InvalidArgumentsError(
+                f"arguments do not fit handler {self.name!r}: {exc}"
+            ) from None
         return extra
 
 
