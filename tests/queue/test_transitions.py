@@ -1,0 +1,337 @@
+"""Each Lua transition, asynq style: seed the whole state, run one transition, compare the
+whole state afterwards. Time comes from a fake clock, so scores are exact."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from fixtures.redis import dump, seed
+from kubetasks.clock import FakeClock
+from kubetasks.queue import Broker, TaskMessage
+
+NOW = 1_800_000_000_000  # ms, the fake clock's start
+Q = "kubetasks:{default}:"
+PRIO = 1099511627776  # 2**40: one priority step in the pending score
+
+
+def msg(task_id: str, **kw: Any) -> str:
+    return TaskMessage(id=task_id, handler="h", **kw).encode()
+
+
+def task_hash(task_id: str, state: str, score: int, **fields: Any) -> dict[str, str]:
+    record = {
+        "msg": msg(task_id),
+        "state": state,
+        "score": str(score),
+        "attempts": "0",
+        "max_retries": "3",
+        "deadline": "0",
+        "unique": "",
+        "enqueued_at": str(NOW - 1000),
+    }
+    record.update({k: str(v) for k, v in fields.items()})
+    return record
+
+
+async def test_enqueue_new_tasks_by_priority_then_fifo(broker: Broker, raw: aioredis.Redis) -> None:
+    results = await broker.enqueue(
+        [
+            TaskMessage(id="a", handler="h"),
+            TaskMessage(id="b", handler="h", priority=5),
+            TaskMessage(id="c", handler="h", run_at=NOW / 1000 + 60),
+        ]
+    )
+    assert [r.outcome for r in results] == ["queued", "queued", "scheduled"]
+    assert await dump(raw) == {
+        "kubetasks:queues": ["default"],
+        Q + "notify": ["1", "1"],
+        Q + "pending": [("b", -5 * PRIO + 2), ("a", 1)],
+        Q + "scheduled": [("c", NOW + 60_000)],
+        Q + "seq": "3",
+        Q + "t:a": task_hash("a", "pending", 1, enqueued_at=NOW) | {"msg": msg("a")},
+        Q + "t:b": task_hash("b", "pending", -5 * PRIO + 2, enqueued_at=NOW)
+        | {"msg": msg("b", priority=5)},
+        Q + "t:c": task_hash("c", "scheduled", 3, enqueued_at=NOW)
+        | {"msg": msg("c", run_at=NOW / 1000 + 60)},
+    }
+
+
+async def test_enqueue_same_id_twice_changes_nothing(broker: Broker, raw: aioredis.Redis) -> None:
+    await broker.enqueue([TaskMessage(id="a", handler="h")])
+    before = await dump(raw)
+    (again,) = await broker.enqueue([TaskMessage(id="a", handler="other", priority=9)])
+    assert again.outcome == "exists"
+    assert await dump(raw) == before
+
+
+async def test_enqueue_duplicate_unique_key_reports_the_holder(
+    broker: Broker, raw: aioredis.Redis
+) -> None:
+    first, second = await broker.enqueue(
+        [
+            TaskMessage(id="a", handler="h", unique_key="k", unique_for=60),
+            TaskMessage(id="b", handler="h", unique_key="k", unique_for=60),
+        ]
+    )
+    assert (first.outcome, second.outcome, second.holder) == ("queued", "duplicate", "a")
+    state = await dump(raw)
+    assert state[Q + "u:k"] == "a"
+    assert Q + "t:b" not in state
+    assert 0 < await raw.ttl(Q + "u:k") <= 60
+
+
+async def test_dequeue_leases_highest_priority_first(broker: Broker, raw: aioredis.Redis) -> None:
+    await seed(
+        raw,
+        {
+            Q + "pending": [("low", 2), ("high", -PRIO + 3), ("old", 1)],
+            Q + "t:low": task_hash("low", "pending", 2),
+            Q + "t:high": task_hash("high", "pending", -PRIO + 3),
+            Q + "t:old": task_hash("old", "pending", 1),
+        },
+    )
+    leased = await broker.dequeue("default", "w1", 2, lease_seconds=30)
+    assert [(item.message.id, item.attempt) for item in leased] == [("high", 1), ("old", 1)]
+    assert await dump(raw) == {
+        Q + "pending": [("low", 2)],
+        Q + "active": [("high", NOW + 30_000), ("old", NOW + 30_000)],
+        Q + "t:low": task_hash("low", "pending", 2),
+        Q + "t:high": task_hash(
+            "high", "active", -PRIO + 3, attempts=1, worker="w1", started_at=NOW
+        ),
+        Q + "t:old": task_hash("old", "active", 1, attempts=1, worker="w1", started_at=NOW),
+    }
+
+
+async def test_dequeue_never_starts_a_task_past_its_deadline(
+    broker: Broker, raw: aioredis.Redis
+) -> None:
+    await seed(
+        raw,
+        {
+            Q + "pending": [("late", 1)],
+            Q + "t:late": task_hash("late", "pending", 1, deadline=NOW - 1, unique="k"),
+            Q + "u:k": "late",
+        },
+    )
+    assert await broker.dequeue("default", "w1", 10, lease_seconds=30) == []
+    state = await dump(raw)
+    error = json.loads(state[Q + "t:late"].pop("error"))
+    assert error["type"] == "DeadlineExceeded"
+    assert state == {
+        Q + "dead": [("late", NOW)],
+        Q + "stats": {"failed": "1"},
+        Q + "t:late": task_hash(
+            "late", "deadline_exceeded", 1, deadline=NOW - 1, unique="k", finished_at=NOW
+        ),
+    }
+    assert await raw.ttl(Q + "t:late") > 0
+
+
+def active_state(**fields: Any) -> dict[str, Any]:
+    return {
+        Q + "active": [("a", NOW + 5000)],
+        Q + "t:a": task_hash("a", "active", 7, attempts=1, worker="w1", started_at=NOW - 10)
+        | {k: str(v) for k, v in fields.items()},
+    }
+
+
+async def test_ack_records_the_result_and_frees_the_unique_key(
+    broker: Broker, raw: aioredis.Redis
+) -> None:
+    await seed(raw, active_state(unique="k") | {Q + "u:k": "a"})
+    assert await broker.ack("default", "w1", [("a", 1, '{"ok":true}')]) == []
+    assert await dump(raw) == {
+        Q + "stats": {"processed": "1"},
+        Q + "t:a": task_hash(
+            "a",
+            "succeeded",
+            7,
+            attempts=1,
+            worker="w1",
+            started_at=NOW - 10,
+            unique="k",
+            finished_at=NOW,
+            result='{"ok":true}',
+        ),
+    }
+
+
+async def test_ack_of_a_stale_attempt_or_another_worker_changes_nothing(
+    broker: Broker, raw: aioredis.Redis
+) -> None:
+    await seed(raw, active_state())
+    before = await dump(raw)
+    assert await broker.ack("default", "w1", [("a", 2, "1")]) == ["a"]
+    assert await broker.ack("default", "w2", [("a", 1, "1")]) == ["a"]
+    assert await dump(raw) == before
+
+
+async def test_retry_schedules_the_next_attempt(broker: Broker, raw: aioredis.Redis) -> None:
+    await seed(raw, active_state())
+    assert await broker.retry("default", "w1", "a", 1, NOW / 1000 + 2, '{"type":"E"}')
+    assert await dump(raw) == {
+        Q + "scheduled": [("a", NOW + 2000)],
+        Q + "stats": {"failed": "1"},
+        Q + "t:a": task_hash(
+            "a",
+            "retrying",
+            7,
+            attempts=1,
+            worker="w1",
+            started_at=NOW - 10,
+            error='{"type":"E"}',
+            next_retry_at=NOW + 2000,
+        ),
+    }
+
+
+async def test_fail_moves_to_dead_but_cancel_does_not(broker: Broker, raw: aioredis.Redis) -> None:
+    await seed(raw, active_state())
+    assert await broker.fail("default", "w1", "a", 1, "failed", '{"type":"E"}')
+    state = await dump(raw)
+    assert state[Q + "dead"] == [("a", NOW)]
+    assert state[Q + "stats"] == {"failed": "1"}
+    assert state[Q + "t:a"]["state"] == "failed"
+
+    await seed(raw, active_state())
+    assert await broker.fail("default", "w1", "a", 1, "cancelled", '{"type":"Cancelled"}')
+    state = await dump(raw)
+    assert set(state) == {Q + "t:a"}
+    assert state[Q + "t:a"]["state"] == "cancelled"
+
+
+async def test_requeue_hands_back_without_spending_the_attempt(
+    broker: Broker, raw: aioredis.Redis
+) -> None:
+    await seed(raw, active_state())
+    assert await broker.requeue("default", "w1", "a", 1)
+    assert await dump(raw) == {
+        Q + "pending": [("a", 7)],
+        Q + "notify": ["1"],
+        Q + "t:a": task_hash("a", "pending", 7, attempts=0, worker="", started_at=NOW - 10),
+    }
+
+
+async def test_promote_moves_due_tasks_and_reports_the_next(
+    broker: Broker, raw: aioredis.Redis
+) -> None:
+    await seed(
+        raw,
+        {
+            Q + "scheduled": [("due", NOW - 1), ("later", NOW + 500)],
+            Q + "t:due": task_hash("due", "retrying", 4),
+            Q + "t:later": task_hash("later", "scheduled", 5),
+        },
+    )
+    assert await broker.promote("default") == (1, (NOW + 500) / 1000)
+    assert await dump(raw) == {
+        Q + "pending": [("due", 4)],
+        Q + "scheduled": [("later", NOW + 500)],
+        Q + "notify": ["1"],
+        Q + "t:due": task_hash("due", "pending", 4),
+        Q + "t:later": task_hash("later", "scheduled", 5),
+    }
+
+
+async def test_reclaim_returns_expired_leases_and_buries_exhausted_tasks(
+    broker: Broker, raw: aioredis.Redis
+) -> None:
+    await seed(
+        raw,
+        {
+            Q + "active": [("gone", NOW - 1), ("spent", NOW - 1), ("alive", NOW + 1)],
+            Q + "t:gone": task_hash("gone", "active", 1, attempts=1, worker="w9"),
+            Q + "t:spent": task_hash("spent", "active", 2, attempts=4, worker="w9"),
+            Q + "t:alive": task_hash("alive", "active", 3, attempts=1, worker="w1"),
+        },
+    )
+    assert await broker.reclaim("default") == (1, 1)
+    state = await dump(raw)
+    assert json.loads(state[Q + "t:gone"].pop("error"))["type"] == "WorkerLost"
+    assert json.loads(state[Q + "t:spent"].pop("error"))["type"] == "WorkerLost"
+    assert state == {
+        Q + "active": [("alive", NOW + 1)],
+        Q + "pending": [("gone", 1)],
+        Q + "dead": [("spent", NOW)],
+        Q + "notify": ["1"],
+        Q + "stats": {"failed": "1"},
+        Q + "t:gone": task_hash("gone", "pending", 1, attempts=1, worker=""),
+        Q + "t:spent": task_hash("spent", "failed", 2, attempts=4, worker="w9", finished_at=NOW),
+        Q + "t:alive": task_hash("alive", "active", 3, attempts=1, worker="w1"),
+    }
+
+
+async def test_reclaim_by_worker_takes_back_its_tasks_before_the_lease_ends(
+    broker: Broker, raw: aioredis.Redis
+) -> None:
+    await seed(
+        raw,
+        {
+            Q + "active": [("mine", NOW + 9000), ("theirs", NOW + 9000)],
+            Q + "t:mine": task_hash("mine", "active", 1, attempts=1, worker="pod-a"),
+            Q + "t:theirs": task_hash("theirs", "active", 2, attempts=1, worker="pod-b"),
+        },
+    )
+    assert await broker.reclaim("default", worker_id="pod-a") == (1, 0)
+    state = await dump(raw)
+    assert state[Q + "active"] == [("theirs", NOW + 9000)]
+    assert state[Q + "pending"] == [("mine", 1)]
+
+
+async def test_cancel_removes_waiting_tasks_and_flags_running_ones(
+    broker: Broker, raw: aioredis.Redis
+) -> None:
+    await seed(
+        raw,
+        {
+            Q + "pending": [("p", 1)],
+            Q + "scheduled": [("s", NOW + 1)],
+            Q + "t:p": task_hash("p", "pending", 1),
+            Q + "t:s": task_hash("s", "scheduled", 2),
+        }
+        | active_state(),
+    )
+    assert await broker.cancel("default", "p") == "cancelled"
+    assert await broker.cancel("default", "s") == "cancelled"
+    assert await broker.cancel("default", "a") == "cancelling"
+    assert await broker.cancel("default", "p") == "cancelled"  # already final: unchanged
+    assert await broker.cancel("default", "nope") == "missing"
+    state = await dump(raw)
+    assert Q + "pending" not in state and Q + "scheduled" not in state
+    assert state[Q + "t:p"]["state"] == state[Q + "t:s"]["state"] == "cancelled"
+    assert state[Q + "t:a"]["cancel"] == "1"
+    assert state[Q + "active"] == [("a", NOW + 5000)]
+
+
+async def test_heartbeat_extends_leases_and_reports_cancel_and_loss(
+    broker: Broker, raw: aioredis.Redis, clock: FakeClock
+) -> None:
+    await seed(
+        raw,
+        active_state(cancel=1)
+        | {Q + "t:b": task_hash("b", "active", 8, attempts=2, worker="w2")},
+    )
+    clock.advance(1)
+    cancel, lost = await broker.heartbeat("default", "w1", ["a", "b", "zz"], lease_seconds=30)
+    assert (cancel, lost) == (["a"], ["b", "zz"])
+    assert (await dump(raw))[Q + "active"] == [("a", NOW + 31_000)]
+
+
+async def test_stats_count_every_set(broker: Broker, raw: aioredis.Redis) -> None:
+    await seed(
+        raw,
+        {
+            Q + "pending": [("p1", 1), ("p2", 2)],
+            Q + "scheduled": [("due", NOW - 5), ("later", NOW + 5)],
+            Q + "active": [("a", NOW + 5)],
+            Q + "dead": [("d", NOW)],
+            Q + "stats": {"processed": "10", "failed": "3"},
+        },
+    )
+    stats = await broker.stats("default")
+    assert (stats.pending, stats.scheduled, stats.due, stats.active, stats.dead) == (2, 1, 1, 1, 1)
+    assert (stats.processed, stats.failed, stats.depth) == (10, 3, 4)
