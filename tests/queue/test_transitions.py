@@ -47,7 +47,7 @@ async def test_enqueue_new_tasks_by_priority_then_fifo(broker: Broker, raw: aior
     assert [r.outcome for r in results] == ["queued", "queued", "scheduled"]
     assert await dump(raw) == {
         "kubetasks:queues": ["default"],
-        Q + "notify": ["1", "1"],
+        Q + "notify": ["1", "1", "1"],
         Q + "pending": [("b", -5 * PRIO + 2), ("a", 1)],
         Q + "scheduled": [("c", NOW + 60_000)],
         Q + "seq": "3",
@@ -312,8 +312,7 @@ async def test_heartbeat_extends_leases_and_reports_cancel_and_loss(
 ) -> None:
     await seed(
         raw,
-        active_state(cancel=1)
-        | {Q + "t:b": task_hash("b", "active", 8, attempts=2, worker="w2")},
+        active_state(cancel=1) | {Q + "t:b": task_hash("b", "active", 8, attempts=2, worker="w2")},
     )
     clock.advance(1)
     cancel, lost = await broker.heartbeat("default", "w1", ["a", "b", "zz"], lease_seconds=30)

@@ -137,12 +137,18 @@ class Worker:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            leased = await self._fetch(min(free, settings.max_batch))
-            if leased:
-                for item in leased:
-                    self._start(item)
+            try:
+                leased = await self._fetch(min(free, settings.max_batch))
+                if not leased:
+                    await self._idle()
+            except Exception as exc:  # Redis unreachable or failing over: wait, then retry
+                log.warning(
+                    "fetching work failed (%s: %s); retrying in 1s", type(exc).__name__, exc
+                )
+                await asyncio.sleep(1.0)
                 continue
-            await self._idle()
+            for item in leased:
+                self._start(item)
 
     async def _fetch(self, want: int) -> list[Leased]:
         got: list[Leased] = []
@@ -156,11 +162,11 @@ class Worker:
 
     async def _idle(self) -> None:
         """Block until a task is enqueued, a delayed one is due, or we are told to stop."""
+        await self.promoter.tick()  # promote what is due and learn when the next one is
         timeout = self.settings.idle_wait
         if self.promoter.next_due is not None:
             timeout = min(timeout, max(self.promoter.next_due - self.clock.now(), 0.0))
         if timeout <= 0:
-            await self.promoter.tick()
             return
         self._wake.clear()
         waiter = asyncio.create_task(

@@ -33,8 +33,9 @@ for i = 5, #ARGV, 8 do
         redis.call('ZADD', KEYS[2], run_at, id)
       else
         redis.call('ZADD', KEYS[1], score, id)
-        woke = woke + 1
       end
+      -- a scheduled task wakes a worker too, so that it learns the new due time
+      woke = woke + 1
       out[#out + 1] = (state == 'scheduled') and 'scheduled' or 'queued'
     end
   end
