@@ -1,0 +1,1 @@
+"""The kopf operator: Task, PeriodicTask and WorkerPool controllers."""

@@ -1,0 +1,1 @@
+"""Kubernetes API access: the one place that writes Task status and Deployment scale."""
