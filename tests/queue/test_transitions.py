@@ -334,3 +334,36 @@ async def test_stats_count_every_set(broker: Broker, raw: aioredis.Redis) -> Non
     stats = await broker.stats("default")
     assert (stats.pending, stats.scheduled, stats.due, stats.active, stats.dead) == (2, 1, 1, 1, 1)
     assert (stats.processed, stats.failed, stats.depth) == (10, 3, 4)
+
+
+async def test_enqueue_restored_task_continues_its_attempt_count(
+    broker: Broker, raw: aioredis.Redis
+) -> None:
+    await broker.enqueue([TaskMessage(id="a", handler="h")], spent={"a": 2})
+    (leased,) = await broker.dequeue("default", "w1", 1, lease_seconds=30)
+    assert leased.attempt == 3
+    assert (await dump(raw))[Q + "t:a"]["attempts"] == "3"
+
+
+async def test_forget_drops_waiting_tasks_and_flags_running_ones(
+    broker: Broker, raw: aioredis.Redis
+) -> None:
+    await seed(
+        raw,
+        {
+            Q + "pending": [("p", 1)],
+            Q + "t:p": task_hash("p", "pending", 1, unique="k"),
+            Q + "u:k": "p",
+            Q + "dead": [("d", NOW)],
+            Q + "t:d": task_hash("d", "failed", 2),
+        }
+        | active_state(),
+    )
+    assert await broker.forget("default", "p") == "forgotten"
+    assert await broker.forget("default", "d") == "forgotten"
+    assert await broker.forget("default", "a") == "cancelling"
+    assert await broker.forget("default", "zz") == "missing"
+    expected = active_state()
+    expected[Q + "t:a"]["cancel"] = "1"
+    assert await dump(raw) == expected
+    assert await broker.missing("default", ["p", "a", "d"]) == ["p", "d"]

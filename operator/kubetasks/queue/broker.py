@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any, cast
 
@@ -47,6 +47,7 @@ _SCRIPT_NAMES = (
     "promote",
     "reclaim",
     "cancel",
+    "forget",
 )
 
 
@@ -104,8 +105,15 @@ class Broker:
 
     # -- producing -------------------------------------------------------------------------
 
-    async def enqueue(self, messages: Iterable[TaskMessage]) -> list[EnqueueResult]:
-        """Add tasks, one script call per queue and chunk, all chunks in one pipeline."""
+    async def enqueue(
+        self, messages: Iterable[TaskMessage], *, spent: Mapping[str, int] | None = None
+    ) -> list[EnqueueResult]:
+        """Add tasks, one script call per queue and chunk, all chunks in one pipeline.
+
+        ``spent`` maps task ids to attempts already used, for tasks restored after Redis lost
+        them: attempt numbers then continue where the Task resource's status left off.
+        """
+        spent = spent or {}
         by_queue: dict[str, list[TaskMessage]] = defaultdict(list)
         order: list[TaskMessage] = []
         for msg in messages:
@@ -134,6 +142,7 @@ class Broker:
                             to_ms(m.deadline) if m.deadline else 0,
                             m.unique_key or "",
                             m.unique_for or 0,
+                            spent.get(m.id, 0),
                         )
                     await self._scripts["enqueue"](
                         keys=[qk.pending, qk.scheduled, qk.seq, qk.notify], args=args, client=pipe
@@ -305,6 +314,29 @@ class Broker:
                 [self._now_ms(), qk.task_prefix, qk.unique_prefix, self.retention, task_id],
             )
         )
+
+    async def forget(self, queue: str, task_id: str) -> str:
+        """Remove a task whose resource was deleted: 'forgotten', 'cancelling' (running; it is
+        flagged and its record expires after it stops) or 'missing'."""
+        qk = self.keys(queue)
+        return str(
+            await self._run(
+                "forget",
+                [qk.pending, qk.scheduled, qk.active, qk.dead],
+                [qk.task_prefix, qk.unique_prefix, self.retention, task_id],
+            )
+        )
+
+    async def missing(self, queue: str, task_ids: Sequence[str]) -> list[str]:
+        """The ids among ``task_ids`` that Redis has no record of."""
+        if not task_ids:
+            return []
+        qk = self.keys(queue)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.exists(qk.task(task_id))
+            found = await pipe.execute()
+        return [t for t, present in zip(task_ids, found, strict=True) if not present]
 
     # -- reading ---------------------------------------------------------------------------
 

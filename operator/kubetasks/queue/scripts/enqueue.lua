@@ -1,14 +1,15 @@
 -- enqueue: add tasks to one queue; idempotent by task id, deduplicated by unique key.
 -- KEYS[1] pending   KEYS[2] scheduled   KEYS[3] seq   KEYS[4] notify
 -- ARGV[1] now (ms)  ARGV[2] task prefix  ARGV[3] unique prefix  ARGV[4] notify cap
--- ARGV[5..] 8 per task: id, message, priority, run at (ms; 0 or past = now), max retries,
---           deadline (ms; 0 = none), unique key ('' = none), unique TTL (s)
+-- ARGV[5..] 9 per task: id, message, priority, run at (ms; 0 or past = now), max retries,
+--           deadline (ms; 0 = none), unique key ('' = none), unique TTL (s), attempts already
+--           spent (non-zero when the operator restores a task Redis lost)
 -- Returns one entry per task: 'queued', 'scheduled', 'exists' (the id is already known:
 -- nothing changed) or 'duplicate:<id of the task holding the unique key>'.
 local now = tonumber(ARGV[1])
 local out = {}
 local woke = 0
-for i = 5, #ARGV, 8 do
+for i = 5, #ARGV, 9 do
   local id = ARGV[i]
   local tkey = ARGV[2] .. id
   local ukey = ARGV[i + 6]
@@ -27,7 +28,7 @@ for i = 5, #ARGV, 8 do
       local state = 'pending'
       if run_at > now then state = 'scheduled' end
       redis.call('HSET', tkey, 'msg', ARGV[i + 1], 'state', state, 'score', score,
-        'attempts', 0, 'max_retries', ARGV[i + 4], 'deadline', ARGV[i + 5], 'unique', ukey,
+        'attempts', ARGV[i + 8], 'max_retries', ARGV[i + 4], 'deadline', ARGV[i + 5], 'unique', ukey,
         'enqueued_at', now)
       if state == 'scheduled' then
         redis.call('ZADD', KEYS[2], run_at, id)
