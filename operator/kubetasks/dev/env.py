@@ -1,0 +1,217 @@
+"""``kubetasks dev up|down|status``: one local environment that outlives the command.
+
+``up`` starts the control plane, a Redis and the process kubelet as background processes
+and returns; every file they use is under one state directory (``$KUBETASKS_DEV_DIR``, default
+``~/.cache/kubetasks/dev``), so ``down`` or ``status`` from any other shell finds them through
+the pidfiles. A second ``up`` reuses a healthy environment and replaces a broken or stale one
+(processes gone after a reboot, say) instead of starting a second copy next to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kubetasks.dev.binaries import cache_dir
+from kubetasks.dev.controlplane import ControlPlane, ControlPlaneError
+from kubetasks.dev.crds import apply_crds
+from kubetasks.dev.kubeapi import ApiError, JsonApi
+from kubetasks.dev.kubelet import DEFAULT_NODE_NAME, KUBELET_ENV
+from kubetasks.dev.processes import ManagedProcess, is_running, read_pidfile, terminate
+from kubetasks.dev.redis_server import RedisServer
+
+_ENV_FILE = "env.json"
+
+
+def default_state_dir() -> Path:
+    """``$KUBETASKS_DEV_DIR``, else ``~/.cache/kubetasks/dev``."""
+    explicit = os.environ.get("KUBETASKS_DEV_DIR")
+    return Path(explicit) if explicit else cache_dir() / "dev"
+
+
+@dataclass
+class DevStatus:
+    """What ``status`` reports; ``healthy`` only when every component serves."""
+
+    state_dir: Path
+    kubeconfig: Path
+    redis_url: str | None
+    components: dict[str, int | None] = field(default_factory=dict)
+    """Component name -> pid when running, None when not."""
+    healthy: bool = False
+    reused: bool = False
+
+    def exports(self) -> str:
+        """Shell lines to point kubectl, helm and kubetasks at this environment."""
+        lines = [f"export KUBECONFIG={self.kubeconfig}"]
+        if self.redis_url:
+            lines.append(f"export KUBETASKS_REDIS_URL={self.redis_url}")
+        return "\n".join(lines)
+
+
+@dataclass
+class DevEnvironment:
+    """The environment under ``state_dir``; see the module docstring."""
+
+    state_dir: Path = field(default_factory=default_state_dir)
+
+    def __post_init__(self) -> None:
+        self.state_dir = Path(self.state_dir).absolute()
+
+    @property
+    def control_plane_dir(self) -> Path:
+        return self.state_dir / "controlplane"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def kubelet_dir(self) -> Path:
+        return self.state_dir / "kubelet"
+
+    @property
+    def marker(self) -> str:
+        """Every process we start mentions this in its command line (see processes.py)."""
+        return str(self.state_dir)
+
+    # --- the three commands --------------------------------------------------------------
+    def status(self) -> DevStatus:
+        saved = self._saved()
+        redis_port = saved.get("redis_port")
+        result = DevStatus(
+            state_dir=self.state_dir,
+            kubeconfig=self.control_plane_dir / "kubeconfig",
+            redis_url=f"redis://127.0.0.1:{redis_port}/0" if redis_port else None,
+        )
+        plane_ok = False
+        if (self.control_plane_dir / "controlplane.json").exists():
+            plane = ControlPlane.attach(self.control_plane_dir)
+            for name, plane_pid in plane.pids().items():
+                running = is_running(plane_pid, self.marker)
+                result.components[name] = plane_pid if running else None
+            plane_ok = plane.healthy()
+        for name in ("redis", "kubelet"):
+            pid = read_pidfile(self.run_dir / f"{name}.pid")
+            result.components[name] = (
+                pid if pid is not None and is_running(pid, self.marker) else None
+            )
+        expected = {"etcd", "kube-apiserver", "kube-controller-manager", "redis"}
+        if saved.get("kubelet"):
+            expected.add("kubelet")
+        result.healthy = plane_ok and all(result.components.get(name) for name in expected)
+        return result
+
+    def up(
+        self, *, kubelet: bool = True, crds: Path | None = None, timeout: float = 120.0
+    ) -> DevStatus:
+        """Reuse a healthy environment, else clean up what is left and start a fresh one."""
+        current = self.status()
+        if current.healthy and (not kubelet or current.components.get("kubelet")):
+            current.reused = True
+            return current
+        self.down()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.log_dir, ignore_errors=True)
+        try:
+            plane = ControlPlane(self.control_plane_dir).start(timeout=timeout)
+            redis = RedisServer(data_dir=self.state_dir / "redis").start()
+            assert redis.process is not None
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "redis.pid").write_text(f"{redis.process.pid}\n")
+            # The server outlives this command; drop our end of its stderr pipe.
+            if redis.process.stderr:
+                redis.process.stderr.close()
+            (self.state_dir / _ENV_FILE).write_text(
+                json.dumps({"redis_port": redis.port, "kubelet": kubelet}, indent=2)
+            )
+            if crds is not None and crds.is_dir():
+                with plane.api_client() as api:
+                    apply_crds(JsonApi(api), crds)
+            if kubelet:
+                self._start_kubelet(plane, deadline=time.monotonic() + 30)
+        except BaseException:
+            self.down()
+            raise
+        return self.status()
+
+    def down(self) -> None:
+        """Stop every process of the environment and remove its data (logs are kept)."""
+        kubelet_pid = read_pidfile(self.run_dir / "kubelet.pid")
+        if kubelet_pid is not None:
+            terminate(kubelet_pid, self.marker, timeout=20)  # it stops its pods' processes
+        self._stop_leftover_pods()
+        if (self.control_plane_dir / "controlplane.json").exists():
+            ControlPlane.attach(self.control_plane_dir).stop()
+        else:
+            ControlPlane(self.control_plane_dir).stop()
+        redis_pid = read_pidfile(self.run_dir / "redis.pid")
+        if redis_pid is not None:
+            terminate(redis_pid, self.marker)
+        for name in ("controlplane", "redis", "run", "kubelet", _ENV_FILE):
+            path = self.state_dir / name
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+    # --- helpers ------------------------------------------------------------------------------
+    def _saved(self) -> dict[str, object]:
+        try:
+            data: dict[str, object] = json.loads((self.state_dir / _ENV_FILE).read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+        return data
+
+    def _start_kubelet(self, plane: ControlPlane, *, deadline: float) -> None:
+        process = ManagedProcess(
+            "kubelet",
+            [sys.executable, "-m", "kubetasks.dev.commands", "kubelet", "--state-dir", self.marker],
+            run_dir=self.run_dir,
+            log_dir=self.log_dir,
+            marker=self.marker,
+        )
+        process.start()
+        with plane.api_client() as api:
+            json_api = JsonApi(api)
+            while True:
+                if not process.running():
+                    raise ControlPlaneError(f"the process kubelet exited:\n{process.log_tail()}")
+                try:
+                    node = json_api.get(f"/api/v1/nodes/{DEFAULT_NODE_NAME}")
+                    conditions = node.get("status", {}).get("conditions") or []
+                    if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+                        return
+                except ApiError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise ControlPlaneError(
+                        f"the process kubelet did not register its node:\n{process.log_tail()}"
+                    )
+                time.sleep(0.2)
+
+    def _stop_leftover_pods(self) -> None:
+        """Processes of pods whose kubelet died without stopping them (kill -9 of the kubelet).
+
+        The kubelet names its work directory in every pod process's environment
+        (``KUBETASKS_PROCESS_KUBELET``), so /proc tells us which processes are ours.
+        """
+        needle = f"{KUBELET_ENV}={self.kubelet_dir}".encode()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                environ = (entry / "environ").read_bytes()
+            except OSError:
+                continue
+            if needle in environ.split(b"\0"):
+                terminate(int(entry.name), timeout=5)
