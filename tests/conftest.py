@@ -1,1 +1,1 @@
-pytest_plugins = ["fixtures.redis"]
+pytest_plugins = ["fixtures.redis", "fixtures.controlplane"]

@@ -84,6 +84,23 @@ def cmd_worker(ns: argparse.Namespace) -> int:
     return 0
 
 
+# -- operator --------------------------------------------------------------------------------
+
+
+def cmd_operator(ns: argparse.Namespace) -> int:
+    from kubetasks.controller import operator
+
+    _setup_logging(ns.log_level)
+    standalone = ns.standalone or not ns.peering
+    operator.run(
+        namespaces=[] if ns.all_namespaces else ns.namespace,
+        standalone=standalone,
+        peering=None if standalone else ns.peering,
+        liveness=f"http://0.0.0.0:{ns.health_port}/healthz" if ns.health_port else None,
+    )
+    return 0
+
+
 # -- producing and inspecting ------------------------------------------------------------------
 
 
@@ -191,6 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--allow-shell", action="store_true", help="register kubetasks.shell")
     w.add_argument("--log-level", default=os.environ.get("KUBETASKS_LOG_LEVEL", "info"))
     w.set_defaults(func=cmd_worker)
+
+    o = sub.add_parser("operator", help="run the kopf operator (Tasks, PeriodicTasks, pools)")
+    o.add_argument("--namespace", action="append", default=[], help="watch only this namespace")
+    o.add_argument("--all-namespaces", action="store_true", help="watch every namespace")
+    o.add_argument("--peering", help="kopf peering object name (default: standalone)")
+    o.add_argument("--standalone", action="store_true", help="no peering (one operator)")
+    o.add_argument("--health-port", type=int, default=8080, help="liveness endpoint port")
+    o.add_argument("--metrics-port", type=int, default=9090, help="Prometheus metrics port")
+    o.add_argument("--log-level", default=os.environ.get("KUBETASKS_LOG_LEVEL", "info"))
+    o.set_defaults(func=cmd_operator)
 
     e = sub.add_parser("enqueue", help="submit one task straight to Redis")
     redis_flag(e)

@@ -367,3 +367,19 @@ async def test_forget_drops_waiting_tasks_and_flags_running_ones(
     expected[Q + "t:a"]["cancel"] = "1"
     assert await dump(raw) == expected
     assert await broker.missing("default", ["p", "a", "d"]) == ["p", "d"]
+
+
+async def test_dequeue_never_reruns_a_task_cancelled_while_it_ran(
+    broker: Broker, raw: aioredis.Redis
+) -> None:
+    await seed(
+        raw,
+        {
+            Q + "pending": [("c", 1)],
+            Q + "t:c": task_hash("c", "pending", 1, attempts=1, cancel=1),
+        },
+    )
+    assert await broker.dequeue("default", "w1", 10, lease_seconds=30) == []
+    state = await dump(raw)
+    assert state[Q + "t:c"]["state"] == "cancelled"
+    assert Q + "pending" not in state and Q + "active" not in state

@@ -23,11 +23,11 @@ from typing import Any
 
 from kubetasks import outcome as outcomes
 from kubetasks.errors import TaskCancelledError, TaskTimeoutError
+from kubetasks.loops import run_every
 from kubetasks.queue import Broker, Leased
 from kubetasks.queue.message import dumps
 from kubetasks.settings import QueueWeight, WorkerSettings
 from kubetasks.worker import registry
-from kubetasks.worker.component import run_every
 from kubetasks.worker.context import TaskContext
 from kubetasks.worker.heartbeat import Heartbeat
 from kubetasks.worker.promoter import Promoter

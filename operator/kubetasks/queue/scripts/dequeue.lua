@@ -2,7 +2,8 @@
 -- KEYS[1] pending   KEYS[2] active   KEYS[3] dead   KEYS[4] stats
 -- ARGV[1] now (ms)  ARGV[2] lease expiry (ms)  ARGV[3] max count  ARGV[4] worker id
 -- ARGV[5] task prefix  ARGV[6] unique prefix  ARGV[7] retention (s)
--- Tasks whose deadline has passed are not started: they end 'deadline_exceeded'.
+-- Tasks whose deadline has passed are not started: they end 'deadline_exceeded'; tasks
+-- flagged for cancellation end 'cancelled'.
 -- Returns a flat array: id, message, attempt, id, message, attempt, ...
 local now = tonumber(ARGV[1])
 local out = {}
@@ -10,10 +11,14 @@ local popped = redis.call('ZPOPMIN', KEYS[1], ARGV[3])
 for i = 1, #popped, 2 do
   local id = popped[i]
   local tkey = ARGV[5] .. id
-  local f = redis.call('HMGET', tkey, 'msg', 'deadline')
+  local f = redis.call('HMGET', tkey, 'msg', 'deadline', 'cancel')
   if f[1] then
     local deadline = tonumber(f[2]) or 0
-    if deadline > 0 and now > deadline then
+    if f[3] == '1' then
+      -- cancelled while running, then handed back (shutdown or lost worker): never rerun
+      finish(tkey, ARGV[6], id, 'cancelled', now, ARGV[7], 'error',
+        error_json('Cancelled', 'cancelled before it could run again'))
+    elseif deadline > 0 and now > deadline then
       finish(tkey, ARGV[6], id, 'deadline_exceeded', now, ARGV[7], 'error',
         error_json('DeadlineExceeded', 'the deadline passed before an attempt could start'))
       redis.call('ZADD', KEYS[3], now, id)

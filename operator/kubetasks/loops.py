@@ -1,4 +1,4 @@
-"""The shape every background loop of the worker shares: ``tick()`` plus ``run(stop)``."""
+"""The shape every background loop shares (worker and operator): ``tick()`` on an interval."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import contextlib
 import logging
 from typing import Protocol
 
-log = logging.getLogger("kubetasks.worker")
+log = logging.getLogger("kubetasks.loops")
 
 
 class Component(Protocol):

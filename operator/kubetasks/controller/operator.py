@@ -1,0 +1,107 @@
+"""The operator process: kopf settings, shared state, background loops, worker pods.
+
+``kubetasks operator`` imports this module (which registers the handlers) and runs kopf.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from kubetasks.controller import tasks  # noqa: F401 - registers the Task handlers
+from kubetasks.controller.events import PhaseTracker
+from kubetasks.controller.reaper import Reaper
+from kubetasks.controller.repair import Repairer
+from kubetasks.controller.state import OperatorSettings, OperatorState
+from kubetasks.k8s.api import KubeApi
+from kubetasks.k8s.status import TaskStatusWriter
+from kubetasks.loops import run_every
+from kubetasks.queue import Broker
+from kubetasks.settings import redis_url
+
+log = logging.getLogger("kubetasks.operator")
+
+#: Label every worker pod carries (set by the WorkerPool controller); its value is the pool.
+WORKER_POOL_LABEL = "kubetasks.dev/worker-pool"
+
+_settings = OperatorSettings()
+
+
+def configure(settings: OperatorSettings) -> None:
+    global _settings
+    _settings = settings
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    # React to each event at once: the default 0.1 s batching window would be most of the
+    # create-to-running latency.
+    settings.batching.batch_window = 0.01
+    settings.posting.level = logging.WARNING  # kopf's own log lines are not Events
+    settings.watching.server_timeout = 300
+    settings.persistence.finalizer = "kubetasks.dev/kopf"
+    api = KubeApi()
+    state = OperatorState(
+        broker=Broker.from_url(redis_url()),
+        api=api,
+        writer=TaskStatusWriter(api),
+        settings=_settings,
+    )
+    memo.state = state
+    memo.tracker = PhaseTracker(_settings.events)
+    memo.reaper = Reaper(state)
+    memo.repairer = Repairer(state)
+    memo.stop = asyncio.Event()
+    memo.loops = [
+        asyncio.create_task(run_every(memo.reaper, memo.stop)),
+        asyncio.create_task(run_every(memo.repairer, memo.stop)),
+    ]
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: Any, **_: Any) -> None:
+    memo.stop.set()
+    await asyncio.gather(*memo.loops, return_exceptions=True)
+    await memo.state.broker.close()
+    memo.state.api.close()
+
+
+@kopf.on.event("", "v1", "pods", labels={WORKER_POOL_LABEL: kopf.PRESENT})
+async def worker_pod_gone(event: kopf.RawEvent, name: str, memo: Any, **_: Any) -> None:
+    """A worker pod is gone: return what it still held at once, without waiting for leases
+    to expire. (A pod that shut down cleanly handed its tasks back itself; this is for pods
+    that were killed or whose node vanished.)"""
+    if event.get("type") != "DELETED":
+        return
+    broker: Broker = memo.state.broker
+    for queue in await broker.queues():
+        requeued, dead = await broker.reclaim(queue, worker_id=name)
+        if requeued or dead:
+            log.warning(
+                "pod %s vanished holding %d tasks of queue %s", name, requeued + dead, queue
+            )
+
+
+def run(
+    *,
+    namespaces: list[str],
+    standalone: bool,
+    peering: str | None,
+    liveness: str | None,
+    priority: int = 0,
+) -> None:
+    configure(OperatorSettings(namespaces=tuple(namespaces)))
+    kopf.configure(verbose=False)
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            standalone=standalone,
+            peering_name=peering,
+            priority=priority,
+            liveness_endpoint=liveness,
+        )
+    )

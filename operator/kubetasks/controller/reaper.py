@@ -1,0 +1,69 @@
+"""Delete finished Tasks once their ``ttlSecondsAfterFinished`` has passed.
+
+Finished Tasks with a TTL are kept in a heap by due time; one tick deletes those that are
+due (with the uid as a precondition, so a re-created Task of the same name is safe). The
+heap is rebuilt from the watch after a restart, so nothing is missed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from typing import Any
+
+from kubernetes.client import V1DeleteOptions, V1Preconditions
+
+from kubetasks.controller.state import OperatorState
+from kubetasks.k8s.api import GROUP, TASKS, VERSION, reason_text, status_code
+from kubetasks.transitions import parse_timestamp
+
+log = logging.getLogger("kubetasks.operator")
+
+
+class Reaper:
+    name = "reaper"
+
+    def __init__(self, state: OperatorState) -> None:
+        self.state = state
+        self._heap: list[tuple[float, str, str, str]] = []
+        self._tracked: set[str] = set()
+        self.deleted = 0
+
+    def track(self, body: dict[str, Any]) -> None:
+        ttl = (body.get("spec") or {}).get("ttlSecondsAfterFinished")
+        finished = (body.get("status") or {}).get("finishedAt")
+        meta = body["metadata"]
+        if ttl is None or not finished or meta["uid"] in self._tracked:
+            return
+        self._tracked.add(meta["uid"])
+        due = parse_timestamp(finished) + float(ttl)
+        heapq.heappush(self._heap, (due, meta["namespace"], meta["name"], meta["uid"]))
+
+    def interval(self) -> float:
+        if not self._heap:
+            return 1.0
+        return min(max(self._heap[0][0] - self.state.clock.now(), 0.05), 1.0)
+
+    async def tick(self) -> None:
+        now = self.state.clock.now()
+        api = self.state.api
+        while self._heap and self._heap[0][0] <= now:
+            _, namespace, name, uid = heapq.heappop(self._heap)
+            self._tracked.discard(uid)
+            try:
+                await api.call(
+                    api.custom.delete_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    TASKS,
+                    name,
+                    body=V1DeleteOptions(preconditions=V1Preconditions(uid=uid)),
+                    _preload_content=False,
+                )
+                self.deleted += 1
+            except Exception as exc:
+                if status_code(exc) not in (404, 409):
+                    log.warning(
+                        "deleting finished task %s/%s failed: %s", namespace, name, reason_text(exc)
+                    )

@@ -1,0 +1,242 @@
+"""The Task controller: kopf handlers that queue Tasks and follow them to the end.
+
+Handlers are level-triggered on raw watch events (``kopf.on.event``): each event carries
+the Task's whole current state, and every action is idempotent (enqueue by uid, forward-only
+status), so a missed or repeated event does no harm and the repair loop covers the rest.
+kopf's create/update handlers would add two annotation writes per Task for their own
+bookkeeping; at hundreds of Tasks per second those writes are the bottleneck, so we do not
+use them.
+
+Per Task the operator makes two writes: the finalizer and the Queued status. The enqueue
+happens before the status write so a worker can start at once; the Queued patch carries the
+attempt count, which the CRD's transition rule refuses to lower, so a Queued status never
+overwrites a worker's faster Running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import kopf
+
+from kubetasks.controller import admission
+from kubetasks.controller.state import OperatorState
+from kubetasks.errors import ConfigurationError
+from kubetasks.k8s.api import GROUP, TASKS, VERSION, reason_text, status_code
+from kubetasks.transitions import (
+    CANCELLED,
+    FAILED,
+    PENDING,
+    SUCCEEDED,
+    TERMINAL,
+    WAITING,
+    operator_patch,
+)
+
+log = logging.getLogger("kubetasks.operator")
+
+FINALIZER = "kubetasks.dev/cleanup"
+
+#: (namespace, name) -> (phase, result) of a Task, for dependency checks.
+PhaseLookup = Callable[[str, str], tuple[str | None, Any]]
+
+
+# -- indexes ----------------------------------------------------------------------------------
+
+
+@kopf.index(GROUP, VERSION, TASKS)
+def task_outcomes(
+    namespace: str | None, name: str, status: kopf.Status, **_: Any
+) -> dict[tuple[str, str], tuple[str | None, Any]]:
+    phase = status.get("phase")
+    return {(namespace or "", name): (phase, status.get("result") if phase == SUCCEEDED else None)}
+
+
+@kopf.index(GROUP, VERSION, TASKS)
+def waiting_tasks(
+    namespace: str | None, spec: kopf.Spec, status: kopf.Status, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]] | None:
+    """Tasks waiting for dependencies, keyed by each dependency they wait for."""
+    if status.get("phase") not in (None, PENDING, WAITING) or not spec.get("dependsOn"):
+        return None
+    return {(namespace or "", dep): dict(body) for dep in spec["dependsOn"]}
+
+
+def index_lookup(index: kopf.Index[tuple[str, str], tuple[str | None, Any]]) -> PhaseLookup:
+    def lookup(namespace: str, name: str) -> tuple[str | None, Any]:
+        for value in index.get((namespace, name), []):
+            return value
+        return (None, None)
+
+    return lookup
+
+
+# -- the event handler ------------------------------------------------------------------------
+
+
+@kopf.on.event(GROUP, VERSION, TASKS)
+async def task_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+    # kopf passes each index as a keyword argument named after its function.
+    outcomes: kopf.Index[tuple[str, str], tuple[str | None, Any]] = kwargs["task_outcomes"]
+    waiting: kopf.Index[tuple[str, str], dict[str, Any]] = kwargs["waiting_tasks"]
+    state: OperatorState = memo.state
+    if event.get("type") == "DELETED":
+        memo.tracker.forget(body["metadata"]["uid"])
+        return
+    obj = dict(body)
+    meta = obj["metadata"]
+    status = obj.get("status") or {}
+    phase = status.get("phase")
+    if meta.get("deletionTimestamp"):
+        await finalize(state, obj)
+        return
+    memo.tracker.observe(obj)
+    if phase in TERMINAL:
+        memo.reaper.track(obj)
+        for dependent in waiting.get((meta["namespace"], meta["name"]), []):
+            await admit(state, dependent, index_lookup(outcomes))
+        return
+    if (obj.get("spec") or {}).get("cancel"):
+        await cancel(state, obj)
+    elif phase is None or phase == WAITING:
+        await admit(state, obj, index_lookup(outcomes))
+
+
+# -- actions ----------------------------------------------------------------------------------
+
+
+async def admit(state: OperatorState, body: dict[str, Any], lookup: PhaseLookup) -> None:
+    """Decide a new (or waiting) Task's fate: wait, fail, or enqueue it."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    now = state.clock.now()
+    generation = meta.get("generation")
+    results = None
+    depends_on = spec.get("dependsOn") or []
+    if depends_on:
+        deps = admission.dependency_state(depends_on, {d: lookup(namespace, d) for d in depends_on})
+        if deps.failed:
+            await set_phase(state, body, FAILED, "DependencyFailed", deps.failed)
+            return
+        if not deps.ready:
+            if status.get("phase") != WAITING:
+                waiting = ", ".join(deps.waiting_for)
+                await set_phase(
+                    state, body, WAITING, "WaitingForDependencies", f"waiting for {waiting}"
+                )
+            return
+        results = deps.results
+    try:
+        message = admission.build_message(body, now, results)
+    except ConfigurationError as exc:
+        await set_phase(state, body, FAILED, "InvalidSpec", str(exc))
+        return
+    spent = int(status.get("attempts") or 0)
+    try:
+        (outcome,), _ = await asyncio.gather(
+            state.broker.enqueue([message], spent={message.id: spent}),
+            ensure_finalizer(state, body),
+        )
+    except ConnectionError as exc:
+        state.redis_ok = False
+        await set_phase(
+            state, body, PENDING, "RedisUnavailable", f"cannot reach Redis, will retry: {exc}"
+        )
+        return
+    state.redis_ok = True
+    if outcome.outcome == "duplicate":
+        await set_phase(
+            state,
+            body,
+            FAILED,
+            "DuplicateTask",
+            f"uniqueKey {spec.get('uniqueKey')!r} is held by task {outcome.holder}",
+        )
+        # A refused duplicate keeps nothing in Redis; it is final.
+        return
+    phase = admission.queued_phase(message, now)
+    patch = operator_patch(
+        phase,
+        now,
+        "Enqueued",
+        f"on queue {message.queue}",
+        generation=generation,
+        extra={"attempts": spent},
+    )
+    await state.writer.write(namespace, name, patch)
+
+
+async def set_phase(
+    state: OperatorState, body: dict[str, Any], phase: str, reason: str, message: str
+) -> None:
+    meta = body["metadata"]
+    patch = operator_patch(
+        phase, state.clock.now(), reason, message, generation=meta.get("generation")
+    )
+    await state.writer.write(meta["namespace"], meta["name"], patch)
+
+
+async def cancel(state: OperatorState, body: dict[str, Any]) -> None:
+    """``spec.cancel: true``: a waiting task ends Cancelled now; a running one is told to
+    stop, and its worker reports Cancelled."""
+    queue = (body.get("spec") or {}).get("queue", "default")
+    result = await state.broker.cancel(queue, body["metadata"]["uid"])
+    if result in ("cancelled", "missing"):
+        await set_phase(state, body, CANCELLED, "Cancelled", "cancelled by spec.cancel")
+
+
+async def ensure_finalizer(state: OperatorState, body: dict[str, Any]) -> None:
+    meta = body["metadata"]
+    finalizers = meta.get("finalizers") or []
+    if FINALIZER in finalizers:
+        return
+    patch: list[dict[str, Any]] = [
+        {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}
+    ]
+    if not finalizers:
+        patch = [{"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}]
+    await state.api.call(
+        state.api.custom.patch_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        meta["namespace"],
+        TASKS,
+        meta["name"],
+        patch,
+        _preload_content=False,
+    )
+
+
+async def finalize(state: OperatorState, body: dict[str, Any]) -> None:
+    """A deleted Task: drop it from Redis (cancel it if running), then let it go."""
+    meta = body["metadata"]
+    finalizers = meta.get("finalizers") or []
+    if FINALIZER not in finalizers:
+        return
+    queue = (body.get("spec") or {}).get("queue", "default")
+    await state.broker.forget(queue, meta["uid"])
+    index = finalizers.index(FINALIZER)
+    patch = [
+        {"op": "test", "path": f"/metadata/finalizers/{index}", "value": FINALIZER},
+        {"op": "remove", "path": f"/metadata/finalizers/{index}"},
+    ]
+    try:
+        await state.api.call(
+            state.api.custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            meta["namespace"],
+            TASKS,
+            meta["name"],
+            patch,
+            _preload_content=False,
+        )
+    except Exception as exc:
+        if status_code(exc) not in (404, 422):  # gone, or finalizers changed: next event
+            raise
+        log.debug("finalizer removal on %s skipped: %s", meta["name"], reason_text(exc))

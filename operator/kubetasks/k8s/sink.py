@@ -1,0 +1,77 @@
+"""The worker's status sink for tasks that came from Task resources.
+
+Each attempt's start and end are written onto the Task's status (Running with the attempt,
+start time and worker pod; then Succeeded with the result, Retrying with the error and the
+next attempt's time, or Failed). Writes run in the background so a handler never waits for
+the API server, and the end of an attempt is written only after its start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from kubetasks.k8s.status import TaskStatusWriter
+from kubetasks.outcome import Outcome
+from kubetasks.queue import Leased
+from kubetasks.transitions import finished_patch, running_patch
+
+log = logging.getLogger("kubetasks.worker")
+
+
+class ResourceStatusSink:
+    def __init__(self, writer: TaskStatusWriter) -> None:
+        self.writer = writer
+        self._started: dict[tuple[str, int], asyncio.Task[bool]] = {}
+        self._pending: set[asyncio.Task[bool]] = set()
+
+    @staticmethod
+    def _where(leased: Leased) -> tuple[str, str] | None:
+        resource = leased.message.resource
+        if not resource:
+            return None
+        namespace, _, name = resource.partition("/")
+        return namespace, name
+
+    def _spawn(self, coro: Coroutine[Any, Any, bool]) -> asyncio.Task[bool]:
+        task = asyncio.create_task(coro)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        return task
+
+    async def started(self, leased: Leased, worker: str, at: float) -> None:
+        where = self._where(leased)
+        if where is None:
+            return
+        patch = running_patch(leased.attempt, worker, at)
+        key = (leased.message.id, leased.attempt)
+        self._started[key] = self._spawn(self.writer.write_quietly(*where, patch))
+
+    async def finished(self, leased: Leased, outcome: Outcome, at: float) -> None:
+        where = self._where(leased)
+        if where is None:
+            return
+        before = self._started.pop((leased.message.id, leased.attempt), None)
+        result = json.loads(outcome.result) if outcome.result is not None else None
+        patch = finished_patch(
+            outcome.kind,
+            leased.attempt,
+            at,
+            result=result,
+            error=outcome.error,
+            retry_at=outcome.retry_at,
+        )
+
+        async def write_after_start() -> bool:
+            if before is not None:
+                await before
+            return await self.writer.write_quietly(*where, patch)
+
+        self._spawn(write_after_start())
+
+    async def close(self) -> None:
+        if self._pending:
+            await asyncio.wait(set(self._pending), timeout=10)

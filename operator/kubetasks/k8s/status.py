@@ -1,0 +1,58 @@
+"""The one module that writes Task status.
+
+Operator and workers both call :class:`TaskStatusWriter`. Writes are merge patches of the
+``/status`` subresource built by :mod:`kubetasks.transitions`. The CRD's CEL transition rules
+make the API server refuse a write that would move status backwards (leave a terminal phase,
+or lower the attempt count); such a refusal means the write was stale and is dropped, as is a
+write to a Task that no longer exists.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kubetasks.k8s.api import GROUP, TASKS, VERSION, KubeApi, reason_text, status_code
+
+log = logging.getLogger("kubetasks.status")
+
+
+class TaskStatusWriter:
+    def __init__(self, api: KubeApi) -> None:
+        self.api = api
+        self.writes = 0
+        self.refused = 0
+
+    async def write(self, namespace: str, name: str, patch: dict[str, Any]) -> bool:
+        """Apply ``patch``; False when the Task is gone or the write was stale."""
+        try:
+            await self.api.call(
+                self.api.custom.patch_namespaced_custom_object_status,
+                GROUP,
+                VERSION,
+                namespace,
+                TASKS,
+                name,
+                patch,
+                _preload_content=False,
+            )
+        except Exception as exc:
+            code = status_code(exc)
+            if code == 404:
+                return False
+            if code == 422:  # a transition rule refused it: status already moved on
+                self.refused += 1
+                log.debug("status write to %s/%s refused as stale: %s", namespace, name, exc)
+                return False
+            raise
+        self.writes += 1
+        return True
+
+    async def write_quietly(self, namespace: str, name: str, patch: dict[str, Any]) -> bool:
+        """Like :meth:`write`, but a failure is logged, not raised (worker reporting must
+        never stop the work itself)."""
+        try:
+            return await self.write(namespace, name, patch)
+        except Exception as exc:
+            log.warning("status write to %s/%s failed: %s", namespace, name, reason_text(exc))
+            return False
