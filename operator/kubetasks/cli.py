@@ -20,7 +20,7 @@ from typing import Any
 
 from kubetasks import __version__
 from kubetasks.client import Client, TaskRequest
-from kubetasks.errors import KubetasksError
+from kubetasks.errors import ConfigurationError, KubetasksError
 from kubetasks.queue import Broker
 from kubetasks.settings import WorkerSettings, parse_queues, redis_url
 
@@ -66,10 +66,13 @@ def cmd_worker(ns: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         broker = Broker.from_url(redis_url(ns.redis_url))
+        sink, api = _status_sink(ns.report_status)
         try:
-            await Worker(broker, settings).run(stop)
+            await Worker(broker, settings, sink=sink).run(stop)
         finally:
             await broker.close()
+            if api is not None:
+                api.close()
 
     asyncio.run(serve())
     stuck = [t for t in threading.enumerate() if t.name.startswith("kubetasks-handler")]
@@ -82,6 +85,24 @@ def cmd_worker(ns: argparse.Namespace) -> int:
         logging.shutdown()
         os._exit(0)
     return 0
+
+
+def _status_sink(mode: str) -> tuple[Any, Any]:
+    """The Kubernetes status sink when asked for, or when credentials are at hand ("auto");
+    tasks submitted straight to Redis carry no resource and are never reported."""
+    if mode == "none":
+        return None, None
+    from kubetasks.k8s.api import KubeApi  # noqa: PLC0415 - only workers that report need it
+    from kubetasks.k8s.sink import ResourceStatusSink  # noqa: PLC0415
+    from kubetasks.k8s.status import TaskStatusWriter  # noqa: PLC0415
+
+    try:
+        api = KubeApi()
+    except ConfigurationError:
+        if mode == "kubernetes":
+            raise
+        return None, None
+    return ResourceStatusSink(TaskStatusWriter(api)), api
 
 
 # -- operator --------------------------------------------------------------------------------
@@ -206,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--worker-id", help="worker identity (default: $POD_NAME or host-pid)")
     w.add_argument("--allow-shell", action="store_true", help="register kubetasks.shell")
+    w.add_argument(
+        "--report-status",
+        choices=("auto", "kubernetes", "none"),
+        default="auto",
+        help="write Task status to Kubernetes (auto: when credentials are available)",
+    )
     w.add_argument("--log-level", default=os.environ.get("KUBETASKS_LOG_LEVEL", "info"))
     w.set_defaults(func=cmd_worker)
 
