@@ -1,1 +1,1 @@
-pytest_plugins = ["fixtures.redis", "fixtures.controlplane"]
+pytest_plugins = ["fixtures.redis", "fixtures.controlplane", "fixtures.operator"]

@@ -18,6 +18,10 @@ class ConfigurationError(KubetasksError):
     """A setting, flag or argument is invalid; the message names it."""
 
 
+class BrokerUnavailableError(KubetasksError, ConnectionError):
+    """Redis cannot be reached (or failed over mid-command); safe to retry later."""
+
+
 class HandlerNotFoundError(KubetasksError):
     """No handler is registered under the requested name."""
 

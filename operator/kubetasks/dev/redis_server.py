@@ -97,7 +97,8 @@ class RedisServer:
         self.stop()
         raise ConfigurationError(f"redis server did not answer on port {self.port} in {timeout}s")
 
-    def stop(self) -> None:
+    def stop(self, *, keep_data: bool = False) -> None:
+        """Stop the server; ``keep_data`` keeps its directory so ``start()`` can follow."""
         if self.process and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -108,7 +109,7 @@ class RedisServer:
         if self.process and self.process.stderr:
             self.process.stderr.close()
         self.process = None
-        if self._own_dir:
+        if self._own_dir and not keep_data:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def __enter__(self) -> RedisServer:

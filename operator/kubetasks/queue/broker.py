@@ -9,16 +9,19 @@ server clock and tests can drive them with fake time.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from importlib import resources
-from typing import Any, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 import redis.asyncio as aioredis
+import redis.exceptions
 from redis.commands.core import AsyncScript
 
 from kubetasks.clock import SYSTEM_CLOCK, Clock, to_ms
+from kubetasks.errors import BrokerUnavailableError
 from kubetasks.queue import keys
 from kubetasks.queue.keys import QueueKeys
 from kubetasks.queue.message import (
@@ -49,6 +52,26 @@ _SCRIPT_NAMES = (
     "cancel",
     "forget",
 )
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _unavailable(
+    method: Callable[P, Coroutine[Any, Any, R]],
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Turn the client's connection failures into :class:`BrokerUnavailableError`, so
+    callers above this module can handle "Redis is down" without importing redis."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            raise BrokerUnavailableError(f"Redis is unreachable: {exc}") from exc
+
+    return wrapper
 
 
 def _load_source(name: str) -> str:
@@ -85,9 +108,11 @@ class Broker:
         client = aioredis.Redis.from_url(url, decode_responses=True)
         return cls(client, **kwargs)
 
+    @_unavailable
     async def close(self) -> None:
         await self.redis.aclose()
 
+    @_unavailable
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
 
@@ -105,6 +130,7 @@ class Broker:
 
     # -- producing -------------------------------------------------------------------------
 
+    @_unavailable
     async def enqueue(
         self, messages: Iterable[TaskMessage], *, spent: Mapping[str, int] | None = None
     ) -> list[EnqueueResult]:
@@ -161,6 +187,7 @@ class Broker:
 
     # -- consuming -------------------------------------------------------------------------
 
+    @_unavailable
     async def dequeue(
         self, queue: str, worker_id: str, count: int, lease_seconds: float
     ) -> list[Leased]:
@@ -184,11 +211,13 @@ class Broker:
             for i in range(0, len(flat), 3)
         ]
 
+    @_unavailable
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> bool:
         """Block until a wake-up token arrives on one of the queues, or the timeout passes."""
         notify = [self.keys(q).notify for q in queues]
         return await self.redis.blpop(notify, timeout=max(timeout, 0.001)) is not None
 
+    @_unavailable
     async def heartbeat(
         self, queue: str, worker_id: str, task_ids: Sequence[str], lease_seconds: float
     ) -> tuple[list[str], list[str]]:
@@ -202,6 +231,7 @@ class Broker:
         )
         return list(cancel), list(lost)
 
+    @_unavailable
     async def ack(
         self, queue: str, worker_id: str, done: Sequence[tuple[str, int, str]]
     ) -> list[str]:
@@ -220,6 +250,7 @@ class Broker:
             args.extend(item)
         return list(await self._run("ack", [qk.active, qk.stats], args))
 
+    @_unavailable
     async def retry(
         self, queue: str, worker_id: str, task_id: str, attempt: int, retry_at: float, error: str
     ) -> bool:
@@ -240,6 +271,7 @@ class Broker:
             )
         )
 
+    @_unavailable
     async def fail(
         self, queue: str, worker_id: str, task_id: str, attempt: int, state: str, error: str
     ) -> bool:
@@ -262,6 +294,7 @@ class Broker:
             )
         )
 
+    @_unavailable
     async def requeue(self, queue: str, worker_id: str, task_id: str, attempt: int) -> bool:
         qk = self.keys(queue)
         return bool(
@@ -274,6 +307,7 @@ class Broker:
 
     # -- maintenance -----------------------------------------------------------------------
 
+    @_unavailable
     async def promote(self, queue: str, limit: int = 1000) -> tuple[int, float | None]:
         """Move due tasks to pending; returns (moved, when the next one is due or None)."""
         qk = self.keys(queue)
@@ -284,6 +318,7 @@ class Broker:
         )
         return int(moved), (None if int(next_due) < 0 else int(next_due) / 1000)
 
+    @_unavailable
     async def reclaim(
         self, queue: str, *, worker_id: str | None = None, limit: int = 1000
     ) -> tuple[int, int]:
@@ -304,6 +339,7 @@ class Broker:
         )
         return int(requeued), int(dead)
 
+    @_unavailable
     async def cancel(self, queue: str, task_id: str) -> str:
         """Cancel a task: 'cancelled', 'cancelling' (running), 'missing' or its final state."""
         qk = self.keys(queue)
@@ -315,6 +351,7 @@ class Broker:
             )
         )
 
+    @_unavailable
     async def forget(self, queue: str, task_id: str) -> str:
         """Remove a task whose resource was deleted: 'forgotten', 'cancelling' (running; it is
         flagged and its record expires after it stops) or 'missing'."""
@@ -327,6 +364,7 @@ class Broker:
             )
         )
 
+    @_unavailable
     async def missing(self, queue: str, task_ids: Sequence[str]) -> list[str]:
         """The ids among ``task_ids`` that Redis has no record of."""
         if not task_ids:
@@ -340,6 +378,7 @@ class Broker:
 
     # -- reading ---------------------------------------------------------------------------
 
+    @_unavailable
     async def get_task(self, queue: str, task_id: str) -> TaskInfo | None:
         raw = cast(dict[str, str], await self.redis.hgetall(self.keys(queue).task(task_id)))
         if not raw:
@@ -360,6 +399,7 @@ class Broker:
             cancel_requested=raw.get("cancel") == "1",
         )
 
+    @_unavailable
     async def stats(self, queue: str) -> QueueStats:
         qk = self.keys(queue)
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -381,5 +421,6 @@ class Broker:
             failed=int(failed or 0),
         )
 
+    @_unavailable
     async def queues(self) -> list[str]:
         return sorted(cast(set[str], await self.redis.smembers(keys.QUEUES)))

@@ -1,0 +1,175 @@
+"""Task resources end to end: kubectl-style creates on the real control plane, the operator
+and workers as processes, real Redis. Assertions are on what `kubectl get` would show."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from fixtures.controlplane import Kubectl
+from fixtures.operator import Operator, StartWorkers, Tasks
+
+
+def test_task_succeeds_with_its_result_and_conditions(
+    operator: Operator, task_workers: StartWorkers, tasks: Tasks, kubectl: Kubectl, namespace: str
+) -> None:
+    task_workers(1)
+    tasks.create("add", "test.add", args=[2, 3])
+    wait = kubectl("wait", "--for=condition=Succeeded", "task/add", "-n", namespace, "--timeout=30s")
+    assert wait.returncode == 0, wait.stderr
+    status = tasks.status("add")
+    assert status["phase"] == "Succeeded"
+    assert status["result"] == 5
+    assert status["attempts"] == 1
+    assert status["worker"] == "worker-0"
+    assert status["startedAt"] <= status["finishedAt"]
+    body = tasks.get("add")
+    assert body is not None and "kubetasks.dev/cleanup" in body["metadata"]["finalizers"]
+    shown = kubectl("get", "task", "add", "-n", namespace)
+    assert "Succeeded" in shown.stdout and "test.add" in shown.stdout
+
+
+def test_failures_retry_then_succeed_with_events(
+    operator: Operator, task_workers: StartWorkers, tasks: Tasks
+) -> None:
+    task_workers(1)
+    tasks.create(
+        "flaky",
+        "kubetasks.fail",
+        kwargs={"succeed_on_attempt": 3},
+        maxRetries=5,
+        retryBackoff={"baseSeconds": 0.2, "maxSeconds": 1, "jitter": False},
+    )
+    status = tasks.wait_phase("flaky", "Succeeded", "Failed")
+    assert (status["phase"], status["attempts"]) == ("Succeeded", 3)
+    assert status["result"] == {"succeeded_on_attempt": 3}
+    deadline = time.monotonic() + 10
+    while "Succeeded" not in tasks.events("flaky") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    events = tasks.events("flaky")
+    assert "Retrying" in events and events[-1] == "Succeeded", events
+
+
+def test_hopeless_tasks_fail_with_a_reason(
+    operator: Operator, task_workers: StartWorkers, tasks: Tasks
+) -> None:
+    task_workers(1)
+    tasks.create("unknown", "no.such.handler")
+    tasks.create("bad-args", "test.add", args=[1])
+    tasks.create("permanent", "kubetasks.fail", kwargs={"permanent": True, "message": "nope"})
+    tasks.create("spent", "kubetasks.fail", maxRetries=1, retryBackoff={"baseSeconds": 0.1})
+    expectations = {
+        "unknown": ("HandlerNotFoundError", "no handler registered", 1),
+        "bad-args": ("InvalidArgumentsError", "missing a required argument", 1),
+        "permanent": ("PermanentTaskError", "nope", 1),
+        "spent": ("RuntimeError", "gave up after 2 attempts", 2),
+    }
+    for name, (error_type, message, attempts) in expectations.items():
+        status = tasks.wait_phase(name, "Failed", "Succeeded")
+        assert status["phase"] == "Failed", (name, status)
+        assert status["error"]["type"] == error_type, (name, status["error"])
+        assert message in status["error"]["message"], (name, status["error"])
+        assert status["attempts"] == attempts
+        failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+        assert failed["status"] == "True"
+
+
+def test_timeout_fails_the_attempt(
+    operator: Operator, task_workers: StartWorkers, tasks: Tasks
+) -> None:
+    task_workers(1)
+    tasks.create("slow", "kubetasks.sleep", args=[30], timeoutSeconds=1, maxRetries=0)
+    status = tasks.wait_phase("slow", "Failed", "Succeeded", timeout=15)
+    assert status["error"]["type"] == "TaskTimeoutError"
+
+
+def test_cancel_a_running_task_and_a_waiting_one(
+    operator: Operator, task_workers: StartWorkers, tasks: Tasks
+) -> None:
+    task_workers(1)
+    tasks.create("long", "kubetasks.sleep", args=[60])
+    tasks.create("later", "kubetasks.echo", delaySeconds=3600)
+    tasks.wait_phase("long", "Running")
+    assert tasks.wait_phase("later", "Scheduled")["phase"] == "Scheduled"
+    tasks.patch("long", {"cancel": True})
+    tasks.patch("later", {"cancel": True})
+    assert tasks.wait_phase("long", "Cancelled", timeout=20)["phase"] == "Cancelled"
+    assert tasks.wait_phase("later", "Cancelled")["phase"] == "Cancelled"
+
+
+def test_deleting_a_task_removes_it_from_redis(
+    operator: Operator, task_workers: StartWorkers, tasks: Tasks, redis_url: str
+) -> None:
+    tasks.create("doomed", "kubetasks.echo", delaySeconds=3600)
+    uid = tasks.create("kept", "kubetasks.echo", delaySeconds=3600)["metadata"]["uid"]
+    doomed = tasks.get("doomed")
+    assert doomed is not None
+    tasks.wait_phase("doomed", "Scheduled")
+    tasks.wait_phase("kept", "Scheduled")
+    tasks.delete("doomed")
+    deadline = time.monotonic() + 20
+    while tasks.get("doomed") is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert tasks.get("doomed") is None
+    with redis.Redis.from_url(redis_url, decode_responses=True) as r:
+        scheduled = r.zrange("kubetasks:{default}:scheduled", 0, -1)
+        assert scheduled == [uid]
+        assert not r.exists(f"kubetasks:{{default}}:t:{doomed['metadata']['uid']}")
+
+
+def test_finished_tasks_are_deleted_after_their_ttl(
+    operator: Operator, task_workers: StartWorkers, tasks: Tasks
+) -> None:
+    task_workers(1)
+    tasks.create("short-lived", "kubetasks.echo", ttlSecondsAfterFinished=1)
+    tasks.create("kept", "kubetasks.echo")
+    tasks.wait_phase("short-lived", "Succeeded")
+    deadline = time.monotonic() + 15
+    while tasks.get("short-lived") is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert tasks.get("short-lived") is None
+    assert tasks.status("kept")["phase"] == "Succeeded"
+
+
+def test_dependency_chain_passes_results_along(
+    operator: Operator, task_workers: StartWorkers, tasks: Tasks
+) -> None:
+    task_workers(1)
+    # c waits for b, b waits for a; created out of order on purpose.
+    tasks.create("c", "test.add", args=[100], dependsOn=["b"], dependencyResults="Args")
+    tasks.create("b", "test.add", args=[10], dependsOn=["a"], dependencyResults="Args")
+    assert tasks.wait_phase("c", "Waiting")["phase"] == "Waiting"
+    tasks.create("a", "test.add", args=[1, 2])
+    assert tasks.wait_phase("c", "Succeeded", "Failed")["result"] == 113
+    assert tasks.status("b")["result"] == 13
+
+
+def test_a_failed_dependency_fails_its_dependents(
+    operator: Operator, task_workers: StartWorkers, tasks: Tasks
+) -> None:
+    task_workers(1)
+    tasks.create("root", "kubetasks.fail", kwargs={"permanent": True})
+    tasks.create("child", "kubetasks.echo", dependsOn=["root"])
+    status = tasks.wait_phase("child", "Failed", "Succeeded")
+    assert status["phase"] == "Failed"
+    assert "dependency root ended Failed" in status["error"]["message"]
+
+
+def test_tasks_wait_while_redis_is_down_and_run_when_it_returns(
+    operator: Operator, task_workers: StartWorkers, tasks: Tasks, redis_server: object
+) -> None:
+    server = redis_server
+    server.stop(keep_data=True)  # type: ignore[attr-defined]
+    try:
+        tasks.create("patient", "kubetasks.echo", args=["hi"])
+        status = tasks.wait_phase("patient", "Pending")
+        reasons = {c["reason"] for c in status["conditions"]}
+        assert reasons == {"RedisUnavailable"}
+    finally:
+        server.start()  # type: ignore[attr-defined]
+    task_workers(1)
+    assert tasks.wait_phase("patient", "Succeeded", timeout=30)["result"] == {
+        "args": ["hi"],
+        "kwargs": {},
+    }
