@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import json
 from collections import defaultdict
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any, ParamSpec, TypeVar, cast
 
@@ -157,7 +157,9 @@ class Broker:
                 qk = self.keys(queue)
                 for start in range(0, len(msgs), ENQUEUE_CHUNK):
                     chunk = msgs[start : start + ENQUEUE_CHUNK]
-                    args: list[Any] = [now, qk.task_prefix, qk.unique_prefix, NOTIFY_CAP]
+                    args: list[Any] = [
+                        now, qk.task_prefix, qk.unique_prefix, NOTIFY_CAP, keys.ENQUEUED, queue
+                    ]  # fmt: skip
                     for m in chunk:
                         args += (
                             m.id,
@@ -420,6 +422,20 @@ class Broker:
             processed=int(processed or 0),
             failed=int(failed or 0),
         )
+
+    async def enqueued(self) -> AsyncIterator[str]:
+        """Queue names as tasks are enqueued on them (pub/sub; may miss messages while
+        disconnected, so use it to react faster, never as the only trigger)."""
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(keys.ENQUEUED)
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    yield str(message["data"])
+        except (redis.exceptions.ConnectionError, OSError) as exc:
+            raise BrokerUnavailableError(f"Redis is unreachable: {exc}") from exc
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     @_unavailable
     async def queues(self) -> list[str]:

@@ -17,6 +17,7 @@ Layout of queue ``q``::
     kubetasks:{q}:t:<id>       HASH  one task: message, state, attempts, result, error, ...
     kubetasks:{q}:u:<key>      STRING  unique-key lock -> task id (with TTL)
     kubetasks:queues           SET   names of all queues ever used (outside any slot)
+    kubetasks:enqueued         pub/sub channel: the queue name, on each enqueue
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from kubetasks.errors import ConfigurationError
 
 ROOT = "kubetasks"
 QUEUES = f"{ROOT}:queues"
+#: Pub/sub channel on which every enqueue publishes its queue's name.
+ENQUEUED = f"{ROOT}:enqueued"
 WORKERS = f"{ROOT}:workers"
 
 _QUEUE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$")

@@ -1,7 +1,9 @@
 -- enqueue: add tasks to one queue; idempotent by task id, deduplicated by unique key.
 -- KEYS[1] pending   KEYS[2] scheduled   KEYS[3] seq   KEYS[4] notify
 -- ARGV[1] now (ms)  ARGV[2] task prefix  ARGV[3] unique prefix  ARGV[4] notify cap
--- ARGV[5..] 9 per task: id, message, priority, run at (ms; 0 or past = now), max retries,
+-- ARGV[5] enqueue channel  ARGV[6] queue name (published there, so an autoscaler watching
+--         the channel wakes a pool at zero at once)
+-- ARGV[7..] 9 per task: id, message, priority, run at (ms; 0 or past = now), max retries,
 --           deadline (ms; 0 = none), unique key ('' = none), unique TTL (s), attempts already
 --           spent (non-zero when the operator restores a task Redis lost)
 -- Returns one entry per task: 'queued', 'scheduled', 'exists' (the id is already known:
@@ -9,7 +11,7 @@
 local now = tonumber(ARGV[1])
 local out = {}
 local woke = 0
-for i = 5, #ARGV, 9 do
+for i = 7, #ARGV, 9 do
   local id = ARGV[i]
   local tkey = ARGV[2] .. id
   local ukey = ARGV[i + 6]
@@ -42,4 +44,5 @@ for i = 5, #ARGV, 9 do
   end
 end
 wake(KEYS[4], woke, tonumber(ARGV[4]))
+if woke > 0 then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
 return out
