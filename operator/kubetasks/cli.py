@@ -92,9 +92,9 @@ def _status_sink(mode: str) -> tuple[Any, Any]:
     tasks submitted straight to Redis carry no resource and are never reported."""
     if mode == "none":
         return None, None
-    from kubetasks.k8s.api import KubeApi  # noqa: PLC0415 - only workers that report need it
-    from kubetasks.k8s.sink import ResourceStatusSink  # noqa: PLC0415
-    from kubetasks.k8s.status import TaskStatusWriter  # noqa: PLC0415
+    from kubetasks.k8s.api import KubeApi  # only workers that report need it
+    from kubetasks.k8s.sink import ResourceStatusSink
+    from kubetasks.k8s.status import TaskStatusWriter
 
     try:
         api = KubeApi()

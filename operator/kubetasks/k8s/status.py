@@ -12,7 +12,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from kubetasks.k8s.api import GROUP, TASKS, VERSION, KubeApi, reason_text, status_code
+from kubetasks.k8s.api import (
+    GROUP,
+    TASKS,
+    VERSION,
+    WORKER_POOLS,
+    KubeApi,
+    reason_text,
+    status_code,
+)
 
 log = logging.getLogger("kubetasks.status")
 
@@ -56,3 +64,26 @@ class TaskStatusWriter:
         except Exception as exc:
             log.warning("status write to %s/%s failed: %s", namespace, name, reason_text(exc))
             return False
+
+
+class PoolStatusWriter:
+    """Writes WorkerPool status (depth, in flight, desired and actual replicas)."""
+
+    def __init__(self, api: KubeApi) -> None:
+        self.api = api
+
+    async def write(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        try:
+            await self.api.call(
+                self.api.custom.patch_namespaced_custom_object_status,
+                GROUP,
+                VERSION,
+                namespace,
+                WORKER_POOLS,
+                name,
+                {"status": status},
+                _preload_content=False,
+            )
+        except Exception as exc:
+            if status_code(exc) != 404:
+                raise

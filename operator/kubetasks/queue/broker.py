@@ -438,5 +438,25 @@ class Broker:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     @_unavailable
+    async def report_worker(self, worker_id: str, in_flight: int, ttl: float) -> None:
+        """Record how busy a worker is (read by the autoscaler to pick idle pods first)."""
+        key = keys.worker_key(worker_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(key, mapping={"in_flight": in_flight, "at": self._now_ms()})
+            pipe.pexpire(key, to_ms(ttl))
+            await pipe.execute()
+
+    @_unavailable
+    async def worker_loads(self, worker_ids: Sequence[str]) -> dict[str, int | None]:
+        """Tasks in flight per worker, None for a worker that has not reported lately."""
+        if not worker_ids:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for worker_id in worker_ids:
+                pipe.hget(keys.worker_key(worker_id), "in_flight")
+            found = await pipe.execute()
+        return {w: None if v is None else int(v) for w, v in zip(worker_ids, found, strict=True)}
+
+    @_unavailable
     async def queues(self) -> list[str]:
         return sorted(cast(set[str], await self.redis.smembers(keys.QUEUES)))

@@ -36,8 +36,12 @@ class Heartbeat:
         return self.settings.beat_every
 
     async def tick(self) -> None:
+        running = self.running()
+        await self.broker.report_worker(
+            self.settings.worker_id, len(running), ttl=3 * self.settings.beat_every
+        )
         by_queue: dict[str, list[str]] = defaultdict(list)
-        for task_id, queue in self.running().items():
+        for task_id, queue in running.items():
             by_queue[queue].append(task_id)
         for queue, ids in by_queue.items():
             cancel, lost = await self.broker.heartbeat(

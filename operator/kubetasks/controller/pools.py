@@ -1,0 +1,23 @@
+"""The WorkerPool controller: one Deployment per pool, scaled on its queues' depth.
+
+Events keep the autoscaler's view of each pool current and apply the Deployment when the
+pool's spec changes; the autoscaler loop (``autoscaling.py``) does the rest.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from kubetasks.k8s.api import GROUP, VERSION, WORKER_POOLS
+
+
+@kopf.on.event(GROUP, VERSION, WORKER_POOLS)
+async def pool_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
+    meta = body["metadata"]
+    key = (meta["namespace"], meta["name"])
+    if event.get("type") == "DELETED" or meta.get("deletionTimestamp"):
+        memo.autoscaler.remove(key)  # the Deployment goes with it (owner reference)
+        return
+    await memo.autoscaler.upsert(dict(body))

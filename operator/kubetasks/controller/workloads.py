@@ -1,0 +1,140 @@
+"""The Deployment a WorkerPool runs as (pure: pool in, manifest out).
+
+The operator owns one Deployment per WorkerPool and applies it with server-side apply; this
+module decides what it contains: ``kubetasks worker`` with the pool's queues, concurrency
+and handler modules, the restricted security context every worker gets, and the pod
+template overrides the pool asks for.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+POOL_LABEL = "kubetasks.dev/worker-pool"
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+#: Seconds a worker keeps for itself at the end of the grace period to hand tasks back.
+HANDBACK_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class WorkloadDefaults:
+    """What the operator's own environment (set by the Helm chart) gives every pool."""
+
+    image: str = os.environ.get("KUBETASKS_WORKER_IMAGE", "ghcr.io/kubetasks/worker:0.1.0")
+    service_account: str = os.environ.get("KUBETASKS_WORKER_SERVICE_ACCOUNT", "")
+    redis_url: str = os.environ.get(
+        "KUBETASKS_WORKER_REDIS_URL", os.environ.get("KUBETASKS_REDIS_URL", "")
+    )
+    redis_secret: str = os.environ.get("KUBETASKS_REDIS_SECRET", "")
+    """Secret with the Redis password under key ``password`` (optional)."""
+    extra_labels: dict[str, str] = field(
+        default_factory=lambda: _parse_labels(os.environ.get("KUBETASKS_WORKER_POD_LABELS", ""))
+    )
+    """Labels added to every worker pod (the local dev env marks them for its kubelet)."""
+
+
+def _parse_labels(text: str) -> dict[str, str]:
+    pairs = (p.split("=", 1) for p in text.split(",") if "=" in p)
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def worker_args(spec: dict[str, Any]) -> list[str]:
+    queues = ",".join(f"{q['name']}:{q.get('weight', 1)}" for q in spec["queues"])
+    grace = int(spec.get("terminationGracePeriodSeconds", 30))
+    args = [
+        "worker",
+        "--queues",
+        queues,
+        "--concurrency",
+        str(spec.get("concurrency", 10)),
+        "--grace-period",
+        str(max(grace - HANDBACK_SECONDS, 1)),
+    ]
+    if spec.get("strictPriority"):
+        args.append("--strict")
+    for module in spec.get("imports") or []:
+        args += ["--import", module]
+    return args
+
+
+def deployment(pool: dict[str, Any], replicas: int, defaults: WorkloadDefaults) -> dict[str, Any]:
+    meta = pool["metadata"]
+    spec = pool["spec"]
+    name = meta["name"]
+    overrides = spec.get("podTemplate") or {}
+    labels = {
+        "app.kubernetes.io/name": "kubetasks-worker",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/managed-by": "kubetasks",
+        POOL_LABEL: name,
+    }
+    env: list[dict[str, Any]] = [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
+    if defaults.redis_url:
+        env.append({"name": "KUBETASKS_REDIS_URL", "value": defaults.redis_url})
+    if defaults.redis_secret:
+        env.append(
+            {
+                "name": "KUBETASKS_REDIS_PASSWORD",
+                "valueFrom": {"secretKeyRef": {"name": defaults.redis_secret, "key": "password"}},
+            }
+        )
+    env += overrides.get("env") or []
+    container: dict[str, Any] = {
+        "name": "worker",
+        "image": spec.get("image") or defaults.image,
+        "command": ["kubetasks"],
+        "args": worker_args(spec),
+        "env": env,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    if overrides.get("resources"):
+        container["resources"] = overrides["resources"]
+    pod_spec: dict[str, Any] = {
+        "terminationGracePeriodSeconds": int(spec.get("terminationGracePeriodSeconds", 30)),
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+    }
+    account = overrides.get("serviceAccountName") or defaults.service_account
+    if account:
+        pod_spec["serviceAccountName"] = account
+    for key in ("nodeSelector", "tolerations"):
+        if overrides.get(key):
+            pod_spec[key] = overrides[key]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "ownerReferences": [
+                {
+                    "apiVersion": pool["apiVersion"],
+                    "kind": pool["kind"],
+                    "name": name,
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {POOL_LABEL: name}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": labels | defaults.extra_labels},
+                "spec": pod_spec,
+            },
+        },
+    }
