@@ -5,7 +5,8 @@ process kubelet and exits; ``kubetasks dev down``, run later from another shell,
 exactly those processes. Each one therefore gets a pidfile, its own session (so a Ctrl-C in
 the terminal that started it does not reach it) and a log file. A pid alone is not proof of
 identity, since pids are reused: a process counts as ours only while its command line still
-mentions the state directory, which every command line we build does.
+mentions the state directory, which every command line we build does (or, for Redis, which
+rewrites its process title, while it runs inside it).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from pathlib import Path
 
 
 def is_running(pid: int, marker: str | None = None) -> bool:
-    """Whether ``pid`` is a live (not zombie) process whose command line contains ``marker``."""
+    """Whether ``pid`` is a live (not zombie) process whose command line contains ``marker``
+    or whose working directory is under it."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -29,7 +31,13 @@ def is_running(pid: int, marker: str | None = None) -> bool:
     # The state is the field after the parenthesised command name, which may contain spaces.
     if stat[stat.rindex(")") + 2 :].startswith(("Z", "X")):
         return False
-    return marker is None or marker in cmdline
+    if marker is None or marker in cmdline:
+        return True
+    # Redis rewrites its process title (dropping `--dir`) but runs inside its data directory.
+    try:
+        return os.readlink(f"/proc/{pid}/cwd").startswith(marker)
+    except OSError:
+        return False
 
 
 def rss_kib(pid: int) -> int:
