@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Protocol
 
@@ -12,6 +11,8 @@ log = logging.getLogger("kubetasks.loops")
 
 class Component(Protocol):
     name: str
+    wake: asyncio.Event | None
+    """Set by others to run the next tick at once (None: only the interval counts)."""
 
     def interval(self) -> float:
         """Seconds until the next tick."""
@@ -28,5 +29,14 @@ async def run_every(component: Component, stop: asyncio.Event) -> None:
             await component.tick()
         except Exception:
             log.exception("%s tick failed; retrying", component.name)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), component.interval())
+        wake = component.wake
+        waiters = [asyncio.ensure_future(stop.wait())]
+        if wake is not None:
+            waiters.append(asyncio.ensure_future(wake.wait()))
+        _, pending = await asyncio.wait(
+            waiters, timeout=component.interval(), return_when=asyncio.FIRST_COMPLETED
+        )
+        for waiter in pending:
+            waiter.cancel()
+        if wake is not None:
+            wake.clear()

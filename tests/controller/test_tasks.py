@@ -48,7 +48,8 @@ def test_failures_retry_then_succeed_with_events(
     while "Succeeded" not in tasks.events("flaky") and time.monotonic() < deadline:
         time.sleep(0.2)
     events = tasks.events("flaky")
-    assert "Retrying" in events and events[-1] == "Succeeded", events
+    # Event timestamps have one-second resolution: check presence, not order.
+    assert {"Queued", "Running", "Retrying", "Succeeded"} <= set(events), events
 
 
 def test_hopeless_tasks_fail_with_a_reason(

@@ -94,7 +94,8 @@ def run(
     priority: int = 0,
 ) -> None:
     configure(OperatorSettings(namespaces=tuple(namespaces)))
-    kopf.configure(verbose=False)
+    # One line per handled event would drown everything else at INFO.
+    logging.getLogger("kopf.objects").setLevel(max(logging.WARNING, logging.root.level))
     asyncio.run(
         kopf.operator(
             clusterwide=not namespaces,

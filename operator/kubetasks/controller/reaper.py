@@ -7,6 +7,7 @@ heap is rebuilt from the watch after a restart, so nothing is missed.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import logging
 from typing import Any
@@ -22,6 +23,7 @@ log = logging.getLogger("kubetasks.operator")
 
 class Reaper:
     name = "reaper"
+    wake: asyncio.Event | None = None
 
     def __init__(self, state: OperatorState) -> None:
         self.state = state

@@ -9,6 +9,7 @@ failed. While Redis is unreachable the tick runs every few seconds instead.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from typing import Any, cast
@@ -31,6 +32,7 @@ class Repairer:
     def __init__(self, state: OperatorState) -> None:
         self.state = state
         self.restored = 0
+        self.wake: asyncio.Event | None = state.repair_soon
 
     def interval(self) -> float:
         return FAST_RETRY if not self.state.redis_ok else self.state.settings.resync_seconds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass, field
 
@@ -30,3 +31,5 @@ class OperatorState:
     clock: Clock = field(default=SYSTEM_CLOCK)
     redis_ok: bool = True
     """False after an enqueue failed; the repair loop then runs every few seconds."""
+    repair_soon: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set to make the repair loop run now (an enqueue just failed)."""

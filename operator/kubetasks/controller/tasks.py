@@ -144,6 +144,7 @@ async def admit(state: OperatorState, body: dict[str, Any], lookup: PhaseLookup)
         )
     except ConnectionError as exc:
         state.redis_ok = False
+        state.repair_soon.set()
         await set_phase(
             state, body, PENDING, "RedisUnavailable", f"cannot reach Redis, will retry: {exc}"
         )
@@ -208,6 +209,7 @@ async def ensure_finalizer(state: OperatorState, body: dict[str, Any]) -> None:
         TASKS,
         meta["name"],
         patch,
+        _content_type="application/json-patch+json",
         _preload_content=False,
     )
 
@@ -234,6 +236,7 @@ async def finalize(state: OperatorState, body: dict[str, Any]) -> None:
             TASKS,
             meta["name"],
             patch,
+            _content_type="application/json-patch+json",
             _preload_content=False,
         )
     except Exception as exc:

@@ -8,6 +8,7 @@ stopped without reporting, so two workers never both finish one attempt).
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -17,6 +18,7 @@ from kubetasks.settings import WorkerSettings
 
 class Heartbeat:
     name = "heartbeat"
+    wake: asyncio.Event | None = None
 
     def __init__(
         self,

@@ -7,12 +7,15 @@ exactly until then instead of polling.
 
 from __future__ import annotations
 
+import asyncio
+
 from kubetasks.queue import Broker
 from kubetasks.settings import WorkerSettings
 
 
 class Promoter:
     name = "promoter"
+    wake: asyncio.Event | None = None
 
     def __init__(self, broker: Broker, settings: WorkerSettings) -> None:
         self.broker = broker

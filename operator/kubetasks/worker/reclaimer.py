@@ -8,6 +8,7 @@ for ``kill -9``, OOM kills and lost nodes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from kubetasks.queue import Broker
@@ -18,6 +19,7 @@ log = logging.getLogger("kubetasks.worker")
 
 class Reclaimer:
     name = "reclaimer"
+    wake: asyncio.Event | None = None
 
     def __init__(self, broker: Broker, settings: WorkerSettings) -> None:
         self.broker = broker
