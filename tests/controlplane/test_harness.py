@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sys
 import textwrap
 import time
@@ -19,11 +20,13 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
+import kubetasks.dev.controlplane as controlplane_module
 from fixtures.controlplane import Impersonate, Kubectl
 from kubetasks.dev.binaries import KUBERNETES_VERSION, find_kubectl
 from kubetasks.dev.controlplane import ControlPlane
 from kubetasks.dev.kubelet import PID_ANNOTATION, PROCESS_KUBELET_LABEL, ProcessKubelet
 from kubetasks.dev.processes import is_running
+from kubetasks.dev.redis_server import free_port
 
 pytestmark = pytest.mark.controlplane
 
@@ -292,3 +295,28 @@ def test_service_account_gets_only_what_its_role_grants(
     ):
         result = kubectl("auth", "can-i", verb, resource, "-n", namespace, as_sa)
         assert result.stdout.strip() == expected, (verb, resource, result.stderr)
+
+
+def test_start_retries_when_a_port_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Free ports are picked before the processes bind them; losing that race is retried."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        taken_port = taken.getsockname()[1]
+        ports = iter([taken_port])
+        monkeypatch.setattr(
+            controlplane_module, "free_port", lambda: next(ports, None) or free_port()
+        )
+        plane = ControlPlane(tmp_path / "plane")
+        try:
+            plane.start()
+            pids = plane.pids()
+            assert plane.admin.get("/readyz") == (200, "ok")
+            assert plane.etcd_url != f"http://127.0.0.1:{taken_port}"
+            assert "address already in use" in (plane.log_dir / "etcd.log").read_text()
+        finally:
+            plane.stop()
+    assert len(pids) == 3
+    assert not any(is_running(pid) for pid in pids.values())

@@ -213,40 +213,51 @@ class ControlPlane:
         return status == 200
 
     def start(self, timeout: float = 90.0) -> ControlPlane:
-        """Start the three processes and wait until they serve; on failure stop them all."""
+        """Start the three processes and wait until they serve; on failure stop them all.
+
+        Ports are picked free just before the processes bind them, so another process can
+        take one in between; that case (and only that one) is retried with fresh ports.
+        """
         t0 = time.monotonic()
         deadline = t0 + timeout
         binaries = {
             n: find_binary(n) for n in ("etcd", "kube-apiserver", "kube-controller-manager")
         }
         self.pki.ensure()
+        for attempt in range(3):
+            try:
+                self._start(binaries, t0, deadline)
+                return self
+            except ControlPlaneError as exc:
+                self.stop(remove_data=True)
+                if "address already in use" not in str(exc) or attempt == 2:
+                    raise
+            except BaseException:
+                self.stop()
+                raise
+        raise AssertionError("unreachable")
+
+    def _start(self, binaries: dict[str, Path], t0: float, deadline: float) -> None:
         self._ports = {"etcd": free_port(), "etcd-peer": free_port(), "apiserver": free_port()}
         (self.state_dir / _STATE_FILE).write_text(
             json.dumps({"version": KUBERNETES_VERSION, "ports": self._ports}, indent=2)
         )
-        try:
-            self._spawn("etcd", [str(binaries["etcd"]), *self._etcd_args()])
-            self._wait("etcd", deadline, self._etcd_ready)
-            self.timings["etcd"] = time.monotonic() - t0
-            self._spawn(
-                "kube-apiserver", [str(binaries["kube-apiserver"]), *self._apiserver_args()]
-            )
-            self._wait("kube-apiserver", deadline, self._apiserver_ready)
-            self.timings["apiserver_ready"] = time.monotonic() - t0
-            self.admin.write_kubeconfig(self.kubeconfig)
-            kcm_kubeconfig = ClusterAccess(
-                self.server, self.pki.ca_cert, self.pki.controller_manager
-            ).write_kubeconfig(self.state_dir / "kcm.kubeconfig", user="kube-controller-manager")
-            self._spawn(
-                "kube-controller-manager",
-                [str(binaries["kube-controller-manager"]), *self._kcm_args(kcm_kubeconfig)],
-            )
-            self._wait("kube-controller-manager", deadline, self._controllers_ready)
-            self.timings["controllers_ready"] = time.monotonic() - t0
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        self._spawn("etcd", [str(binaries["etcd"]), *self._etcd_args()])
+        self._wait("etcd", deadline, self._etcd_ready)
+        self.timings["etcd"] = time.monotonic() - t0
+        self._spawn("kube-apiserver", [str(binaries["kube-apiserver"]), *self._apiserver_args()])
+        self._wait("kube-apiserver", deadline, self._apiserver_ready)
+        self.timings["apiserver_ready"] = time.monotonic() - t0
+        self.admin.write_kubeconfig(self.kubeconfig)
+        kcm_kubeconfig = ClusterAccess(
+            self.server, self.pki.ca_cert, self.pki.controller_manager
+        ).write_kubeconfig(self.state_dir / "kcm.kubeconfig", user="kube-controller-manager")
+        self._spawn(
+            "kube-controller-manager",
+            [str(binaries["kube-controller-manager"]), *self._kcm_args(kcm_kubeconfig)],
+        )
+        self._wait("kube-controller-manager", deadline, self._controllers_ready)
+        self.timings["controllers_ready"] = time.monotonic() - t0
 
     def stop(self, *, remove_data: bool = False) -> None:
         """Stop the controller manager, the API server, then etcd; no process is left."""

@@ -94,6 +94,7 @@ class DevEnvironment:
             redis_url=f"redis://127.0.0.1:{redis_port}/0" if redis_port else None,
         )
         plane_ok = False
+        result.components = dict.fromkeys(("etcd", "kube-apiserver", "kube-controller-manager"))
         if (self.control_plane_dir / "controlplane.json").exists():
             plane = ControlPlane.attach(self.control_plane_dir)
             for name, plane_pid in plane.pids().items():
