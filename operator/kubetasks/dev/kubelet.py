@@ -319,19 +319,39 @@ class ProcessKubelet:
         )
 
     def _start(self, pod: JsonObject, run: _Run) -> None:
+        """Start the pod's process; when it cannot start, say why on the pod and retry later
+        (a kubelet's CreateContainerConfigError / RunContainerError), never in a tight loop."""
         container = pod["spec"]["containers"][0]
         try:
-            declared = container_env(pod, container, self._lookup)
-            argv = command_line(container, declared)
-        except ContainerConfigError as exc:
-            run.next_start = time.monotonic() + _MAX_BACKOFF_SECONDS
-            self._patch_status(
-                pod,
-                run,
-                {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}},
-                phase="Pending",
-            )
+            argv, env, cwd = self._prepare(pod, container, run)
+        except (ContainerConfigError, ApiError) as exc:
+            self._cannot_start(pod, run, "CreateContainerConfigError", str(exc))
             return
+        try:
+            with self.log_path(run.namespace, run.name).open("ab") as output:
+                run.process = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=cwd,
+                    start_new_session=True,
+                )
+        except OSError as exc:  # no such executable, not executable, ...
+            self._cannot_start(pod, run, "RunContainerError", f"{argv[0]}: {exc}")
+            return
+        run.started_at = _now()
+        log.info("started pod %s as pid %d: %s", run.key, run.process.pid, argv)
+        self._annotate_pid(run)
+        self._patch_status(pod, run, {"running": {"startedAt": run.started_at}}, phase="Running")
+
+    def _prepare(
+        self, pod: JsonObject, container: JsonObject, run: _Run
+    ) -> tuple[list[str], dict[str, str], str | None]:
+        """argv, environment and working directory of the pod's process."""
+        declared = container_env(pod, container, self._lookup)
+        argv = command_line(container, declared)
         env = dict(os.environ)
         env.pop("KUBECONFIG", None)
         env.update(declared)
@@ -342,20 +362,15 @@ class ProcessKubelet:
             env["KUBECONFIG"] = str(self._service_account_kubeconfig(pod, pod_dir))
         working_dir = container.get("workingDir")
         cwd = working_dir if working_dir and Path(working_dir).is_dir() else None
-        with self.log_path(run.namespace, run.name).open("ab") as output:
-            run.process = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=cwd,
-                start_new_session=True,
-            )
-        run.started_at = _now()
-        log.info("started pod %s as pid %d: %s", run.key, run.process.pid, argv)
-        self._annotate_pid(run)
-        self._patch_status(pod, run, {"running": {"startedAt": run.started_at}}, phase="Running")
+        return argv, env, cwd
+
+    def _cannot_start(self, pod: JsonObject, run: _Run, reason: str, message: str) -> None:
+        log.warning("pod %s cannot start: %s: %s", run.key, reason, message)
+        run.next_start = time.monotonic() + _MAX_BACKOFF_SECONDS
+        phase = "Running" if run.restart_count else "Pending"
+        self._patch_status(
+            pod, run, {"waiting": {"reason": reason, "message": message}}, phase=phase
+        )
 
     def _exited(self, pod: JsonObject, run: _Run) -> None:
         assert run.process is not None
