@@ -13,7 +13,7 @@ import random
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from kubetasks.errors import (
     HandlerNotFoundError,
@@ -61,6 +61,21 @@ class Outcome:
     @property
     def final(self) -> bool:
         return self.kind != "retry"
+
+
+#: What happened to a task that Redis ended without a worker running it (see dequeue.lua and
+#: reclaim.lua, which record the same types).
+_ENDED = {
+    "deadline_exceeded": ("DeadlineExceeded", "the deadline passed before an attempt could start"),
+    "cancelled": ("Cancelled", "cancelled before it could run again"),
+    "failed": ("WorkerLost", "its worker stopped while running its last attempt"),
+}
+
+
+def ended_outcome(state: str) -> Outcome:
+    """The outcome to report for a task that ended inside Redis."""
+    kind, message = _ENDED[state]
+    return Outcome(cast(Kind, state), error={"type": kind, "message": message})
 
 
 def backoff_delay(backoff: BackoffPolicy, attempt: int, rand: Callable[[], float]) -> float:

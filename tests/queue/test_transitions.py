@@ -117,7 +117,8 @@ async def test_dequeue_never_starts_a_task_past_its_deadline(
             Q + "u:k": "late",
         },
     )
-    assert await broker.dequeue("default", "w1", 10, lease_seconds=30) == []
+    (ended,) = await broker.dequeue("default", "w1", 10, lease_seconds=30)
+    assert (ended.message.id, ended.attempt, ended.ended) == ("late", 0, "deadline_exceeded")
     state = await dump(raw)
     error = json.loads(state[Q + "t:late"].pop("error"))
     assert error["type"] == "DeadlineExceeded"
@@ -249,7 +250,9 @@ async def test_reclaim_returns_expired_leases_and_buries_exhausted_tasks(
             Q + "t:alive": task_hash("alive", "active", 3, attempts=1, worker="w1"),
         },
     )
-    assert await broker.reclaim("default") == (1, 1)
+    requeued, dead = await broker.reclaim("default")
+    assert requeued == 1
+    assert [(d.message.id, d.attempt, d.ended) for d in dead] == [("spent", 4, "failed")]
     state = await dump(raw)
     assert json.loads(state[Q + "t:gone"].pop("error"))["type"] == "WorkerLost"
     assert json.loads(state[Q + "t:spent"].pop("error"))["type"] == "WorkerLost"
@@ -276,7 +279,7 @@ async def test_reclaim_by_worker_takes_back_its_tasks_before_the_lease_ends(
             Q + "t:theirs": task_hash("theirs", "active", 2, attempts=1, worker="pod-b"),
         },
     )
-    assert await broker.reclaim("default", worker_id="pod-a") == (1, 0)
+    assert await broker.reclaim("default", worker_id="pod-a") == (1, [])
     state = await dump(raw)
     assert state[Q + "active"] == [("theirs", NOW + 9000)]
     assert state[Q + "pending"] == [("mine", 1)]
@@ -379,7 +382,8 @@ async def test_dequeue_never_reruns_a_task_cancelled_while_it_ran(
             Q + "t:c": task_hash("c", "pending", 1, attempts=1, cancel=1),
         },
     )
-    assert await broker.dequeue("default", "w1", 10, lease_seconds=30) == []
+    (ended,) = await broker.dequeue("default", "w1", 10, lease_seconds=30)
+    assert (ended.message.id, ended.ended) == ("c", "cancelled")
     state = await dump(raw)
     assert state[Q + "t:c"]["state"] == "cancelled"
     assert Q + "pending" not in state and Q + "active" not in state

@@ -19,8 +19,10 @@ from kubetasks.controller.state import OperatorSettings, OperatorState
 from kubetasks.k8s.api import KubeApi
 from kubetasks.k8s.status import TaskStatusWriter
 from kubetasks.loops import run_every
-from kubetasks.queue import Broker
+from kubetasks.outcome import ended_outcome
+from kubetasks.queue import Broker, Leased
 from kubetasks.settings import redis_url
+from kubetasks.transitions import finished_patch
 
 log = logging.getLogger("kubetasks.operator")
 
@@ -76,13 +78,25 @@ async def worker_pod_gone(event: kopf.RawEvent, name: str, memo: Any, **_: Any) 
     that were killed or whose node vanished.)"""
     if event.get("type") != "DELETED":
         return
-    broker: Broker = memo.state.broker
-    for queue in await broker.queues():
-        requeued, dead = await broker.reclaim(queue, worker_id=name)
+    state: OperatorState = memo.state
+    for queue in await state.broker.queues():
+        requeued, dead = await state.broker.reclaim(queue, worker_id=name)
         if requeued or dead:
             log.warning(
-                "pod %s vanished holding %d tasks of queue %s", name, requeued + dead, queue
+                "pod %s vanished holding %d tasks of queue %s", name, requeued + len(dead), queue
             )
+        for leased in dead:
+            await report_ended(state, leased)
+
+
+async def report_ended(state: OperatorState, leased: Leased) -> None:
+    resource = leased.message.resource
+    if not resource:
+        return
+    namespace, _, task = resource.partition("/")
+    outcome = ended_outcome(leased.ended or "failed")
+    patch = finished_patch(outcome.kind, leased.attempt, state.clock.now(), error=outcome.error)
+    await state.writer.write(namespace, task, patch)
 
 
 def run(

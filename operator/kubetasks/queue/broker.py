@@ -209,8 +209,12 @@ class Broker:
             ],
         )
         return [
-            Leased(TaskMessage.decode(flat[i + 1]), int(flat[i + 2]))
-            for i in range(0, len(flat), 3)
+            Leased(
+                TaskMessage.decode(flat[i + 1]),
+                int(flat[i + 2]),
+                None if flat[i + 3] == "active" else flat[i + 3],
+            )
+            for i in range(0, len(flat), 4)
         ]
 
     @_unavailable
@@ -323,8 +327,9 @@ class Broker:
     @_unavailable
     async def reclaim(
         self, queue: str, *, worker_id: str | None = None, limit: int = 1000
-    ) -> tuple[int, int]:
-        """Take back expired leases (or all tasks of one worker); returns (requeued, dead)."""
+    ) -> tuple[int, list[Leased]]:
+        """Take back expired leases (or all tasks of one worker); returns how many went back
+        to pending, and the tasks that ended failed because their last attempt was lost."""
         qk = self.keys(queue)
         requeued, dead = await self._run(
             "reclaim",
@@ -339,7 +344,10 @@ class Broker:
                 NOTIFY_CAP,
             ],
         )
-        return int(requeued), int(dead)
+        return int(requeued), [
+            Leased(TaskMessage.decode(dead[i + 1]), int(dead[i + 2]), "failed")
+            for i in range(0, len(dead), 3)
+        ]
 
     @_unavailable
     async def cancel(self, queue: str, task_id: str) -> str:

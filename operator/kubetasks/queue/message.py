@@ -120,6 +120,10 @@ class Leased:
 
     message: TaskMessage
     attempt: int
+    ended: str | None = None
+    """Set when Redis ended the task instead of handing it out: 'deadline_exceeded',
+    'cancelled', or 'failed' (its worker died holding its last attempt). The worker only
+    reports such a task; it never runs it."""
 
 
 @dataclass(frozen=True, slots=True)

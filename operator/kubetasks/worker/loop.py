@@ -81,7 +81,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._closing = False
         self.promoter = Promoter(broker, settings)
-        self.reclaimer = Reclaimer(broker, settings)
+        self.reclaimer = Reclaimer(broker, settings, report=self._report_ended)
         self.heartbeat = Heartbeat(
             broker,
             settings,
@@ -148,7 +148,10 @@ class Worker:
                 await asyncio.sleep(1.0)
                 continue
             for item in leased:
-                self._start(item)
+                if item.ended is None:
+                    self._start(item)
+                else:
+                    await self._report_ended(item)
 
     async def _fetch(self, want: int) -> list[Leased]:
         got: list[Leased] = []
@@ -215,6 +218,11 @@ class Worker:
         running = Running(leased, ctx)
         self.running[msg.id] = running
         running.task = asyncio.create_task(self._process(running))
+
+    async def _report_ended(self, leased: Leased) -> None:
+        """A task Redis ended without running it: only the sink needs to hear of it."""
+        assert leased.ended is not None
+        await self.sink.finished(leased, outcomes.ended_outcome(leased.ended), self.clock.now())
 
     def _stop_handler(self, task_id: str, *, reason: str) -> None:
         running = self.running.get(task_id)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
-from kubetasks.queue import Broker
+from kubetasks.queue import Broker, Leased
 from kubetasks.settings import WorkerSettings
 
 log = logging.getLogger("kubetasks.worker")
@@ -21,9 +22,15 @@ class Reclaimer:
     name = "reclaimer"
     wake: asyncio.Event | None = None
 
-    def __init__(self, broker: Broker, settings: WorkerSettings) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        settings: WorkerSettings,
+        report: Callable[[Leased], Awaitable[None]] | None = None,
+    ) -> None:
         self.broker = broker
         self.settings = settings
+        self.report = report
         self.reclaimed = 0
 
     def interval(self) -> float:
@@ -33,10 +40,13 @@ class Reclaimer:
         for queue in self.settings.queues:
             requeued, dead = await self.broker.reclaim(queue.name)
             if requeued or dead:
-                self.reclaimed += requeued + dead
+                self.reclaimed += requeued + len(dead)
                 log.warning(
                     "queue %s: took back %d tasks with expired leases (%d had no attempts left)",
                     queue.name,
-                    requeued + dead,
-                    dead,
+                    requeued + len(dead),
+                    len(dead),
                 )
+            if self.report is not None:
+                for leased in dead:
+                    await self.report(leased)

@@ -4,7 +4,7 @@
 -- KEYS[1] active   KEYS[2] pending   KEYS[3] dead   KEYS[4] stats   KEYS[5] notify
 -- ARGV[1] now (ms)  ARGV[2] task prefix  ARGV[3] unique prefix  ARGV[4] retention (s)
 -- ARGV[5] max count  ARGV[6] worker id ('' = every expired lease)  ARGV[7] notify cap
--- Returns {number returned to pending, number moved to dead}.
+-- Returns {number returned to pending, {id, message, attempts, ... of the tasks moved to dead}}.
 local now = tonumber(ARGV[1])
 local ids
 if ARGV[6] == '' then
@@ -12,10 +12,10 @@ if ARGV[6] == '' then
 else
   ids = redis.call('ZRANGE', KEYS[1], 0, -1)
 end
-local requeued, dead = 0, 0
+local requeued, dead = 0, {}
 for _, id in ipairs(ids) do
   local tkey = ARGV[2] .. id
-  local f = redis.call('HMGET', tkey, 'worker', 'attempts', 'max_retries', 'score')
+  local f = redis.call('HMGET', tkey, 'worker', 'attempts', 'max_retries', 'score', 'msg')
   if ARGV[6] == '' or f[1] == ARGV[6] then
     redis.call('ZREM', KEYS[1], id)
     if f[4] then
@@ -24,7 +24,9 @@ for _, id in ipairs(ids) do
         finish(tkey, ARGV[3], id, 'failed', now, ARGV[4], 'error', error_json('WorkerLost', why))
         redis.call('ZADD', KEYS[3], now, id)
         redis.call('HINCRBY', KEYS[4], 'failed', 1)
-        dead = dead + 1
+        dead[#dead + 1] = id
+        dead[#dead + 1] = f[5]
+        dead[#dead + 1] = f[2]
       else
         redis.call('HSET', tkey, 'state', 'pending', 'worker', '', 'error', error_json('WorkerLost', why))
         redis.call('ZADD', KEYS[2], f[4], id)
