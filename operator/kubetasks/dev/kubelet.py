@@ -252,7 +252,8 @@ class ProcessKubelet:
                             "reason": "KubeletReady",
                             "message": "process kubelet is running",
                             "lastHeartbeatTime": now,
-                            "lastTransitionTime": now,
+                            # Strategic merge keeps the stored one on later heartbeats.
+                            **({} if self._last_heartbeat else {"lastTransitionTime": now}),
                         }
                     ],
                     "nodeInfo": {
