@@ -146,6 +146,13 @@ def test_deployment_scale_runs_and_stops_local_processes(
     (survivor,) = remaining
     assert not (tmp_path / f"{survivor}.sigterm").exists()
 
+    # Deleting the Deployment leaves its ReplicaSet and pod to the garbage collector.
+    apps.delete_namespaced_deployment("workers", namespace, propagation_policy="Background")
+    eventually(lambda: not core.list_namespaced_pod(namespace, label_selector="app=workers").items)
+    assert not apps.list_namespaced_replica_set(namespace).items
+    assert (tmp_path / f"{survivor}.sigterm").read_text() == str(remaining[survivor])
+    assert process_kubelet.pids(namespace) == {}
+
 
 def test_unlabelled_pods_stay_pending(
     kube_api: k8s.ApiClient, namespace: str, process_kubelet: ProcessKubelet, tmp_path: Path
