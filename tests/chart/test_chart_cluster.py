@@ -133,7 +133,7 @@ def test_server_side_dry_run(
 
 def _secret_password(kube_api: k8s.ApiClient, namespace: str, name: str) -> str:
     secret = k8s.CoreV1Api(kube_api).read_namespaced_secret(name, namespace)
-    return base64.b64decode(secret.data["redis-password"]).decode()
+    return base64.b64decode(secret.data["password"]).decode()
 
 
 def test_install_upgrade_uninstall(

@@ -145,12 +145,15 @@ def test_default_watches_all_namespaces_with_a_cluster_role(default: Rendered) -
 def test_default_wires_bundled_redis_with_its_password(default: Rendered) -> None:
     env = env_of(default.operator_container)
     assert env["KUBETASKS_REDIS_URL"] == f"redis://{FULL}-redis.{NAMESPACE}.svc:6379/0"
-    ref = {"secretKeyRef": {"name": f"{FULL}-redis", "key": "redis-password"}}
+    ref = {"secretKeyRef": {"name": f"{FULL}-redis", "key": "password"}}
     assert env["KUBETASKS_REDIS_PASSWORD"] == ref
     assert env["KUBETASKS_WORKER_IMAGE"] == "kubetasks/worker:0.1.0"
     assert env["KUBETASKS_WORKER_SERVICE_ACCOUNT"] == WORKER_SA
+    # What the operator gives worker pods: the Secret's name and key, never the password.
+    assert env["KUBETASKS_REDIS_SECRET"] == f"{FULL}-redis"
+    assert env["KUBETASKS_REDIS_SECRET_KEY"] == "password"
     secret = default.one("Secret", f"{FULL}-redis")
-    assert len(secret["data"]["redis-password"]) >= 40  # 32 random characters, base64
+    assert len(secret["data"]["password"]) >= 40  # 32 random characters, base64
     sts = default.one("StatefulSet", f"{FULL}-redis")
     redis = sts["spec"]["template"]["spec"]["containers"][0]
     args = redis["args"]
@@ -201,11 +204,16 @@ def test_default_worker_pool_is_a_post_install_hook(default: Rendered) -> None:
     assert spec["image"] == "kubetasks/worker:0.1.0"
     assert spec["imports"] == ["example_handlers"]
     assert (spec["minReplicas"], spec["maxReplicas"]) == (0, 10)
-    template = spec["podTemplate"]
-    assert template["serviceAccountName"] == WORKER_SA
-    env = env_of(template)
-    assert env["KUBETASKS_REDIS_URL"] == f"redis://{FULL}-redis.{NAMESPACE}.svc:6379/0"
-    assert env["KUBETASKS_REDIS_PASSWORD"]["secretKeyRef"]["name"] == f"{FULL}-redis"
+    # The operator adds the Redis settings to every pool's pods; the pool carries none.
+    assert spec["podTemplate"] == {
+        "serviceAccountName": WORKER_SA,
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
+                      "limits": {"memory": "512Mi"}},
+    }  # fmt: skip
+    extra = render(sets=["workerPool.extraEnv[0].name=FEATURE", "workerPool.extraEnv[0].value=on"])
+    assert extra.one("WorkerPool")["spec"]["podTemplate"]["env"] == [
+        {"name": "FEATURE", "value": "on"}
+    ]
 
 
 def test_default_optional_resources_are_off(default: Rendered) -> None:
@@ -262,7 +270,8 @@ def test_external_redis_with_tls_mounts_the_ca() -> None:
         "secretName": "redis-ca",
         "items": [{"key": "ca.crt", "path": "ca.crt"}],
     }
-    assert env_of(r.one("WorkerPool")["spec"]["podTemplate"])["KUBETASKS_REDIS_URL"] == url
+    assert env["KUBETASKS_REDIS_CA_SECRET"] == "redis-ca"
+    assert env["KUBETASKS_REDIS_CA_KEY"] == "ca.crt"
 
 
 def test_external_redis_without_password_sets_none() -> None:
@@ -270,7 +279,7 @@ def test_external_redis_without_password_sets_none() -> None:
     env = env_of(r.operator_container)
     assert env["KUBETASKS_REDIS_URL"] == "redis://redis.shared:6379/2"
     assert "KUBETASKS_REDIS_PASSWORD" not in env
-    assert "KUBETASKS_WORKER_REDIS_SECRET" not in env
+    assert "KUBETASKS_REDIS_SECRET" not in env
 
 
 def test_namespaced_watch_uses_roles_in_each_namespace() -> None:
@@ -385,7 +394,7 @@ def test_no_persistence_uses_an_empty_dir_and_the_existing_secret() -> None:
     assert volumes["data"] == {"name": "data", "emptyDir": {}}
     assert not r.kinds("Secret"), "an existing Secret is used, none generated"
     ref = env_of(r.operator_container)["KUBETASKS_REDIS_PASSWORD"]
-    assert ref == {"secretKeyRef": {"name": "my-redis-password", "key": "redis-password"}}
+    assert ref == {"secretKeyRef": {"name": "my-redis-password", "key": "password"}}
 
 
 def test_image_digest_wins_over_tag() -> None:
