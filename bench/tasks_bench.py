@@ -128,7 +128,8 @@ async def run_redis(redis_url: str, n: int, workers: int, work: Path) -> dict[st
     env = os.environ | {"KUBETASKS_REDIS_URL": redis_url}
     procs = [
         spawn([sys.executable, "-m", "kubetasks.cli", "worker", "--concurrency", "100",
-               "--report-status", "none", "--log-level", "warning"], env, work / f"rworker-{i}.log")
+               "--queues", "fast", "--report-status", "none", "--log-level", "warning"],
+              env, work / f"rworker-{i}.log")
         for i in range(workers)
     ]  # fmt: skip
     await asyncio.sleep(2)

@@ -16,7 +16,9 @@ def test_task_succeeds_with_its_result_and_conditions(
 ) -> None:
     task_workers(1)
     tasks.create("add", "test.add", args=[2, 3])
-    wait = kubectl("wait", "--for=condition=Succeeded", "task/add", "-n", namespace, "--timeout=30s")
+    wait = kubectl(
+        "wait", "--for=condition=Succeeded", "task/add", "-n", namespace, "--timeout=30s"
+    )
     assert wait.returncode == 0, wait.stderr
     status = tasks.status("add")
     assert status["phase"] == "Succeeded"
