@@ -21,6 +21,8 @@ from typing import Any
 from kubetasks import __version__
 from kubetasks.client import Client, TaskRequest
 from kubetasks.errors import ConfigurationError, KubetasksError
+from kubetasks.metrics import WorkerMetrics
+from kubetasks.metrics import serve as serve_metrics
 from kubetasks.queue import Broker
 from kubetasks.settings import WorkerSettings, parse_queues, redis_url
 
@@ -67,8 +69,10 @@ def cmd_worker(ns: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         broker = Broker.from_url(redis_url(ns.redis_url))
         sink, api = _status_sink(ns.report_status)
+        metrics = WorkerMetrics()
+        serve_metrics(metrics.registry, ns.metrics_port)
         try:
-            await Worker(broker, settings, sink=sink).run(stop)
+            await Worker(broker, settings, sink=sink, metrics=metrics).run(stop)
         finally:
             await broker.close()
             if api is not None:
@@ -227,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--worker-id", help="worker identity (default: $POD_NAME or host-pid)")
     w.add_argument("--allow-shell", action="store_true", help="register kubetasks.shell")
+    w.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus /metrics (0: off)")
     w.add_argument(
         "--report-status",
         choices=("auto", "kubernetes", "none"),

@@ -15,6 +15,7 @@ import contextvars
 import functools
 import logging
 import random
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,7 @@ from typing import Any
 from kubetasks import outcome as outcomes
 from kubetasks.errors import TaskCancelledError, TaskTimeoutError
 from kubetasks.loops import run_every
+from kubetasks.metrics import WorkerMetrics
 from kubetasks.queue import Broker, Leased
 from kubetasks.queue.message import dumps
 from kubetasks.settings import QueueWeight, WorkerSettings
@@ -44,6 +46,8 @@ class Running:
     task: asyncio.Task[None] | None = None
     stop_reason: str | None = None
     """Why the worker stopped the handler: 'cancel', 'lost' or 'shutdown'."""
+    started: float = 0.0
+    """Monotonic start time, for the duration metric."""
 
 
 def queue_order(
@@ -64,11 +68,13 @@ class Worker:
         settings: WorkerSettings,
         *,
         sink: StatusSink | None = None,
+        metrics: WorkerMetrics | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.broker = broker
         self.settings = settings
         self.sink: StatusSink = sink or NullSink()
+        self.metrics = metrics
         self.rand = rand
         self.clock = broker.clock
         self.running: dict[str, Running] = {}
@@ -215,8 +221,10 @@ class Worker:
             deadline=msg.deadline,
             logger=log,
         )
-        running = Running(leased, ctx)
+        running = Running(leased, ctx, started=time.monotonic())
         self.running[msg.id] = running
+        if self.metrics is not None:
+            self.metrics.in_flight.set(len(self.running))
         running.task = asyncio.create_task(self._process(running))
 
     async def _report_ended(self, leased: Leased) -> None:
@@ -258,6 +266,8 @@ class Worker:
         finally:
             self.running.pop(msg.id, None)
             self._wake.set()
+            if self.metrics is not None:
+                self.metrics.in_flight.set(len(self.running))
 
     async def _call(
         self,
@@ -308,6 +318,10 @@ class Worker:
             exc=exc,
             rand=self.rand,
         )
+        if self.metrics is not None:
+            self.metrics.observe(
+                msg.queue, msg.handler, decision.kind, time.monotonic() - running.started
+            )
         if decision.kind == "succeeded":
             assert decision.result is not None
             self._acks[msg.queue].append((running, decision.result))

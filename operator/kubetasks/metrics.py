@@ -1,0 +1,92 @@
+"""Prometheus metrics of workers and the operator (prometheus-client).
+
+Workers count what they run; the operator exports what it sees in Redis (queue depth, tasks
+in flight) and what it decides (desired replicas, scale changes), so HPA or KEDA can scale
+on the same numbers and dashboards can be built without reading Redis.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+#: Task duration buckets, in seconds: from no-op to long batch jobs.
+DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600)
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.finished = Counter(
+            "kubetasks_worker_tasks_total",
+            "Attempts finished by this worker, by queue, handler and outcome",
+            ["queue", "handler", "outcome"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "kubetasks_worker_task_duration_seconds",
+            "Wall time of one attempt, by queue and handler",
+            ["queue", "handler"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "kubetasks_worker_tasks_in_flight",
+            "Tasks this worker is running now",
+            registry=self.registry,
+        )
+
+    def observe(self, queue: str, handler: str, outcome: str, seconds: float) -> None:
+        self.finished.labels(queue, handler, outcome).inc()
+        self.duration.labels(queue, handler).observe(seconds)
+
+
+class OperatorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        labels = ["queue"]
+        self.pending = Gauge(
+            "kubetasks_queue_pending", "Tasks waiting to run now", labels, registry=self.registry
+        )
+        self.scheduled = Gauge(
+            "kubetasks_queue_scheduled",
+            "Delayed tasks and retries not yet due",
+            labels,
+            registry=self.registry,
+        )
+        self.active = Gauge(
+            "kubetasks_queue_in_flight", "Tasks running now", labels, registry=self.registry
+        )
+        self.dead = Gauge(
+            "kubetasks_queue_dead", "Tasks that failed for good", labels, registry=self.registry
+        )
+        self.processed = Gauge(
+            "kubetasks_queue_processed_total",
+            "Tasks that succeeded (counter kept in Redis)",
+            labels,
+            registry=self.registry,
+        )
+        self.failed = Gauge(
+            "kubetasks_queue_failed_total",
+            "Failed attempts (counter kept in Redis)",
+            labels,
+            registry=self.registry,
+        )
+        pool = ["namespace", "pool"]
+        self.desired = Gauge(
+            "kubetasks_pool_desired_replicas",
+            "Replicas the autoscaler wants for a WorkerPool",
+            pool,
+            registry=self.registry,
+        )
+        self.scale_changes = Counter(
+            "kubetasks_pool_scale_changes_total",
+            "Replica changes made by the autoscaler",
+            [*pool, "direction"],
+            registry=self.registry,
+        )
+
+
+def serve(registry: CollectorRegistry, port: int) -> None:
+    """Expose ``/metrics`` on ``port`` (0 disables it)."""
+    if port:
+        start_http_server(port, registry=registry)
