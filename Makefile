@@ -37,6 +37,10 @@ test-fast: install  ## the tests that need only Redis
 demo: install  ## the product end to end with embedded defaults
 	$(PY) -m kubetasks.demo
 
+crds: install  ## regenerate crds/ from the models and the chart's copies from crds/
+	$(PY) -m kubetasks.crdgen
+	$(PY) charts/kubetasks/hack/sync-crds.py
+
 bench-queue: install  ## the Redis work engine against Celery, RQ, Dramatiq, arq, SAQ, taskiq, streaq, huey
 	$(PY) bench/queue_bench.py
 

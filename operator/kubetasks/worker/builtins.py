@@ -38,10 +38,13 @@ async def fail(
     *,
     permanent: bool = False,
     succeed_on_attempt: int | None = None,
+    seconds: float = 0.0,
     ctx: TaskContext,
 ) -> Any:
     """Raise an error; with ``succeed_on_attempt`` succeed from that attempt on (for demos
-    of retries). ``permanent`` fails without retrying."""
+    of retries). ``permanent`` fails without retrying; ``seconds`` works that long first."""
+    if seconds > 0:
+        await asyncio.sleep(seconds)
     if succeed_on_attempt is not None and ctx.attempt >= succeed_on_attempt:
         return {"succeeded_on_attempt": ctx.attempt}
     if permanent:
