@@ -51,8 +51,9 @@ def template_args(
     sets: Sequence[str] = (),
     namespace: str = NAMESPACE,
     release: str = RELEASE,
+    extra: Sequence[str] = (),
 ) -> list[str]:
-    args = ["template", release, str(CHART), "--namespace", namespace]
+    args = ["template", release, str(CHART), "--namespace", namespace, *extra]
     args += ["--kube-version", KUBERNETES_VERSION]
     for path in values_files:
         args += ["--values", str(path)]
@@ -95,8 +96,9 @@ def render(
     sets: Sequence[str] = (),
     namespace: str = NAMESPACE,
     release: str = RELEASE,
+    extra: Sequence[str] = (),
 ) -> Rendered:
-    result = helm(*template_args(values_files, sets, namespace, release))
+    result = helm(*template_args(values_files, sets, namespace, release, extra))
     assert result.returncode == 0, f"helm template failed:\n{result.stderr}"
     docs = [d for d in yaml.safe_load_all(result.stdout) if d]
     return Rendered(docs, result.stdout)

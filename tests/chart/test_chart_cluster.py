@@ -3,10 +3,12 @@
 - every documented variant, rendered for the test's namespace, passes server-side dry-run
   (`kubectl apply --server-side --dry-run=server`): the API server's own validation of every
   object, the CRD schemas included;
-- `helm install`, `helm upgrade` and `helm uninstall` for real: the default WorkerPool hook is
-  created and updated, the generated Redis password survives the upgrade;
+- `helm install`, `helm upgrade` and `helm uninstall` for real where the CRDs already exist:
+  the default WorkerPool is an ordinary release resource, updated in place and removed on
+  uninstall, and the generated Redis password survives the upgrade;
 - on a fresh control plane with no CRDs, one `helm install` creates the CRDs and then the
-  WorkerPool hook (the order the hook exists for), and uninstall keeps the CRDs;
+  WorkerPool hook (the order the hook exists for), an upgrade recreates it with the new
+  values, and uninstall keeps the CRDs;
 - the RBAC the chart installs, probed as each service account with `kubectl auth can-i --as`
   and with real requests: what each account may do, and what it is refused. The table of
   probes is printed and is the assertion message, so a failure shows every answer.
@@ -157,6 +159,7 @@ def test_install_upgrade_uninstall(
     pool = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "workerpools", "default")
     assert pool["spec"]["maxReplicas"] == 10
     assert pool["spec"]["podTemplate"]["serviceAccountName"] == f"{full}-worker"
+    uid = pool["metadata"]["uid"]
     password = _secret_password(kube_api, namespace, f"{full}-redis")
     assert len(password) == 32
 
@@ -166,7 +169,8 @@ def test_install_upgrade_uninstall(
     )  # fmt: skip
     assert upgraded.returncode == 0, upgraded.stderr
     pool = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "workerpools", "default")
-    assert pool["spec"]["maxReplicas"] == 3, "the hook applies changed values on upgrade"
+    assert pool["spec"]["maxReplicas"] == 3, "upgrades apply changed values"
+    assert pool["metadata"]["uid"] == uid, "updated in place: its worker Deployment stays"
     assert _secret_password(kube_api, namespace, f"{full}-redis") == password, (
         "the generated Redis password is kept across upgrades"
     )
@@ -178,6 +182,8 @@ def test_install_upgrade_uninstall(
     with pytest.raises(k8s.ApiException) as gone:
         rbac.read_cluster_role(f"{full}-operator")
     assert gone.value.status == 404
+    pools = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "workerpools")
+    assert pools["items"] == [], "uninstall removes the default WorkerPool"
 
 
 @pytest.mark.controlplane
@@ -198,17 +204,28 @@ def test_fresh_cluster_install_creates_crds_then_the_pool(tmp_path: Path) -> Non
                 conditions = {c.type: c.status for c in crd.status.conditions}
                 assert conditions["Established"] == "True", name
             custom = k8s.CustomObjectsApi(api)
-            custom.get_namespaced_custom_object(
-                GROUP, VERSION, "kubetasks", "workerpools", "default"
-            )
-            upgraded = helm("upgrade", "kubetasks", *args, kubeconfig=kubeconfig)
+
+            def pool() -> dict[str, Any]:
+                return dict(custom.get_namespaced_custom_object(
+                    GROUP, VERSION, "kubetasks", "workerpools", "default"))  # fmt: skip
+
+            first = pool()
+            assert first["metadata"]["annotations"]["kubetasks.dev/helm-hook"] == "true"
+            upgraded = helm("upgrade", "kubetasks", *args, "--set", "workerPool.maxReplicas=4",
+                            kubeconfig=kubeconfig)  # fmt: skip
             assert upgraded.returncode == 0, upgraded.stderr
+            # A hook-born pool is recreated by each upgrade, so changed values always apply.
+            second = pool()
+            assert second["spec"]["maxReplicas"] == 4
+            assert second["metadata"]["uid"] != first["metadata"]["uid"]
             removed = helm("uninstall", "kubetasks", "--namespace", "kubetasks",
                            kubeconfig=kubeconfig)  # fmt: skip
             assert removed.returncode == 0, removed.stderr
             assert "kept due to the resource policy" in removed.stdout
             for name in KUBETASKS_CRDS:
                 assert ext.read_custom_resource_definition(name).metadata.name == name
+            # As the chart README says: Helm leaves hooks behind on uninstall.
+            assert pool()["metadata"]["uid"] == second["metadata"]["uid"]
     finally:
         plane.stop()
         shutil.rmtree(tmp_path / "fresh", ignore_errors=True)

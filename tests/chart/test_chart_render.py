@@ -194,11 +194,19 @@ def test_default_worker_account_reads_tasks_and_patches_status_only(default: Ren
     ]
 
 
-def test_default_worker_pool_is_a_post_install_hook(default: Rendered) -> None:
+def test_default_worker_pool_is_a_hook_only_when_its_crd_comes_with_the_release(
+    default: Rendered,
+) -> None:
+    # helm template knows no cluster: as on a first install, the WorkerPool waits for its CRD.
     pool = default.one("WorkerPool", "default")
     annotations = pool["metadata"]["annotations"]
     assert annotations["helm.sh/hook"] == "post-install,post-upgrade"
     assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation"
+    assert annotations["kubetasks.dev/helm-hook"] == "true"
+    # A cluster that serves WorkerPools already: an ordinary release resource.
+    served = render(extra=["--api-versions", "kubetasks.dev/v1alpha1/WorkerPool"])
+    annotations = served.one("WorkerPool", "default")["metadata"]["annotations"]
+    assert annotations == {"kubetasks.dev/helm-hook": "false"}
     spec = pool["spec"]
     assert spec["queues"] == [{"name": "default", "weight": 1}]
     assert spec["image"] == "kubetasks/worker:0.1.0"

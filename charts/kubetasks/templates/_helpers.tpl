@@ -236,9 +236,29 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* Hook annotations of the kopf peering objects (created once their CRDs exist). */}}
-{{- define "kubetasks.operator.peeringHookAnnotations" -}}
+{{/*
+Annotations of a custom resource whose CRD this release may itself be installing. Helm resolves
+every kind of the main manifest before it creates anything, so while the cluster does not serve
+the kind (a first install with crds.install=true) the resource must be a post-install hook.
+A hook-born resource stays a hook (marked kubetasks.dev/helm-hook): Helm would adopt it into the
+release without applying changed values, so each upgrade recreates it instead. A resource whose
+CRD was served at install is an ordinary release resource, updated in place. Call with
+(dict "ctx" $ "api" "group/version" "kind" "Kind" "name" NAME "namespace" NS "weight" "10").
+*/}}
+{{- define "kubetasks.customResourceAnnotations" -}}
+{{- $served := .ctx.Capabilities.APIVersions.Has (printf "%s/%s" .api .kind) }}
+{{- $hookBorn := false }}
+{{- if $served }}
+{{- /* lookup fails on a kind the server does not serve, so only here. */}}
+{{- $live := lookup .api .kind .namespace .name | default dict }}
+{{- $hookBorn = eq "true" (dig "metadata" "annotations" "kubetasks.dev/helm-hook" "" $live) }}
+{{- end }}
+{{- if or (not $served) $hookBorn -}}
 helm.sh/hook: post-install,post-upgrade
-helm.sh/hook-weight: "0"
+helm.sh/hook-weight: {{ .weight | quote }}
 helm.sh/hook-delete-policy: before-hook-creation
+kubetasks.dev/helm-hook: "true"
+{{- else -}}
+kubetasks.dev/helm-hook: "false"
+{{- end }}
 {{- end }}
