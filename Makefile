@@ -34,8 +34,8 @@ test: install controlplane lint  ## everything: lint, then all test tiers agains
 test-fast: install  ## the tests that need only Redis
 	$(BIN)/pytest -m 'not controlplane'
 
-demo: install  ## the product end to end with embedded defaults
-	$(PY) -m kubetasks.demo
+demo: install controlplane  ## the product end to end on a local control plane (ARGS=--keep to stay up)
+	$(PY) -m kubetasks.demo $(ARGS)
 
 crds: install  ## regenerate crds/ from the models and the chart's copies from crds/
 	$(PY) -m kubetasks.crdgen

@@ -23,7 +23,7 @@ from kubetasks.dev.crds import apply_crds
 from kubetasks.dev.kubeapi import ApiError, JsonApi
 from kubetasks.dev.kubelet import DEFAULT_NODE_NAME, KUBELET_ENV
 from kubetasks.dev.processes import ManagedProcess, is_running, read_pidfile, terminate
-from kubetasks.dev.redis_server import RedisServer
+from kubetasks.dev.redis_server import RedisServer, free_port
 
 _ENV_FILE = "env.json"
 
@@ -59,6 +59,8 @@ class DevEnvironment:
     """The environment under ``state_dir``; see the module docstring."""
 
     state_dir: Path = field(default_factory=default_state_dir)
+    operator_metrics_port: int = field(default=0, init=False)
+    """Where the operator of ``start_operator`` serves /metrics."""
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).absolute()
@@ -145,8 +147,40 @@ class DevEnvironment:
             raise
         return self.status()
 
+    def start_operator(self, namespaces: list[str], extra_env: dict[str, str]) -> ManagedProcess:
+        """``kubetasks operator`` for ``namespaces``, against this environment, in the
+        background (``down`` stops it). Worker pods of its pools are marked for the process
+        kubelet, so WorkerPools run here as local processes."""
+        status = self.status()
+        env = (
+            os.environ
+            | extra_env
+            | {
+                "KUBECONFIG": str(status.kubeconfig),
+                "KUBETASKS_REDIS_URL": status.redis_url or "",
+                "KUBETASKS_WORKER_POD_LABELS": "kubetasks.dev/process-kubelet=true",
+            }
+        )
+        self.operator_metrics_port = free_port()
+        argv = [sys.executable, "-m", "kubetasks.cli", "operator", "--standalone",
+                "--health-port", str(free_port()),
+                "--metrics-port", str(self.operator_metrics_port)]  # fmt: skip
+        for namespace in namespaces:
+            argv += ["--namespace", namespace]
+        workdir = self.run_dir / "operator"
+        workdir.mkdir(parents=True, exist_ok=True)
+        process = ManagedProcess(
+            "operator", argv, run_dir=self.run_dir, log_dir=self.log_dir, marker=self.marker,
+            env=env, cwd=workdir,
+        )  # fmt: skip
+        process.start()
+        return process
+
     def down(self) -> None:
         """Stop every process of the environment and remove its data (logs are kept)."""
+        operator_pid = read_pidfile(self.run_dir / "operator.pid")
+        if operator_pid is not None:
+            terminate(operator_pid, self.marker, timeout=20)
         kubelet_pid = read_pidfile(self.run_dir / "kubelet.pid")
         if kubelet_pid is not None:
             terminate(kubelet_pid, self.marker, timeout=20)  # it stops its pods' processes

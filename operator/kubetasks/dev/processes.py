@@ -108,8 +108,11 @@ class ManagedProcess:
         log_dir: Path,
         marker: str,
         env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.name = name
+        self.cwd = cwd
+        """Working directory; under the marker, it identifies the process like its argv."""
         self.argv = list(argv)
         self.pidfile = run_dir / f"{name}.pid"
         self.log_file = log_dir / f"{name}.log"
@@ -129,6 +132,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 env=self.env,
+                cwd=self.cwd,
             )
         self.pidfile.write_text(f"{self._popen.pid}\n")
         return self._popen.pid

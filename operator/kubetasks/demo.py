@@ -1,0 +1,218 @@
+"""``make demo``: the whole product on this machine, no Docker, no cluster needed.
+
+It starts (or reuses) the local environment of ``kubetasks dev up``: etcd, kube-apiserver and
+kube-controller-manager built from the Kubernetes modules, a Redis, and the process kubelet
+that runs worker pods as local processes. Then it runs the operator, applies ``examples/``
+(a WorkerPool at zero, a Task, a Task that fails twice then succeeds, a dependency chain, a
+PeriodicTask, a burst of 40 Tasks), and shows what ``kubectl get`` shows while it happens,
+until everything has finished and the pool is back at zero. On a real cluster the same
+manifests run after ``helm install`` (see README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubetasks.dev.binaries import find_kubectl
+from kubetasks.dev.controlplane import ControlPlaneError
+from kubetasks.dev.env import DevEnvironment, default_state_dir
+
+REPO = Path(__file__).resolve().parents[2]
+NAMESPACE = "kubetasks-demo"
+FINISHED = {"Succeeded", "Failed", "Cancelled", "DeadlineExceeded"}
+
+
+@dataclass
+class Progress:
+    """What the demo waits for, read from the resources."""
+
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    periodic: dict[str, Any] = field(default_factory=dict)
+    pool: dict[str, Any] = field(default_factory=dict)
+    peak_replicas: int = 0
+    scaled_down: bool = False
+
+    def phase(self, name: str) -> str:
+        return str(self.tasks.get(name, {}).get("status", {}).get("phase", "-"))
+
+    def burst(self) -> Counter[str]:
+        return Counter(
+            str(t.get("status", {}).get("phase", "Pending"))
+            for name, t in self.tasks.items()
+            if name.startswith("burst-")
+        )
+
+    def periodic_runs(self) -> int:
+        return sum(
+            1
+            for t in self.tasks.values()
+            if t["metadata"].get("labels", {}).get("kubetasks.dev/periodic-task") == "heartbeat"
+            and t.get("status", {}).get("phase") == "Succeeded"
+        )
+
+    def missing(self) -> list[str]:
+        """What has not happened yet; empty when the demo is complete."""
+        wanted = []
+        for name in ("hello", "flaky", "fetch-name", "greet"):
+            if self.phase(name) != "Succeeded":
+                wanted.append(f"{name} Succeeded (now {self.phase(name)})")
+        burst = self.burst()
+        if burst["Succeeded"] != 40:
+            wanted.append(f"40 burst Tasks Succeeded (now {burst['Succeeded']})")
+        if self.periodic_runs() < 2 and not self.periodic.get("status", {}).get(
+            "lastSuccessfulTime"
+        ):
+            wanted.append("two heartbeat runs")
+        if self.peak_replicas < 2:
+            wanted.append(f"the pool scaled up (peak so far {self.peak_replicas})")
+        elif not self.scaled_down:
+            wanted.append("the pool back at zero")
+        return wanted
+
+
+class Demo:
+    def __init__(self, env: DevEnvironment, timeout: float) -> None:
+        self.env = env
+        self.timeout = timeout
+        self.kubectl_bin = str(find_kubectl())
+        self.kubeconfig = str(env.status().kubeconfig)
+        self.progress = Progress()
+
+    def kubectl(self, *args: str, check: bool = True) -> str:
+        done = subprocess.run(
+            [self.kubectl_bin, "--kubeconfig", self.kubeconfig, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if check and done.returncode != 0:
+            raise SystemExit(f"kubectl {' '.join(args)} failed:\n{done.stderr}")
+        return done.stdout
+
+    def step(self, text: str) -> None:
+        print(f"\n==> {text}", flush=True)
+
+    def apply(self, path: Path) -> None:
+        print(f"$ kubectl apply -n {NAMESPACE} -f {path.relative_to(REPO)}")
+        out = self.kubectl("apply", "-n", NAMESPACE, "-f", str(path))
+        lines = out.splitlines()
+        shown = lines if len(lines) <= 6 else [*lines[:3], f"... ({len(lines)} objects)"]
+        print("\n".join(f"  {line}" for line in shown), flush=True)
+
+    def read(self) -> None:
+        def items(plural: str) -> list[dict[str, Any]]:
+            out = self.kubectl("get", plural, "-n", NAMESPACE, "-o", "json")
+            return list(json.loads(out)["items"])
+
+        self.progress.tasks = {t["metadata"]["name"]: t for t in items("tasks")}
+        self.progress.periodic = next(iter(items("periodictasks")), {})
+        self.progress.pool = next(iter(items("workerpools")), {})
+        replicas = int(self.progress.pool.get("status", {}).get("replicas") or 0)
+        self.progress.peak_replicas = max(self.progress.peak_replicas, replicas)
+        if self.progress.peak_replicas >= 2 and replicas == 0:
+            self.progress.scaled_down = True
+
+    def screen(self) -> str:
+        """What a user watching ``kubectl get`` would see, burst Tasks summarized."""
+        ns = ("-n", NAMESPACE)
+        parts = [
+            self.kubectl("get", "workerpools", *ns).rstrip(),
+            self.kubectl("get", "periodictasks", *ns).rstrip(),
+            self.kubectl("get", "tasks", *ns, "-l", "batch!=burst").rstrip(),
+        ]
+        burst = self.progress.burst()
+        summary = ", ".join(f"{n} {phase}" for phase, n in sorted(burst.items()))
+        parts.append(f"burst (40 Tasks, label batch=burst): {summary or 'not created yet'}")
+        pods = self.kubectl("get", "pods", *ns, "-l", "kubetasks.dev/worker-pool", check=False)
+        running = sum(1 for line in pods.splitlines()[1:] if " Running " in line)
+        parts.append(f"worker pods running (local processes): {running}")
+        return "\n\n".join(parts)
+
+    def watch(self) -> bool:
+        start = time.monotonic()
+        last = ""
+        while True:
+            self.read()
+            shown = self.screen()
+            if shown != last:
+                elapsed = time.monotonic() - start
+                print(f"\n--- t+{elapsed:5.1f}s {'-' * 60}\n{shown}", flush=True)
+                last = shown
+            if not self.progress.missing():
+                return True
+            if time.monotonic() - start > self.timeout:
+                print("\nstill waiting for: " + "; ".join(self.progress.missing()))
+                return False
+            time.sleep(2)
+
+    def run(self) -> bool:
+        self.step(f"namespace {NAMESPACE}")
+        self.kubectl("create", "namespace", NAMESPACE, check=False)
+        self.step("the operator (kubetasks operator), watching the demo namespace")
+        operator = self.env.start_operator([NAMESPACE], {"KUBETASKS_RESYNC_SECONDS": "10"})
+        print(f"  pid {operator.pid}, log {operator.log_file}")
+        print(f"  metrics: http://127.0.0.1:{self.env.operator_metrics_port}/metrics")
+        self.step("examples/: a WorkerPool at zero, Tasks, a chain, a PeriodicTask, a burst")
+        for path in sorted((REPO / "examples").glob("*.yaml")):
+            self.apply(path)
+        self.step("watching (kubectl get workerpools / periodictasks / tasks, every 2 s)")
+        ok = self.watch()
+        print("\n" + "=" * 78)
+        for name in ("hello", "flaky", "greet"):
+            status = self.progress.tasks.get(name, {}).get("status", {})
+            print(
+                f"{name}: {status.get('phase')} after {status.get('attempts')} attempt(s),"
+                f" result {json.dumps(status.get('result'))}"
+            )
+        print(f"heartbeat: {self.progress.periodic_runs()} successful run(s) kept")
+        print(f"pool default: scaled 0 -> {self.progress.peak_replicas} -> 0 replicas")
+        print("=" * 78)
+        return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kubetasks.demo", description=__doc__)
+    parser.add_argument("--keep", action="store_true", help="leave everything running")
+    parser.add_argument(
+        "--state-dir", type=Path, default=default_state_dir().parent / "demo",
+        help="where the environment lives (default ~/.cache/kubetasks/demo)",
+    )  # fmt: skip
+    parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for the end")
+    args = parser.parse_args(argv)
+
+    env = DevEnvironment(args.state_dir)
+    print("==> local control plane, Redis and the process kubelet (kubetasks dev up)")
+    started = time.monotonic()
+    try:
+        status = env.up(kubelet=True, crds=REPO / "crds")
+    except ControlPlaneError as exc:
+        print(f"cannot start the local environment: {exc}", file=sys.stderr)
+        return 1
+    how = "reused" if status.reused else f"started in {time.monotonic() - started:.1f}s"
+    print(f"  {how}; state in {args.state_dir}")
+    ok = False
+    try:
+        ok = Demo(env, args.timeout).run()
+    finally:
+        if args.keep:
+            print("\nEverything is still running. To use it:")
+            print(env.status().exports())
+            print(f"  kubectl get tasks,periodictasks,workerpools -n {NAMESPACE}")
+            print(f"When done: kubetasks dev down --state-dir {args.state_dir}")
+        else:
+            env.down()
+            print("\nStopped everything (run with --keep, i.e. `make demo ARGS=--keep`, to stay).")
+    print("demo: " + ("complete" if ok else "INCOMPLETE"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
