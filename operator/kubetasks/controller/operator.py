@@ -13,10 +13,12 @@ import kopf
 
 from kubetasks.controller import tasks  # noqa: F401 - registers the Task handlers
 from kubetasks.controller.events import PhaseTracker
+from kubetasks.controller.periodic import Scheduling  # also registers the PeriodicTask handlers
 from kubetasks.controller.reaper import Reaper
 from kubetasks.controller.repair import Repairer
 from kubetasks.controller.state import OperatorSettings, OperatorState
 from kubetasks.k8s.api import KubeApi
+from kubetasks.k8s.periodic import PeriodicApi
 from kubetasks.k8s.status import TaskStatusWriter
 from kubetasks.loops import run_every
 from kubetasks.outcome import ended_outcome
@@ -56,6 +58,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     memo.tracker = PhaseTracker(_settings.events)
     memo.reaper = Reaper(state)
     memo.repairer = Repairer(state)
+    memo.periodic = Scheduling(PeriodicApi(api), state.clock)
     memo.stop = asyncio.Event()
     memo.loops = [
         asyncio.create_task(run_every(memo.reaper, memo.stop)),
@@ -67,6 +70,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
 async def cleanup(memo: Any, **_: Any) -> None:
     memo.stop.set()
     await asyncio.gather(*memo.loops, return_exceptions=True)
+    await memo.periodic.stop()
     await memo.state.broker.close()
     memo.state.api.close()
 

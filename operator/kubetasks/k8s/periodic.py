@@ -1,0 +1,91 @@
+"""The API calls of the PeriodicTask controller: child Tasks and PeriodicTask status.
+
+The one write that makes a slot run exactly once is the create of its child Task: the name
+is derived from the slot, so the API server answers AlreadyExists to every later attempt,
+from this operator after a restart or from a second one running beside it. That answer is
+an expected outcome here, not an error.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kubetasks.k8s.api import GROUP, PERIODIC_TASKS, TASKS, VERSION, KubeApi, status_code
+
+log = logging.getLogger("kubetasks.periodic")
+
+
+class PeriodicApi:
+    def __init__(self, api: KubeApi) -> None:
+        self.api = api
+        self.created = 0
+        self.already_existed = 0
+        self.status_writes = 0
+
+    async def create_child(self, namespace: str, body: dict[str, Any]) -> bool:
+        """Create a child Task; False when a Task of that name exists (the slot already ran)."""
+        try:
+            await self.api.call(
+                self.api.custom.create_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                TASKS,
+                body,
+                _preload_content=False,
+            )
+        except Exception as exc:
+            if status_code(exc) == 409:
+                self.already_existed += 1
+                return False
+            raise
+        self.created += 1
+        return True
+
+    async def cancel_child(self, namespace: str, name: str) -> None:
+        """``spec.cancel: true`` (concurrencyPolicy Replace); the Task controller does the rest."""
+        await self._ignore_missing(
+            self.api.custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            TASKS,
+            name,
+            {"spec": {"cancel": True}},
+            _preload_content=False,
+        )
+
+    async def delete_child(self, namespace: str, name: str) -> None:
+        """Delete a finished child Task (history limits)."""
+        await self._ignore_missing(
+            self.api.custom.delete_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            TASKS,
+            name,
+            _preload_content=False,
+        )
+
+    async def write_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch the PeriodicTask's ``/status`` (None values remove fields)."""
+        await self._ignore_missing(
+            self.api.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            PERIODIC_TASKS,
+            name,
+            {"status": status},
+            _preload_content=False,
+        )
+        self.status_writes += 1
+
+    async def _ignore_missing(self, fn: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            await self.api.call(fn, *args, **kwargs)
+        except Exception as exc:
+            if status_code(exc) != 404:
+                raise
+            log.debug("%s: object already gone", getattr(fn, "__name__", fn))
