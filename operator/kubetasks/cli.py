@@ -122,6 +122,7 @@ def cmd_operator(ns: argparse.Namespace) -> int:
         standalone=standalone,
         peering=None if standalone else ns.peering,
         liveness=f"http://0.0.0.0:{ns.health_port}/healthz" if ns.health_port else None,
+        metrics_port=ns.metrics_port,
     )
     return 0
 
@@ -247,7 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--peering", help="kopf peering object name (default: standalone)")
     o.add_argument("--standalone", action="store_true", help="no peering (one operator)")
     o.add_argument("--health-port", type=int, default=8080, help="liveness endpoint port")
-    o.add_argument("--metrics-port", type=int, default=9090, help="Prometheus metrics port")
+    o.add_argument(
+        "--metrics-port", type=int, default=9090, help="Prometheus metrics port (0: off)"
+    )
     o.add_argument("--log-level", default=os.environ.get("KUBETASKS_LOG_LEVEL", "info"))
     o.set_defaults(func=cmd_operator)
 

@@ -70,3 +70,12 @@ async def mark_file(path: str, seconds: float = 0.0) -> int:
         f.write(f"{os.getpid()}\n")
     await asyncio.sleep(seconds)
     return os.getpid()
+
+
+@kubetasks.task("test.tally")
+async def tally(path: str, seconds: float = 0.0, *, ctx: TaskContext) -> int:
+    """Record "<task id> <pid>" (one O_APPEND write), then sleep: who ran what, how often."""
+    with open(path, "a") as f:
+        f.write(f"{ctx.id} {os.getpid()}\n")
+    await asyncio.sleep(seconds)
+    return os.getpid()

@@ -11,16 +11,20 @@ from typing import Any
 
 import kopf
 
-from kubetasks.controller import tasks  # noqa: F401 - registers the Task handlers
+from kubetasks.controller import pools, tasks  # noqa: F401 - register their handlers
+from kubetasks.controller.autoscaling import PoolAutoscaler
 from kubetasks.controller.events import PhaseTracker
 from kubetasks.controller.periodic import Scheduling  # also registers the PeriodicTask handlers
 from kubetasks.controller.reaper import Reaper
 from kubetasks.controller.repair import Repairer
 from kubetasks.controller.state import OperatorSettings, OperatorState
 from kubetasks.k8s.api import KubeApi
+from kubetasks.k8s.deployments import DeploymentWriter
 from kubetasks.k8s.periodic import PeriodicApi
-from kubetasks.k8s.status import TaskStatusWriter
+from kubetasks.k8s.status import PoolStatusWriter, TaskStatusWriter
 from kubetasks.loops import run_every
+from kubetasks.metrics import OperatorMetrics
+from kubetasks.metrics import serve as serve_metrics
 from kubetasks.outcome import ended_outcome
 from kubetasks.queue import Broker, Leased
 from kubetasks.settings import redis_url
@@ -59,10 +63,17 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     memo.reaper = Reaper(state)
     memo.repairer = Repairer(state)
     memo.periodic = Scheduling(PeriodicApi(api), state.clock)
+    metrics = OperatorMetrics()
+    serve_metrics(metrics.registry, _settings.metrics_port)
+    memo.autoscaler = PoolAutoscaler(
+        state, DeploymentWriter(api), PoolStatusWriter(api), metrics=metrics
+    )
     memo.stop = asyncio.Event()
     memo.loops = [
         asyncio.create_task(run_every(memo.reaper, memo.stop)),
         asyncio.create_task(run_every(memo.repairer, memo.stop)),
+        asyncio.create_task(run_every(memo.autoscaler, memo.stop)),
+        asyncio.create_task(memo.autoscaler.listen(memo.stop)),
     ]
 
 
@@ -110,8 +121,9 @@ def run(
     peering: str | None,
     liveness: str | None,
     priority: int = 0,
+    metrics_port: int = 0,
 ) -> None:
-    configure(OperatorSettings(namespaces=tuple(namespaces)))
+    configure(OperatorSettings(namespaces=tuple(namespaces), metrics_port=metrics_port))
     # One line per handled event would drown everything else at INFO.
     logging.getLogger("kopf.objects").setLevel(max(logging.WARNING, logging.root.level))
     asyncio.run(

@@ -20,6 +20,8 @@ class OperatorSettings:
     """Which transitions post Kubernetes Events: all, failures, or none."""
     namespaces: tuple[str, ...] = ()
     """Namespaces watched; empty means all."""
+    metrics_port: int = 0
+    """Port of the Prometheus /metrics endpoint (0: off)."""
 
 
 @dataclass
