@@ -178,3 +178,18 @@ def test_tasks_wait_while_redis_is_down_and_run_when_it_returns(
         "args": ["hi"],
         "kwargs": {},
     }
+
+
+def test_outcomes_reach_the_resource_when_the_worker_cannot_write_them(
+    operator: Operator, task_workers: StartWorkers, tasks: Tasks
+) -> None:
+    # A worker without Kubernetes access (as with missing RBAC): Redis records the outcome,
+    # and the operator's repair loop copies it onto the resource.
+    task_workers(1, "--report-status", "none")
+    tasks.create("quiet", "test.add", args=[20, 22])
+    tasks.create("quiet-fail", "kubetasks.fail", kwargs={"permanent": True, "message": "no"})
+    status = tasks.wait_phase("quiet", "Succeeded", "Failed", timeout=30)
+    assert (status["phase"], status["result"], status["attempts"]) == ("Succeeded", 42, 1)
+    status = tasks.wait_phase("quiet-fail", "Failed", "Succeeded", timeout=30)
+    assert status["error"]["type"] == "PermanentTaskError"
+    assert status["error"]["message"] == "no"

@@ -3,8 +3,10 @@
 The resources are the source of truth and Redis is a derived index. Each tick lists the
 Tasks and (1) admits those the operator never handled, (2) re-enqueues every unfinished
 Task that Redis has no record of (after a Redis restart without persistence, a FLUSHALL,
-or a failed enqueue), keeping its attempt count, and (3) finishes deletions whose clean-up
-failed. While Redis is unreachable the tick runs every few seconds instead.
+or a failed enqueue), keeping its attempt count, (3) copies the outcome of Tasks that ended
+in Redis onto resources that still show them unfinished (the worker's own status write was
+lost: API server down, RBAC missing), and (4) finishes deletions whose clean-up failed.
+While Redis is unreachable the tick runs every few seconds instead.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ from kubetasks.controller import tasks
 from kubetasks.controller.admission import build_message
 from kubetasks.controller.state import OperatorState
 from kubetasks.k8s.api import GROUP, TASKS, VERSION
-from kubetasks.transitions import PENDING, QUEUED, TERMINAL, WAITING, operator_patch
+from kubetasks.transitions import (
+    PENDING,
+    QUEUED,
+    TERMINAL,
+    WAITING,
+    finished_patch,
+    operator_patch,
+)
 
 log = logging.getLogger("kubetasks.operator")
 
@@ -91,6 +100,7 @@ class Repairer:
         broker = self.state.broker
         by_uid = {b["metadata"]["uid"]: b for b in bodies}
         missing = await broker.missing(queue, list(by_uid))
+        await self._settle(queue, [b for uid, b in by_uid.items() if uid not in missing])
         if not missing:
             return
         now = self.state.clock.now()
@@ -118,3 +128,20 @@ class Repairer:
                     extra={"attempts": spent[message.id]},
                 )
                 await self.state.writer.write(meta["namespace"], meta["name"], patch)
+
+    async def _settle(self, queue: str, bodies: list[dict[str, Any]]) -> None:
+        """Write the outcome Redis recorded onto unfinished resources that lack it."""
+        settled = 0
+        for body in bodies:
+            info = await self.state.broker.get_task(queue, body["metadata"]["uid"])
+            if info is None or not info.done:
+                continue
+            at = info.finished_at or self.state.clock.now()
+            patch = finished_patch(
+                info.state, info.attempts, at, result=info.result, error=info.error
+            )
+            meta = body["metadata"]
+            if await self.state.writer.write(meta["namespace"], meta["name"], patch):
+                settled += 1
+        if settled:
+            log.warning("wrote the outcome of %d finished tasks of queue %s", settled, queue)
