@@ -76,10 +76,12 @@ class PeriodicTaskSpec(Model):
     time_zone: str = Field(
         default="UTC", max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$"
     )
-    """IANA time zone the schedule is read in (for example ``Europe/Berlin``). Default UTC.
-    Across daylight-saving changes, as CronJob: a wall time that does not exist that day
-    (skipped by the spring-forward gap) does not run that day, and a wall time that happens
-    twice (the autumn repeat) runs once, at its first occurrence."""
+    """IANA time zone the schedule is read in (for example `Europe/Berlin`). Default UTC.
+    Across daylight-saving changes, as CronJob: a slot is every instant whose local wall
+    time matches, so a wall time skipped by the spring-forward gap does not run that day,
+    and a wall time repeated by the autumn fall-back runs twice, once per pass (each is a
+    distinct instant and a distinct child Task). Stay in UTC, or avoid 01:00-03:00 local,
+    to be clear of both."""
     task_template: TaskTemplate
     """The Task created for each run."""
     concurrency_policy: Literal["Allow", "Forbid", "Replace"] = "Allow"
