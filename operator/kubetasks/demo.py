@@ -27,7 +27,27 @@ from kubetasks.dev.env import DevEnvironment, default_state_dir
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "kubetasks-demo"
-FINISHED = {"Succeeded", "Failed", "Cancelled", "DeadlineExceeded"}
+WORKER_ACCOUNT = "kubetasks-worker"
+#: What the chart gives worker pods (templates/worker/rbac.yaml): read Tasks, patch their
+#: status, nothing else. Without it the workers' status writes are refused (403).
+WORKER_RBAC = f"""
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: {WORKER_ACCOUNT}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: {WORKER_ACCOUNT}}}
+rules:
+  - {{apiGroups: [kubetasks.dev], resources: [tasks], verbs: [get, list, watch]}}
+  - {{apiGroups: [kubetasks.dev], resources: [tasks/status], verbs: [get, patch]}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: {WORKER_ACCOUNT}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {WORKER_ACCOUNT}}}
+subjects: [{{kind: ServiceAccount, name: {WORKER_ACCOUNT}}}]
+"""
 
 
 @dataclass
@@ -86,9 +106,10 @@ class Demo:
         self.kubeconfig = str(env.status().kubeconfig)
         self.progress = Progress()
 
-    def kubectl(self, *args: str, check: bool = True) -> str:
+    def kubectl(self, *args: str, check: bool = True, stdin: str | None = None) -> str:
         done = subprocess.run(
             [self.kubectl_bin, "--kubeconfig", self.kubeconfig, *args],
+            input=stdin,
             capture_output=True,
             text=True,
             timeout=60,
@@ -156,8 +177,13 @@ class Demo:
     def run(self) -> bool:
         self.step(f"namespace {NAMESPACE}")
         self.kubectl("create", "namespace", NAMESPACE, check=False)
+        self.step(f"worker service account {WORKER_ACCOUNT}: read Tasks, patch their status")
+        self.kubectl("apply", "-n", NAMESPACE, "-f", "-", stdin=WORKER_RBAC)
         self.step("the operator (kubetasks operator), watching the demo namespace")
-        operator = self.env.start_operator([NAMESPACE], {"KUBETASKS_RESYNC_SECONDS": "10"})
+        operator = self.env.start_operator(
+            [NAMESPACE],
+            {"KUBETASKS_RESYNC_SECONDS": "10", "KUBETASKS_WORKER_SERVICE_ACCOUNT": WORKER_ACCOUNT},
+        )
         print(f"  pid {operator.pid}, log {operator.log_file}")
         print(f"  metrics: http://127.0.0.1:{self.env.operator_metrics_port}/metrics")
         self.step("examples/: a WorkerPool at zero, Tasks, a chain, a PeriodicTask, a burst")
