@@ -7,6 +7,8 @@ on the same numbers and dashboards can be built without reading Redis.
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 #: Task duration buckets, in seconds: from no-op to long batch jobs.
@@ -84,6 +86,30 @@ class OperatorMetrics:
             [*pool, "direction"],
             registry=self.registry,
         )
+        self.pool_depth = Gauge(
+            "kubetasks_pool_queue_depth",
+            "Tasks waiting or due on a WorkerPool's queues",
+            pool,
+            registry=self.registry,
+        )
+        self.pool_in_flight = Gauge(
+            "kubetasks_pool_in_flight",
+            "Tasks running on a WorkerPool's queues",
+            pool,
+            registry=self.registry,
+        )
+
+    def observe_pool(self, namespace: str, pool: str, depth: int, in_flight: int,
+                     desired: int) -> None:  # fmt: skip
+        self.pool_depth.labels(namespace, pool).set(depth)
+        self.pool_in_flight.labels(namespace, pool).set(in_flight)
+        self.desired.labels(namespace, pool).set(desired)
+
+    def forget_pool(self, namespace: str, pool: str) -> None:
+        """Drop a deleted pool's series (a gauge would otherwise report it forever)."""
+        for gauge in (self.pool_depth, self.pool_in_flight, self.desired):
+            with contextlib.suppress(KeyError):  # never observed
+                gauge.remove(namespace, pool)
 
 
 def serve(registry: CollectorRegistry, port: int) -> None:

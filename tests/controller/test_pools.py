@@ -19,6 +19,7 @@ from fixtures.operator import Operator, kube_env
 from kubetasks.client import AsyncClient, TaskRequest
 from kubetasks.dev.controlplane import ControlPlane
 from kubetasks.dev.kubelet import ProcessKubelet
+from kubetasks.queue import Broker
 
 GROUP, VERSION = "kubetasks.dev", "v1alpha1"
 TESTS = Path(__file__).resolve().parents[1]
@@ -78,6 +79,20 @@ class Pools:
                 return None
             raise
         return int(found.spec.replicas or 0)
+
+    def deployment(self, name: str) -> Any:
+        try:
+            return self.apps.read_namespaced_deployment(name, self.namespace)
+        except k8s.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def events(self, name: str) -> list[str]:
+        found = self.core.list_namespaced_event(
+            self.namespace, field_selector=f"involvedObject.name={name}"
+        )
+        return [e.reason for e in found.items]
 
     def running_pods(self, name: str) -> list[str]:
         pods = self.core.list_namespaced_pod(
@@ -161,43 +176,114 @@ def test_burst_from_zero_scales_to_max_drains_and_returns_to_min(
 
 
 @pytest.mark.timeout(180)
-def test_scale_in_removes_the_idle_pod_and_loses_nothing(
+def test_scale_in_removes_the_less_busy_pod_which_drains_losing_nothing(
     pool_operator: Operator, process_kubelet: ProcessKubelet, pools: Pools, redis_url: str,
     tmp_path: Path, namespace: str,
 ) -> None:  # fmt: skip
     queue = f"drain-{namespace}"
-    pools.create("drain", queue, concurrency=4, minReplicas=2, maxReplicas=2,
-                 targetTasksPerReplica=4, scaleDownStabilizationSeconds=0,
-                 terminationGracePeriodSeconds=20)  # fmt: skip
+    pools.create("drain", queue, concurrency=2, minReplicas=2, maxReplicas=2,
+                 targetTasksPerReplica=2, scaleDownStabilizationSeconds=0,
+                 terminationGracePeriodSeconds=30)  # fmt: skip
     pods = pools.wait("two worker pods", lambda: len(pools.running_pods("drain")) == 2 and
                       pools.running_pods("drain"))  # fmt: skip
-    time.sleep(2)  # both workers are waiting on the queue
+
+    async def loads() -> dict[str, int | None]:
+        broker = Broker.from_url(redis_url)
+        try:
+            return await broker.worker_loads(pods)
+        finally:
+            await broker.close()
+
+    pools.wait("both workers up", lambda: None not in asyncio.run(loads()).values())
     out = tmp_path / "tally.txt"
     out.touch()
 
     async def submit() -> list[str]:
         async with AsyncClient(redis_url) as client:
             handles = await client.enqueue_many(
-                [TaskRequest("test.tally", args=[str(out), 4], queue=queue) for _ in range(3)]
+                [TaskRequest("test.tally", args=[str(out), 12], queue=queue) for _ in range(3)]
             )
             return [h.id for h in handles]
 
+    # Three tasks on two workers of concurrency 2: one runs two, the other one.
     ids = asyncio.run(submit())
     pools.wait("three tasks started", lambda: len(tally(out)) == 3, timeout=20)
-    # Scale in while the tasks run: the pool may now have one pod only.
-    pools.patch("drain", {"minReplicas": 0, "maxReplicas": 1})
-    pools.wait("one pod left", lambda: len(pools.running_pods("drain")) == 1, timeout=30)
-    (kept,) = pools.running_pods("drain")
-    assert kept in pods
+    pools.wait("the workers reported their loads",
+               lambda: sorted(asyncio.run(loads()).values()) == [1, 2])  # fmt: skip
 
-    async def results() -> list[Any]:
+    async def infos() -> list[Any]:
         async with AsyncClient(redis_url) as client:
             return [await client.status(i, queue) for i in ids]
 
-    def finished() -> list[Any] | None:
-        infos = asyncio.run(results())
-        return infos if all(i and i.state == "succeeded" for i in infos) else None
+    workers = Counter(i.worker for i in asyncio.run(infos()))
+    busy, other = (w for w, _ in workers.most_common())
+    # Scale in while all three run: the pool may now have one pod only.
+    pools.patch("drain", {"minReplicas": 0, "maxReplicas": 1})
+    pools.wait("one pod left", lambda: len(pools.running_pods("drain")) == 1, timeout=30)
+    assert pools.running_pods("drain") == [busy], "the pod running fewer tasks was removed"
 
-    infos = pools.wait("all three succeeded", finished, timeout=60)
-    assert [i.attempts for i in infos] == [1, 1, 1], "the scale-in spent no attempt"
-    assert max(tally(out).values()) == 1, "and ran nothing twice"
+    def finished() -> list[Any] | None:
+        found = asyncio.run(infos())
+        return found if all(i and i.state == "succeeded" for i in found) else None
+
+    done = pools.wait("all three succeeded", finished, timeout=60)
+    assert [i.attempts for i in done] == [1, 1, 1], "the scale-in spent no attempt"
+    assert Counter(i.worker for i in done) == workers, "the removed pod finished its task"
+    assert max(tally(out).values()) == 1, "and nothing ran twice"
+    assert other not in pools.running_pods("drain")
+
+
+@pytest.mark.timeout(120)
+def test_pod_overrides_reach_the_deployment_and_an_unusable_spec_is_reported(
+    pool_operator: Operator, pools: Pools, namespace: str
+) -> None:
+    template = {
+        "labels": {"team": "search"},
+        "annotations": {"example.com/owner": "search"},
+        "nodeSelector": {"pool": "batch"},
+        "tolerations": [{"key": "batch", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "arch", "operator": "In", "values": ["amd64"]}]}]}}},
+        "imagePullSecrets": [{"name": "registry"}],
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+        "serviceAccountName": "workers",
+    }  # fmt: skip
+    pools.create("tuned", "q-tuned", podTemplate=template, image="example.com/w:1")
+    found = pools.wait("the Deployment", lambda: pools.deployment("tuned"))
+    pod = found.spec.template
+    assert pod.metadata.labels["team"] == "search"
+    assert pod.metadata.labels["kubetasks.dev/worker-pool"] == "tuned"
+    assert pod.metadata.annotations == {"example.com/owner": "search"}
+    assert pod.spec.node_selector == {"pool": "batch"}
+    assert pod.spec.tolerations[0].key == "batch"
+    assert pod.spec.affinity.node_affinity is not None
+    assert [s.name for s in pod.spec.image_pull_secrets] == ["registry"]
+    assert pod.spec.service_account_name == "workers"
+    (container,) = pod.spec.containers
+    assert container.image == "example.com/w:1"
+    assert container.resources.requests == {"cpu": "100m", "memory": "128Mi"}
+    assert container.security_context.run_as_non_root is True
+    assert found.metadata.owner_references[0].kind == "WorkerPool"
+
+    # The CRD takes env entries as given; Kubernetes refuses one without a name.
+    pools.create("broken", "q-broken", minReplicas=1,
+                 podTemplate={"env": [{"value": "no name"}]})  # fmt: skip
+
+    def rejected() -> dict[str, Any] | None:
+        for c in pools.status("broken").get("conditions") or []:
+            if c["type"] == "Ready" and c["reason"] == "DeploymentRejected":
+                return dict(c)
+        return None
+
+    condition = pools.wait("the rejection on the pool", rejected, timeout=20)
+    assert condition["status"] == "False"
+    assert "name" in condition["message"], condition["message"]
+    assert pools.deployment("broken") is None
+    pools.wait("a Warning event", lambda: "DeploymentRejected" in pools.events("broken"))
+    assert pool_operator.proc is not None and pool_operator.proc.poll() is None
+    # The user fixes the spec: the operator applies it without being restarted.
+    pools.patch("broken", {"podTemplate": {"env": [{"name": "MODE", "value": "fixed"}]}})
+    fixed = pools.wait("the Deployment", lambda: pools.deployment("broken"), timeout=20)
+    assert fixed.spec.replicas == 1
+    pools.wait("the condition cleared", lambda: rejected() is None, timeout=20)

@@ -6,22 +6,32 @@ zero does not wait for the next tick: the operator listens to the enqueue channe
 evaluates the pools serving that queue at once. Before scaling in, the pods' deletion cost
 is set from what each worker reports it is running, so the ReplicaSet removes idle pods
 first, and the removed workers drain on SIGTERM.
+
+The Deployment is the operator's: one that was deleted or scaled by someone else is put
+back on the next tick, and a pool whose Deployment the API server refuses (a pod template
+the CRD let through but Kubernetes does not accept) gets a condition and an event, is tried
+again every tick, and never stops the other pools.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
+
+import kopf
 
 from kubetasks import autoscaler
-from kubetasks.controller.state import OperatorState
+from kubetasks.clock import Clock
 from kubetasks.controller.workloads import POOL_LABEL, WorkloadDefaults, deployment
 from kubetasks.k8s.api import reason_text
-from kubetasks.k8s.deployments import DeploymentWriter
+from kubetasks.k8s.deployments import DeploymentState, DeploymentWriter
 from kubetasks.k8s.status import PoolStatusWriter
 from kubetasks.metrics import OperatorMetrics
+from kubetasks.queue import Broker, QueueStats
 from kubetasks.transitions import timestamp
 
 log = logging.getLogger("kubetasks.autoscaler")
@@ -44,6 +54,8 @@ class Pool:
     last_status: dict[str, Any] = field(default_factory=dict)
     problem: str | None = None
     """Why the pool's Deployment could not be applied (None: it was)."""
+    pods_failure: str | None = None
+    """Why the Deployment's pods cannot be created (None: they can)."""
 
     @property
     def queues(self) -> list[str]:
@@ -67,17 +79,22 @@ class PoolAutoscaler:
 
     def __init__(
         self,
-        state: OperatorState,
+        broker: Broker,
+        clock: Clock,
         deployments: DeploymentWriter,
         statuses: PoolStatusWriter,
+        *,
         defaults: WorkloadDefaults | None = None,
         metrics: OperatorMetrics | None = None,
+        poll_seconds: float = POLL_SECONDS,
     ) -> None:
-        self.state = state
+        self.broker = broker
+        self.clock = clock
         self.metrics = metrics
         self.deployments = deployments
         self.statuses = statuses
         self.defaults = defaults or WorkloadDefaults()
+        self.poll_seconds = poll_seconds
         self.pools: dict[PoolKey, Pool] = {}
         self.wake: asyncio.Event | None = None
         self._lock = asyncio.Lock()
@@ -85,30 +102,43 @@ class PoolAutoscaler:
         """Recent scale changes (time, pool, replicas, reason), newest last."""
 
     def interval(self) -> float:
-        return POLL_SECONDS
+        return self.poll_seconds
 
     # -- pools come and go -------------------------------------------------------------------
 
     async def upsert(self, body: dict[str, Any]) -> None:
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
-        pool = self.pools.get(key)
-        if pool is None:
-            pool = self.pools[key] = Pool(body)
-            current = await self.deployments.replicas(*key)
-            pool.desired = current[0] if current else None
-        pool.body = body
-        if pool.applied_generation != meta.get("generation"):
-            async with self._lock:
-                await self._apply(pool, pool.desired if pool.desired is not None else 0)
+        async with self._lock:
+            pool = self.pools.get(key)
+            if pool is None:
+                pool = Pool(body)
+                found = await self.deployments.observe(*key)
+                if found is not None:
+                    # A restarted operator keeps the pods it finds for one scale-down window
+                    # before it may remove them, as if it had just asked for them.
+                    pool.desired = found.replicas
+                    pool.history = autoscaler.History(((self.clock.now(), found.replicas),))
+                self.pools[key] = pool
+            pool.body = body
+            changed = pool.applied_generation != meta.get("generation")
+            if changed:
+                await self._apply(pool, pool.desired or 0)
+        if changed:
             await self.evaluate(key, "spec changed")
 
     def remove(self, key: PoolKey) -> None:
         self.pools.pop(key, None)
+        if self.metrics is not None:
+            self.metrics.forget_pool(*key)
 
     # -- decisions -------------------------------------------------------------------------
 
     async def tick(self) -> None:
+        if self.metrics is not None:
+            # Every queue, served by a pool or not: HPA or KEDA may scale on these instead.
+            for queue in await self.broker.queues():
+                _export(self.metrics, await self.broker.stats(queue))
         for key in list(self.pools):
             try:
                 await self.evaluate(key, "poll")
@@ -121,91 +151,101 @@ class PoolAutoscaler:
             if queue in pool.queues and not pool.desired:
                 await self.evaluate(key, f"task enqueued on {queue}")
 
-    async def evaluate(self, key: PoolKey, reason: str) -> None:
+    async def evaluate(self, key: PoolKey, trigger: str) -> None:
         async with self._lock:
             pool = self.pools.get(key)
             if pool is None:
                 return
-            now = self.state.clock.now()
-            stats = [await self.state.broker.stats(q) for q in pool.queues]
+            now = self.clock.now()
+            stats = [await self.broker.stats(q) for q in pool.queues]
             depth = autoscaler.QueueDepth(
                 pending=sum(s.pending for s in stats),
                 due_scheduled=sum(s.due for s in stats),
                 active=sum(s.active for s in stats),
             )
-            if self.metrics is not None:
-                for s in stats:
-                    self.metrics.pending.labels(s.queue).set(s.pending + s.due)
-                    self.metrics.scheduled.labels(s.queue).set(s.scheduled - s.due)
-                    self.metrics.active.labels(s.queue).set(s.active)
-                    self.metrics.dead.labels(s.queue).set(s.dead)
-                    self.metrics.processed.labels(s.queue).set(s.processed)
-                    self.metrics.failed.labels(s.queue).set(s.failed)
+            found = await self.deployments.observe(*key)
             current = pool.desired or 0
             decision, pool.history = autoscaler.decide(
                 depth, current, pool.policy(), pool.history, now
             )
-            if decision.desired != current:
-                if decision.desired < current:
+            # Put the Deployment back as the operator wants it: deleted, scaled by someone
+            # else, or refused last time.
+            stale = pool.problem is not None or found is None or found.replicas != current
+            if decision.desired != current or stale:
+                if found is not None and decision.desired < found.replicas:
                     await self._prefer_idle(key)
-                if not await self._apply(pool, decision.desired):
-                    await self._report(pool, key, depth, current)
-                    return
-                pool.last_scale = now
-                pool.last_reason = f"{reason}: {decision.reason}"
-                if self.metrics is not None:
-                    direction = "up" if decision.desired > current else "down"
-                    self.metrics.scale_changes.labels(*key, direction).inc()
-                self.decisions.append((now, key, decision.desired, reason))
-                del self.decisions[:-100]
-                log.info(
-                    "pool %s/%s: %d -> %d replicas (%s; %s)",
-                    *key, current, decision.desired, reason, decision.reason,
-                )  # fmt: skip
+                if await self._apply(pool, decision.desired):
+                    found = await self.deployments.observe(*key)
+                    if decision.desired != current:
+                        self._scaled(pool, key, current, decision, trigger, now)
             if self.metrics is not None:
-                self.metrics.desired.labels(*key).set(decision.desired)
-            await self._report(pool, key, depth, decision.desired)
+                self.metrics.observe_pool(*key, depth.load - depth.active, depth.active,
+                                          pool.desired or 0)  # fmt: skip
+            await self._report(pool, key, depth, found)
+
+    def _scaled(
+        self,
+        pool: Pool,
+        key: PoolKey,
+        before: int,
+        decision: autoscaler.ScaleDecision,
+        trigger: str,
+        now: float,
+    ) -> None:
+        pool.last_scale = now
+        pool.last_reason = f"{trigger}: {decision.reason}"
+        direction = "up" if decision.desired > before else "down"
+        if self.metrics is not None:
+            self.metrics.scale_changes.labels(*key, direction).inc()
+        self.decisions.append((now, key, decision.desired, trigger))
+        del self.decisions[:-100]
+        message = f"{before} -> {decision.desired} replicas ({pool.last_reason})"
+        log.info("pool %s/%s: %s", *key, message)
+        _event(pool, "Normal", "ScaledUp" if direction == "up" else "ScaledDown", message)
 
     async def _apply(self, pool: Pool, replicas: int) -> bool:
         """Apply the pool's Deployment; False (and the reason on the pool) if refused."""
         try:
             await self.deployments.apply(deployment(pool.body, replicas, self.defaults))
         except Exception as exc:
-            # A pod template the CRD let through but Kubernetes refuses (a malformed env
-            # entry, say): report it on the pool and keep the last good Deployment.
-            problem = reason_text(exc)
+            problem = _api_message(exc)
             if problem != pool.problem:
                 meta = pool.body["metadata"]
                 log.warning("pool %s/%s: Deployment refused: %s", meta["namespace"],
                             meta["name"], problem)  # fmt: skip
+                _event(pool, "Warning", "DeploymentRejected", problem)
             pool.problem = problem
             pool.applied_generation = pool.body["metadata"].get("generation")
             return False
+        if pool.problem is not None:
+            _event(pool, "Normal", "DeploymentApplied", "the Deployment is accepted again")
         pool.problem = None
         pool.desired = replicas
         pool.applied_generation = pool.body["metadata"].get("generation")
         return True
 
     async def _prefer_idle(self, key: PoolKey) -> None:
-        """Mark each pod with what its worker runs, so scale-in removes idle pods first."""
+        """Mark each pod with what its worker runs, so scale-in removes idle pods first
+        (a worker that has not reported lately counts as idle)."""
         namespace, name = key
         pods = await self.deployments.pods(namespace, f"{POOL_LABEL}={name}")
-        loads = await self.state.broker.worker_loads([p["name"] for p in pods])
+        loads = await self.broker.worker_loads([p["name"] for p in pods])
         for pod in pods:
-            load = loads.get(pod["name"])
-            cost = str(load if load is not None else 0)
-            if pod["cost"] != cost:
-                await self.deployments.set_deletion_cost(namespace, pod["name"], int(cost))
+            cost = loads.get(pod["name"]) or 0
+            if pod["cost"] != str(cost):
+                await self.deployments.set_deletion_cost(namespace, pod["name"], cost)
 
     async def _report(
-        self, pool: Pool, key: PoolKey, depth: autoscaler.QueueDepth, desired: int
+        self, pool: Pool, key: PoolKey, depth: autoscaler.QueueDepth, found: DeploymentState | None
     ) -> None:
-        current = await self.deployments.replicas(*key)
-        replicas, ready = current or (0, 0)
-        status = {
+        if found is not None and found.failure != pool.pods_failure and found.failure:
+            _event(pool, "Warning", "PodsRejected", found.failure)
+        pool.pods_failure = found.failure if found is not None else None
+        replicas, ready = (found.replicas, found.ready) if found is not None else (0, 0)
+        status: dict[str, Any] = {
             "queueDepth": depth.pending + depth.due_scheduled,
             "inFlight": depth.active,
-            "desiredReplicas": desired,
+            "desiredReplicas": pool.desired or 0,
             "replicas": replicas,
             "readyReplicas": ready,
             "observedGeneration": pool.body["metadata"].get("generation"),
@@ -222,6 +262,8 @@ class PoolAutoscaler:
         """Ready: the Deployment is applied and as many pods are ready as it asks for."""
         if pool.problem:
             truth, reason, message = "False", "DeploymentRejected", pool.problem
+        elif pool.pods_failure:
+            truth, reason, message = "False", "PodsRejected", pool.pods_failure
         elif ready < replicas:
             truth, reason = "False", "PodsStarting"
             message = f"{ready} of {replicas} worker pods ready"
@@ -231,7 +273,7 @@ class PoolAutoscaler:
             (c for c in pool.last_status.get("conditions", []) if c["type"] == "Ready"), None
         )
         if previous is None or previous["status"] != truth:
-            since = timestamp(self.state.clock.now())
+            since = timestamp(self.clock.now())
         else:
             since = previous["lastTransitionTime"]
         return [{"type": "Ready", "status": truth, "reason": reason,
@@ -241,10 +283,38 @@ class PoolAutoscaler:
         """React to enqueues (pub/sub) until stopped; reconnect after Redis outages."""
         while not stop.is_set():
             try:
-                async for queue in self.state.broker.enqueued():
+                async for queue in self.broker.enqueued():
                     await self.on_enqueue(queue)
                     if stop.is_set():
                         return
             except Exception as exc:
                 log.warning("enqueue listener stopped (%s); reconnecting", exc)
                 await asyncio.sleep(1.0)
+
+
+def _export(metrics: OperatorMetrics, stats: QueueStats) -> None:
+    metrics.pending.labels(stats.queue).set(stats.pending + stats.due)
+    metrics.scheduled.labels(stats.queue).set(stats.scheduled)
+    metrics.active.labels(stats.queue).set(stats.active)
+    metrics.dead.labels(stats.queue).set(stats.dead)
+    metrics.processed.labels(stats.queue).set(stats.processed)
+    metrics.failed.labels(stats.queue).set(stats.failed)
+
+
+def _api_message(exc: BaseException) -> str:
+    """The API server's own message (it names the field), else the error as text."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, bytes | str):
+        try:
+            message = json.loads(body).get("message")
+        except (ValueError, AttributeError):
+            message = None
+        if isinstance(message, str) and message:
+            return message
+    return reason_text(exc)
+
+
+def _event(pool: Pool, kind: str, reason: str, message: str) -> None:
+    # Outside a running operator (the loop driven by tests) there is nowhere to post.
+    with contextlib.suppress(LookupError):
+        kopf.event(cast(kopf.Body, pool.body), type=kind, reason=reason, message=message[:1024])

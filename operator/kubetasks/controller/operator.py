@@ -66,7 +66,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     metrics = OperatorMetrics()
     serve_metrics(metrics.registry, _settings.metrics_port)
     memo.autoscaler = PoolAutoscaler(
-        state, DeploymentWriter(api), PoolStatusWriter(api), metrics=metrics
+        state.broker, state.clock, DeploymentWriter(api), PoolStatusWriter(api), metrics=metrics
     )
     memo.stop = asyncio.Event()
     memo.loops = [

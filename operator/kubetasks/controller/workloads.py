@@ -16,6 +16,14 @@ POOL_LABEL = "kubetasks.dev/worker-pool"
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 #: Seconds a worker keeps for itself at the end of the grace period to hand tasks back.
 HANDBACK_SECONDS = 5
+#: Pod spec fields a pool's ``podTemplate`` sets as given (Kubernetes' own shapes).
+POD_SPEC_OVERRIDES = (
+    "nodeSelector",
+    "tolerations",
+    "affinity",
+    "imagePullSecrets",
+    "priorityClassName",
+)
 
 
 @dataclass(frozen=True)
@@ -107,9 +115,15 @@ def deployment(pool: dict[str, Any], replicas: int, defaults: WorkloadDefaults) 
     account = overrides.get("serviceAccountName") or defaults.service_account
     if account:
         pod_spec["serviceAccountName"] = account
-    for key in ("nodeSelector", "tolerations"):
+    for key in POD_SPEC_OVERRIDES:
         if overrides.get(key):
             pod_spec[key] = overrides[key]
+    template_meta: dict[str, Any] = {
+        # The pool's own labels last: the Deployment's selector depends on them.
+        "labels": (overrides.get("labels") or {}) | labels | defaults.extra_labels
+    }
+    if overrides.get("annotations"):
+        template_meta["annotations"] = dict(overrides["annotations"])
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -132,9 +146,6 @@ def deployment(pool: dict[str, Any], replicas: int, defaults: WorkloadDefaults) 
             "replicas": replicas,
             "selector": {"matchLabels": {POOL_LABEL: name}},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0}},
-            "template": {
-                "metadata": {"labels": labels | defaults.extra_labels},
-                "spec": pod_spec,
-            },
+            "template": {"metadata": template_meta, "spec": pod_spec},
         },
     }

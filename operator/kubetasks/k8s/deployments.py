@@ -7,12 +7,23 @@ included, so a pool's spec change and a scale decision can never fight over fiel
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, cast
 
 from kubetasks.k8s.api import KubeApi, status_code
 
 FIELD_MANAGER = "kubetasks-operator"
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    replicas: int
+    """Replicas the Deployment asks for (``spec.replicas``)."""
+    ready: int
+    """Pods ready."""
+    failure: str | None = None
+    """Why its ReplicaSet cannot create pods (``ReplicaFailure`` condition), if it cannot."""
 
 
 class DeploymentWriter:
@@ -34,16 +45,28 @@ class DeploymentWriter:
         )
         self.applies += 1
 
-    async def replicas(self, namespace: str, name: str) -> tuple[int, int] | None:
-        """(spec replicas, ready replicas) of a Deployment, or None if it does not exist."""
+    async def observe(self, namespace: str, name: str) -> DeploymentState | None:
+        """What a Deployment asks for and has, or None if it does not exist."""
         try:
             found = await self.api.call(self.api.apps.read_namespaced_deployment, name, namespace)
         except Exception as exc:
             if status_code(exc) == 404:
                 return None
             raise
-        ready = found.status.ready_replicas if found.status else 0
-        return int(found.spec.replicas or 0), int(ready or 0)
+        status = found.status
+        failure = next(
+            (
+                c.message or c.reason or "pods cannot be created"
+                for c in (status.conditions if status else None) or []
+                if c.type == "ReplicaFailure" and c.status == "True"
+            ),
+            None,
+        )
+        return DeploymentState(
+            replicas=int(found.spec.replicas or 0),
+            ready=int((status.ready_replicas if status else 0) or 0),
+            failure=failure,
+        )
 
     async def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         """Live pods (not being deleted) matching a label selector, as plain dicts."""

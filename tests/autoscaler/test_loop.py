@@ -1,0 +1,253 @@
+"""The autoscaler loop against a real Redis, with fake time and a fake Deployment API: what
+it applies, when, what it writes on the pool, and how it survives what it cannot apply."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from kubernetes.client import ApiException
+
+from kubetasks.clock import FakeClock
+from kubetasks.controller.autoscaling import PoolAutoscaler
+from kubetasks.controller.workloads import WorkloadDefaults
+from kubetasks.k8s.deployments import DeploymentState
+from kubetasks.metrics import OperatorMetrics
+from kubetasks.queue import Broker, TaskMessage
+
+NS = "team"
+
+
+class FakeDeployments:
+    """Deployments by name, as the API server would keep them for the operator."""
+
+    def __init__(self) -> None:
+        self.replicas: dict[str, int] = {}
+        self.manifests: dict[str, dict[str, Any]] = {}
+        self.refuse: dict[str, str] = {}
+        """Pool name -> message of a 422 the API server answers to its Deployment."""
+        self.pod_names: dict[str, list[str]] = {}
+        self.costs: dict[str, int] = {}
+
+    async def apply(self, manifest: dict[str, Any]) -> None:
+        name = manifest["metadata"]["name"]
+        if name in self.refuse:
+            body = json.dumps({"kind": "Status", "message": self.refuse[name]})
+            raise _api_error(body)
+        self.manifests[name] = manifest
+        self.replicas[name] = manifest["spec"]["replicas"]
+
+    async def observe(self, namespace: str, name: str) -> DeploymentState | None:
+        if name not in self.replicas:
+            return None
+        return DeploymentState(replicas=self.replicas[name], ready=self.replicas[name])
+
+    async def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        pool = selector.split("=", 1)[1]
+        return [
+            {"name": p, "cost": None if p not in self.costs else str(self.costs[p])}
+            for p in self.pod_names.get(pool, [])
+        ]
+
+    async def set_deletion_cost(self, namespace: str, pod: str, cost: int) -> None:
+        self.costs[pod] = cost
+
+
+def _api_error(body: str) -> ApiException:
+    exc = ApiException(status=422, reason="Unprocessable Entity")
+    exc.body = body
+    return exc
+
+
+class FakeStatuses:
+    def __init__(self) -> None:
+        self.written: dict[str, dict[str, Any]] = {}
+        self.writes = 0
+
+    async def write(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.written[name] = status
+        self.writes += 1
+
+
+def pool(name: str, queue: str, generation: int = 1, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubetasks.dev/v1alpha1",
+        "kind": "WorkerPool",
+        "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}",
+                     "generation": generation},
+        "spec": {"queues": [{"name": queue}], **spec},
+    }  # fmt: skip
+
+
+class Harness:
+    def __init__(self, broker: Broker, clock: FakeClock) -> None:
+        self.broker, self.clock = broker, clock
+        self.deployments = FakeDeployments()
+        self.statuses = FakeStatuses()
+        self.metrics = OperatorMetrics()
+        self.scaler = self.new_scaler()
+
+    def new_scaler(self) -> PoolAutoscaler:
+        """An autoscaler as a (re)started operator has it: no memory of earlier decisions."""
+        return PoolAutoscaler(
+            self.broker, self.clock, self.deployments, self.statuses,  # type: ignore[arg-type]
+            defaults=WorkloadDefaults(redis_url="redis://r"), metrics=self.metrics,
+        )  # fmt: skip
+
+    async def enqueue(self, queue: str, count: int, prefix: str = "t") -> list[str]:
+        ids = [f"{prefix}{i}" for i in range(count)]
+        await self.broker.enqueue(TaskMessage(id=i, handler="h", queue=queue) for i in ids)
+        return ids
+
+    def sample(self, name: str, **labels: str) -> float | None:
+        value: float | None = self.metrics.registry.get_sample_value(name, labels)
+        return value
+
+
+@pytest.fixture
+async def harness(broker: Broker, clock: FakeClock) -> AsyncIterator[Harness]:
+    yield Harness(broker, clock)
+
+
+async def test_a_new_pool_gets_its_deployment_at_min_replicas(harness: Harness) -> None:
+    await harness.scaler.upsert(pool("p", "q", minReplicas=2, maxReplicas=5, concurrency=7))
+    assert harness.deployments.replicas == {"p": 2}
+    manifest = harness.deployments.manifests["p"]
+    assert manifest["metadata"]["ownerReferences"][0]["uid"] == "uid-p"
+    assert "--concurrency" in manifest["spec"]["template"]["spec"]["containers"][0]["args"]
+    status = harness.statuses.written["p"]
+    assert status["desiredReplicas"] == 2 and status["queueDepth"] == 0
+    assert status["conditions"][0]["type"] == "Ready"
+
+
+async def test_an_enqueue_event_wakes_a_pool_at_zero_without_a_poll(harness: Harness) -> None:
+    await harness.scaler.upsert(pool("p", "q", maxReplicas=4, concurrency=10))
+    assert harness.deployments.replicas == {"p": 0}
+    stop = asyncio.Event()
+    listener = asyncio.create_task(harness.scaler.listen(stop))
+    await asyncio.sleep(0.2)  # subscribed
+    await harness.enqueue("other", 5)  # a queue the pool does not serve
+    await asyncio.sleep(0.2)
+    assert harness.deployments.replicas == {"p": 0}
+    await harness.enqueue("q", 1)
+    for _ in range(200):  # no tick runs here: only the enqueue event can raise it
+        if harness.deployments.replicas["p"]:
+            break
+        await asyncio.sleep(0.01)
+    stop.set()
+    listener.cancel()
+    assert harness.deployments.replicas == {"p": 1}
+    status = harness.statuses.written["p"]
+    assert status["lastScaleReason"].startswith("task enqueued on q: waking from zero")
+    assert harness.sample("kubetasks_pool_scale_changes_total", namespace=NS, pool="p",
+                          direction="up") == 1  # fmt: skip
+
+
+async def test_scale_in_waits_for_the_window_and_marks_busy_pods_costly(
+    harness: Harness, broker: Broker, clock: FakeClock
+) -> None:
+    await harness.scaler.upsert(
+        pool("p", "q", maxReplicas=4, targetTasksPerReplica=2, scaleDownStabilizationSeconds=60)
+    )
+    await harness.enqueue("q", 8)
+    await harness.scaler.tick()
+    assert harness.deployments.replicas["p"] == 4
+    harness.deployments.pod_names["p"] = ["pod-a", "pod-b", "pod-c", "pod-d"]
+    # pod-a takes every task and finishes six: two still run there, the queue is empty.
+    leased = await broker.dequeue("q", "pod-a", 8, lease_seconds=600)
+    await broker.ack("q", "pod-a", [(m.message.id, m.attempt, "null") for m in leased[:6]])
+    await broker.report_worker("pod-a", 2, ttl=600)
+    await broker.report_worker("pod-b", 0, ttl=600)
+    clock.advance(2)
+    await harness.scaler.tick()
+    status = harness.statuses.written["p"]
+    assert (status["queueDepth"], status["inFlight"]) == (0, 2)
+    assert harness.deployments.replicas["p"] == 4, "held by the scale-down window"
+    assert harness.deployments.costs == {}, "nothing marked before a scale-in"
+    clock.advance(57)  # 59 s after 4 replicas were last wanted
+    await harness.scaler.tick()
+    assert harness.deployments.replicas["p"] == 4
+    clock.advance(1.5)
+    await harness.scaler.tick()
+    assert harness.deployments.replicas["p"] == 1, "the two running tasks keep one pod"
+    # The ReplicaSet removes the lowest cost first: the busy pod goes last. pod-c and pod-d
+    # never reported (a worker still starting) and count as idle.
+    assert harness.deployments.costs == {"pod-a": 2, "pod-b": 0, "pod-c": 0, "pod-d": 0}
+    status = harness.statuses.written["p"]
+    assert status["desiredReplicas"] == 1 and "scale down" in status["lastScaleReason"]
+    assert status["lastScaleTime"].endswith("Z")
+    assert harness.sample("kubetasks_pool_in_flight", namespace=NS, pool="p") == 2
+    assert harness.sample("kubetasks_queue_in_flight", queue="q") == 2
+
+
+async def test_a_refused_deployment_is_a_condition_not_a_crash(
+    harness: Harness, clock: FakeClock
+) -> None:
+    message = 'Deployment.apps "bad" is invalid: spec.template.spec.containers[0].env[2].name: Required value'  # noqa: E501
+    harness.deployments.refuse["bad"] = message
+    await harness.scaler.upsert(pool("bad", "q1", minReplicas=1))
+    await harness.scaler.upsert(pool("good", "q2"))
+    await harness.enqueue("q1", 3, "a")
+    await harness.enqueue("q2", 3, "b")
+    await harness.scaler.tick()
+    assert harness.deployments.replicas == {"good": 1}, "the other pool goes on"
+    (ready,) = harness.statuses.written["bad"]["conditions"]
+    assert (ready["status"], ready["reason"], ready["message"]) == (
+        "False", "DeploymentRejected", message)  # fmt: skip
+    # Fixed (say, a referenced object now exists): the next tick applies it.
+    del harness.deployments.refuse["bad"]
+    clock.advance(2)
+    await harness.scaler.tick()
+    assert harness.deployments.replicas["bad"] == 1
+    (ready,) = harness.statuses.written["bad"]["conditions"]
+    assert (ready["status"], ready["reason"]) == ("True", "Available")
+
+
+async def test_a_deployment_deleted_or_scaled_by_hand_is_put_back(
+    harness: Harness, clock: FakeClock
+) -> None:
+    await harness.scaler.upsert(pool("p", "q", minReplicas=2, maxReplicas=3))
+    del harness.deployments.replicas["p"]
+    await harness.scaler.tick()
+    assert harness.deployments.replicas["p"] == 2
+    harness.deployments.replicas["p"] = 9
+    clock.advance(2)
+    await harness.scaler.tick()
+    assert harness.deployments.replicas["p"] == 2
+
+
+async def test_a_restarted_operator_keeps_the_pods_it_finds_for_the_window(
+    harness: Harness, clock: FakeClock
+) -> None:
+    await harness.scaler.upsert(pool("p", "q", maxReplicas=4, scaleDownStabilizationSeconds=30))
+    await harness.enqueue("q", 35)
+    await harness.scaler.tick()
+    assert harness.deployments.replicas["p"] == 4
+    restarted = harness.new_scaler()
+    for i in range(35):
+        await harness.broker.forget("q", f"t{i}")
+    await restarted.upsert(pool("p", "q", maxReplicas=4, scaleDownStabilizationSeconds=30))
+    await restarted.tick()
+    assert harness.deployments.replicas["p"] == 4, "an empty queue right after a restart"
+    clock.advance(31)
+    await restarted.tick()
+    assert harness.deployments.replicas["p"] == 0
+
+
+async def test_a_spec_change_applies_at_once_and_a_deleted_pool_is_forgotten(
+    harness: Harness,
+) -> None:
+    await harness.scaler.upsert(pool("p", "q", minReplicas=1, maxReplicas=3))
+    assert harness.deployments.replicas["p"] == 1
+    await harness.scaler.upsert(pool("p", "q", generation=2, minReplicas=3, maxReplicas=3,
+                                     concurrency=2))  # fmt: skip
+    assert harness.deployments.replicas["p"] == 3
+    args = harness.deployments.manifests["p"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--concurrency") + 1] == "2"
+    assert harness.sample("kubetasks_pool_desired_replicas", namespace=NS, pool="p") == 3
+    harness.scaler.remove((NS, "p"))
+    assert harness.sample("kubetasks_pool_desired_replicas", namespace=NS, pool="p") is None
+    await harness.scaler.tick()  # nothing left to scale
