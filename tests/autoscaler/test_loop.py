@@ -138,7 +138,7 @@ async def test_an_enqueue_event_wakes_a_pool_at_zero_without_a_poll(harness: Har
             break
         await asyncio.sleep(0.01)
     stop.set()
-    listener.cancel()
+    await asyncio.wait_for(listener, 2)  # stops without waiting for another message
     assert harness.deployments.replicas == {"p": 1}
     status = harness.statuses.written["p"]
     assert status["lastScaleReason"].startswith("task enqueued on q: waking from zero")
@@ -251,3 +251,45 @@ async def test_a_spec_change_applies_at_once_and_a_deleted_pool_is_forgotten(
     harness.scaler.remove((NS, "p"))
     assert harness.sample("kubetasks_pool_desired_replicas", namespace=NS, pool="p") is None
     await harness.scaler.tick()  # nothing left to scale
+
+
+async def test_enqueues_grow_a_running_pool_before_the_next_poll_at_a_bounded_rate(
+    harness: Harness, clock: FakeClock
+) -> None:
+    await harness.scaler.upsert(pool("p", "q", minReplicas=1, maxReplicas=4, concurrency=10))
+    stop = asyncio.Event()
+    listener = asyncio.create_task(harness.scaler.listen(stop))
+    await asyncio.sleep(0.2)  # subscribed
+
+    async def settled(replicas: int) -> int:
+        for _ in range(100):
+            if harness.deployments.replicas["p"] == replicas:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        return harness.deployments.replicas["p"]
+
+    try:
+        await harness.enqueue("q", 40, "a")
+        assert await settled(4) == 1, "evaluated less than 0.5 s ago: the next poll will do"
+        clock.advance(0.5)
+        await harness.enqueue("q", 1, "b")
+        assert await settled(4) == 4
+    finally:
+        stop.set()
+        await asyncio.wait_for(listener, 2)
+
+
+async def test_a_pool_whose_first_evaluation_failed_is_taken_up_by_the_next_tick(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def unreachable(namespace: str, name: str) -> None:
+        raise ApiException(status=503, reason="Service Unavailable")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(harness.deployments, "observe", unreachable)
+        with pytest.raises(ApiException):
+            await harness.scaler.upsert(pool("p", "q", minReplicas=2))
+    assert harness.deployments.replicas == {}
+    await harness.scaler.tick()
+    assert harness.deployments.replicas == {"p": 2}

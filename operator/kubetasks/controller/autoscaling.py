@@ -38,6 +38,8 @@ log = logging.getLogger("kubetasks.autoscaler")
 
 #: Seconds between two evaluations of every pool.
 POLL_SECONDS = 2.0
+#: Fewest seconds between two evaluations of a running pool caused by enqueues.
+ENQUEUE_GAP_SECONDS = 0.5
 
 PoolKey = tuple[str, str]
 
@@ -56,6 +58,9 @@ class Pool:
     """Why the pool's Deployment could not be applied (None: it was)."""
     pods_failure: str | None = None
     """Why the Deployment's pods cannot be created (None: they can)."""
+    adopted: bool = False
+    """The Deployment found at the first evaluation was taken over."""
+    evaluated_at: float = float("-inf")
 
     @property
     def queues(self) -> list[str]:
@@ -107,25 +112,17 @@ class PoolAutoscaler:
     # -- pools come and go -------------------------------------------------------------------
 
     async def upsert(self, body: dict[str, Any]) -> None:
+        """A pool was seen: evaluate it at once if it is new or its spec changed (its own
+        status writes come back here too, and need nothing). Registered first, so a failed
+        evaluation is retried by the next tick."""
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
-        async with self._lock:
-            pool = self.pools.get(key)
-            if pool is None:
-                pool = Pool(body)
-                found = await self.deployments.observe(*key)
-                if found is not None:
-                    # A restarted operator keeps the pods it finds for one scale-down window
-                    # before it may remove them, as if it had just asked for them.
-                    pool.desired = found.replicas
-                    pool.history = autoscaler.History(((self.clock.now(), found.replicas),))
-                self.pools[key] = pool
-            pool.body = body
-            changed = pool.applied_generation != meta.get("generation")
-            if changed:
-                await self._apply(pool, pool.desired or 0)
-        if changed:
-            await self.evaluate(key, "spec changed")
+        pool = self.pools.get(key)
+        if pool is None:
+            pool = self.pools[key] = Pool(body)
+        pool.body = body
+        if pool.applied_generation != meta.get("generation"):
+            await self.evaluate(key, "spec changed" if pool.adopted else "pool found")
 
     def remove(self, key: PoolKey) -> None:
         self.pools.pop(key, None)
@@ -146,9 +143,17 @@ class PoolAutoscaler:
                 log.exception("autoscaling pool %s/%s failed", *key)
 
     async def on_enqueue(self, queue: str) -> None:
-        """Tasks arrived on ``queue``: wake pools at zero that serve it, now."""
+        """Tasks arrived on ``queue``: wake pools at zero that serve it now, and let the
+        others grow before the next poll (each at most every ``ENQUEUE_GAP_SECONDS``, so a
+        stream of enqueues does not turn into a stream of API calls)."""
+        now = self.clock.now()
         for key, pool in list(self.pools.items()):
-            if queue in pool.queues and not pool.desired:
+            if queue not in pool.queues:
+                continue
+            if not pool.desired or (
+                pool.desired < pool.policy().max_replicas
+                and now - pool.evaluated_at >= ENQUEUE_GAP_SECONDS
+            ):
                 await self.evaluate(key, f"task enqueued on {queue}")
 
     async def evaluate(self, key: PoolKey, trigger: str) -> None:
@@ -156,21 +161,33 @@ class PoolAutoscaler:
             pool = self.pools.get(key)
             if pool is None:
                 return
-            now = self.clock.now()
+            now = pool.evaluated_at = self.clock.now()
+            found = await self.deployments.observe(*key)
+            if not pool.adopted:
+                if found is not None:
+                    # A restarted operator keeps the pods it finds for one scale-down window
+                    # before it may remove them, as if it had just asked for them.
+                    pool.desired = found.replicas
+                    pool.history = autoscaler.History(((now, found.replicas),))
+                pool.adopted = True
             stats = [await self.broker.stats(q) for q in pool.queues]
             depth = autoscaler.QueueDepth(
                 pending=sum(s.pending for s in stats),
                 due_scheduled=sum(s.due for s in stats),
                 active=sum(s.active for s in stats),
             )
-            found = await self.deployments.observe(*key)
             current = pool.desired or 0
             decision, pool.history = autoscaler.decide(
                 depth, current, pool.policy(), pool.history, now
             )
-            # Put the Deployment back as the operator wants it: deleted, scaled by someone
-            # else, or refused last time.
-            stale = pool.problem is not None or found is None or found.replicas != current
+            # Apply the Deployment when the spec changed, and put it back as the operator
+            # wants it when it was deleted, scaled by someone else, or refused last time.
+            stale = (
+                pool.applied_generation != pool.body["metadata"].get("generation")
+                or pool.problem is not None
+                or found is None
+                or found.replicas != current
+            )
             if decision.desired != current or stale:
                 if found is not None and decision.desired < found.replicas:
                     await self._prefer_idle(key)
@@ -280,16 +297,27 @@ class PoolAutoscaler:
                  "message": message[:1024], "lastTransitionTime": since}]  # fmt: skip
 
     async def listen(self, stop: asyncio.Event) -> None:
-        """React to enqueues (pub/sub) until stopped; reconnect after Redis outages."""
+        """React to enqueues (pub/sub) until stopped; reconnect after Redis outages. The
+        subscription waits for messages, not for ``stop``, so it is cancelled when stopped."""
         while not stop.is_set():
+            follower = asyncio.create_task(self._follow())
+            stopped = asyncio.create_task(stop.wait())
+            await asyncio.wait({follower, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in (follower, stopped):
+                waiter.cancel()
+            (outcome,) = await asyncio.gather(follower, return_exceptions=True)
+            if stop.is_set():
+                return
+            log.warning("enqueue listener stopped (%s); reconnecting", outcome)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+
+    async def _follow(self) -> None:
+        async for queue in self.broker.enqueued():
             try:
-                async for queue in self.broker.enqueued():
-                    await self.on_enqueue(queue)
-                    if stop.is_set():
-                        return
-            except Exception as exc:
-                log.warning("enqueue listener stopped (%s); reconnecting", exc)
-                await asyncio.sleep(1.0)
+                await self.on_enqueue(queue)
+            except Exception:
+                log.exception("reacting to an enqueue on %s failed", queue)
 
 
 def _export(metrics: OperatorMetrics, stats: QueueStats) -> None:
