@@ -293,3 +293,17 @@ async def test_a_pool_whose_first_evaluation_failed_is_taken_up_by_the_next_tick
     assert harness.deployments.replicas == {}
     await harness.scaler.tick()
     assert harness.deployments.replicas == {"p": 2}
+
+
+async def test_scale_in_goes_on_when_deletion_costs_cannot_be_set(
+    harness: Harness, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await harness.scaler.upsert(pool("p", "q", minReplicas=3, maxReplicas=3))
+    harness.deployments.pod_names["p"] = ["pod-a", "pod-b", "pod-c"]
+
+    async def forbidden(namespace: str, pod: str, cost: int) -> None:
+        raise ApiException(status=403, reason="Forbidden")
+
+    monkeypatch.setattr(harness.deployments, "set_deletion_cost", forbidden)
+    await harness.scaler.upsert(pool("p", "q", generation=2, minReplicas=1, maxReplicas=1))
+    assert harness.deployments.replicas["p"] == 1

@@ -190,7 +190,11 @@ class PoolAutoscaler:
             )
             if decision.desired != current or stale:
                 if found is not None and decision.desired < found.replicas:
-                    await self._prefer_idle(key)
+                    try:
+                        await self._prefer_idle(key)
+                    except Exception as exc:
+                        # Only the choice of pods suffers: removed workers still drain.
+                        log.warning("pool %s/%s: deletion costs not set: %s", *key, exc)
                 if await self._apply(pool, decision.desired):
                     found = await self.deployments.observe(*key)
                     if decision.desired != current:
