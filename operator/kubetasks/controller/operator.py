@@ -64,7 +64,13 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     memo.repairer = Repairer(state)
     memo.periodic = Scheduling(PeriodicApi(api), state.clock)
     metrics = OperatorMetrics()
-    serve_metrics(metrics.registry, _settings.metrics_port)
+    try:
+        serve_metrics(metrics.registry, _settings.metrics_port)
+    except OSError as exc:
+        # Metrics are for watching, not for working: a taken port must not stop the operator.
+        log.error(
+            "cannot serve metrics on port %d (--metrics-port): %s", _settings.metrics_port, exc
+        )
     memo.autoscaler = PoolAutoscaler(
         state.broker, state.clock, DeploymentWriter(api), PoolStatusWriter(api), metrics=metrics
     )
