@@ -31,9 +31,11 @@ class FakeDeployments:
         """Pool name -> message of a 422 the API server answers to its Deployment."""
         self.pod_names: dict[str, list[str]] = {}
         self.costs: dict[str, int] = {}
+        self.attempts: dict[str, int] = {}
 
     async def apply(self, manifest: dict[str, Any]) -> None:
         name = manifest["metadata"]["name"]
+        self.attempts[name] = self.attempts.get(name, 0) + 1
         if name in self.refuse:
             body = json.dumps({"kind": "Status", "message": self.refuse[name]})
             raise _api_error(body)
@@ -307,3 +309,29 @@ async def test_scale_in_goes_on_when_deletion_costs_cannot_be_set(
     monkeypatch.setattr(harness.deployments, "set_deletion_cost", forbidden)
     await harness.scaler.upsert(pool("p", "q", generation=2, minReplicas=1, maxReplicas=1))
     assert harness.deployments.replicas["p"] == 1
+
+
+async def test_enqueues_on_a_refused_pool_at_zero_retry_it_at_a_bounded_rate(
+    harness: Harness, clock: FakeClock
+) -> None:
+    harness.deployments.refuse["bad"] = "refused"
+    await harness.scaler.upsert(pool("bad", "q"))
+    assert harness.deployments.attempts == {"bad": 1}
+    stop = asyncio.Event()
+    listener = asyncio.create_task(harness.scaler.listen(stop))
+    await asyncio.sleep(0.2)  # subscribed
+    try:
+        for i in range(20):
+            await harness.enqueue("q", 1, f"t{i}-")
+        await asyncio.sleep(0.3)
+        assert harness.deployments.attempts == {"bad": 1}, "not one API call per enqueue"
+        clock.advance(0.5)
+        await harness.enqueue("q", 1, "late-")
+        for _ in range(100):
+            if harness.deployments.attempts["bad"] == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert harness.deployments.attempts == {"bad": 2}
+    finally:
+        stop.set()
+        await asyncio.wait_for(listener, 2)

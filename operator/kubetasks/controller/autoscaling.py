@@ -150,10 +150,10 @@ class PoolAutoscaler:
         for key, pool in list(self.pools.items()):
             if queue not in pool.queues:
                 continue
-            if not pool.desired or (
-                pool.desired < pool.policy().max_replicas
-                and now - pool.evaluated_at >= ENQUEUE_GAP_SECONDS
-            ):
+            # A pool whose Deployment is refused stays at zero: it is retried at the gap too.
+            waking = not pool.desired and pool.problem is None
+            growing = (pool.desired or 0) < pool.policy().max_replicas
+            if waking or (growing and now - pool.evaluated_at >= ENQUEUE_GAP_SECONDS):
                 await self.evaluate(key, f"task enqueued on {queue}")
 
     async def evaluate(self, key: PoolKey, trigger: str) -> None:
