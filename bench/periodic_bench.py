@@ -126,7 +126,7 @@ def run(plane: ControlPlane, redis_url: str, ns: argparse.Namespace, work: Path)
     custom = k8s.CustomObjectsApi(api)
     operator = spawn(
         [sys.executable, "-m", "kubetasks.cli", "operator", "--namespace", namespace,
-         "--health-port", str(free_port()), "--log-level", "warning"],
+         "--health-port", str(free_port()), "--metrics-port", "0", "--log-level", "warning"],
         env, work / "operator.log",
     )  # fmt: skip
     worker = spawn(

@@ -63,6 +63,9 @@ CREATED_ANNOTATION = "kubetasks.dev/created-at"
 MAX_ACTIVE_LISTED = 256
 #: Seconds before a failed sync (API unreachable, refused write) is tried again.
 RETRY_SECONDS = 2.0
+#: Seconds a child's change waits before its parent syncs, so that a burst of changes
+#: makes one sync (and at most one status write).
+CHILD_COALESCE = 0.2
 #: Seconds a child this process created counts as active before the index shows it.
 UNSEEN_GRACE = 30.0
 
@@ -202,6 +205,13 @@ class PeriodicRunner:
         name -> (slot, when created). They count as active until the index has them."""
         self.last_run: int | None = None
         self.reported_late: int | None = None
+        self.poked = False
+        self.missed = 0
+        self.pending: tuple[list[str], dict[str, Any]] | None = None
+        """Deletions and status waiting for the housekeeper (only the latest counts)."""
+        self.deleted: set[str] = set()
+        """Children whose delete was sent and that the index still lists."""
+        self.housekeeper: asyncio.Task[None] | None = None
         self.task = asyncio.create_task(self.run(), name=f"periodic {self.key}")
 
     @property
@@ -211,6 +221,10 @@ class PeriodicRunner:
 
     def update(self, body: dict[str, Any]) -> None:
         self.body = body
+        self.wake.set()
+
+    def poked_now(self) -> None:
+        self.poked = False
         self.wake.set()
 
     async def run(self) -> None:
@@ -252,8 +266,8 @@ class PeriodicRunner:
             reason = (
                 "InvalidTimeZone" if isinstance(exc, InvalidTimeZoneError) else "InvalidSchedule"
             )
-            await self.write_status(
-                status,
+            self.tidy(
+                [],
                 {
                     "nextScheduleTime": None,
                     "active": active[:MAX_ACTIVE_LISTED] or None,
@@ -281,10 +295,12 @@ class PeriodicRunner:
             active=active,
             suspend=bool(spec.get("suspend")),
         )
-        missed = int(status.get("missedSlots") or 0)
+        # Kept in memory too: the status written in the background may not be back yet.
+        missed = max(int(status.get("missedSlots") or 0), self.missed)
         if decision.run is not None:
             if await self.start(body, decision, now):
                 missed += decision.missed
+            self.missed = missed
             # Replaced runs stay active until the Task controller has cancelled them.
             active = sorted(set(active) | set(self.unseen))
             last = decision.run
@@ -297,18 +313,22 @@ class PeriodicRunner:
                 f"startingDeadlineSeconds ({spec.get('startingDeadlineSeconds')}) late",
             )
 
-        for doomed in history_to_delete(
-            children,
-            int(spec.get("successfulTasksHistoryLimit", 3)),
-            int(spec.get("failedTasksHistoryLimit", 1)),
-        ):
-            await scheduling.api.delete_child(namespace, doomed)
+        self.deleted &= indexed
+        doomed = [
+            name
+            for name in history_to_delete(
+                children,
+                int(spec.get("successfulTasksHistoryLimit", 3)),
+                int(spec.get("failedTasksHistoryLimit", 1)),
+            )
+            if name not in self.deleted
+        ]
 
         succeeded = [c.finished_at for c in children if c.phase == SUCCEEDED and c.finished_at]
         last_success = max([t for t in (_time(status.get("lastSuccessfulTime")), *succeeded) if t],
                            default=None)  # fmt: skip
-        await self.write_status(
-            status,
+        self.tidy(
+            doomed,
             {
                 "lastScheduleTime": rfc3339(last) if last is not None else None,
                 "nextScheduleTime": rfc3339(decision.next_time)
@@ -357,13 +377,41 @@ class PeriodicRunner:
             self.event("Warning", "TooManyMissedTimes", message)
         return True
 
-    async def write_status(self, current: dict[str, Any], desired: dict[str, Any]) -> None:
-        changed = {k: v for k, v in desired.items() if current.get(k) != v}
-        if changed:
+    def tidy(self, doomed: list[str], desired: dict[str, Any]) -> None:
+        """Hand deletions and the desired status to the housekeeper, which writes them in
+        the background: a slow API server must not hold back the next slot's create."""
+        self.pending = (doomed, desired)
+        if self.housekeeper is None or self.housekeeper.done():
+            self.housekeeper = asyncio.create_task(self.housekeep())
+
+    async def housekeep(self) -> None:
+        api = self.scheduling.api
+        while self.pending is not None:
+            (doomed, desired), self.pending = self.pending, None
             meta = self.body["metadata"]
-            await self.scheduling.api.write_status(meta["namespace"], meta["name"], changed)
-            # Our own write comes back through the watch; until then, do not write it again.
-            self.body = {**self.body, "status": {**current, **changed}}
+            try:
+                for name in doomed:
+                    self.deleted.add(name)
+                    try:
+                        await api.delete_child(meta["namespace"], name)
+                    except Exception:
+                        self.deleted.discard(name)
+                        raise
+                # Compared with the newest status seen (ours included), not the one the
+                # sync started from.
+                current = self.body.get("status") or {}
+                changed = {k: v for k, v in desired.items() if current.get(k) != v}
+                if changed:
+                    await api.write_status(meta["namespace"], meta["name"], changed)
+                    # Our write comes back through the watch; until then, do not repeat it.
+                    self.body = {**self.body, "status": {**current, **changed}}
+            except Exception as exc:
+                log.warning(
+                    "periodic task %s: status or history update failed, retrying: %s",
+                    self.key,
+                    reason_text(exc),
+                )
+                asyncio.get_running_loop().call_later(RETRY_SECONDS, self.wake.set)
 
     def event(self, kind: str, reason: str, message: str) -> None:
         try:
@@ -372,9 +420,10 @@ class PeriodicRunner:
             log.debug("event %s on %s not posted: %s", reason, self.key, exc)
 
     async def stop(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
+        tasks = [t for t in (self.task, self.housekeeper) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class Scheduling:
@@ -401,9 +450,12 @@ class Scheduling:
             runner.update(body)
 
     def poke(self, uid: str) -> None:
+        """A child changed: sync its parent shortly. The short delay folds the several
+        events of one child's life (admitted, queued, running, finished) into one sync."""
         runner = self.runners.get(uid)
-        if runner is not None:
-            runner.wake.set()
+        if runner is not None and not runner.poked:
+            runner.poked = True
+            asyncio.get_running_loop().call_later(CHILD_COALESCE, runner.poked_now)
 
     async def forget(self, uid: str) -> None:
         runner = self.runners.pop(uid, None)
@@ -426,7 +478,9 @@ async def periodic_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **kwa
     if event.get("type") == "DELETED" or body["metadata"].get("deletionTimestamp"):
         await scheduling.forget(uid)
         return
-    scheduling.observe(copy.deepcopy(dict(body)))
+    # Each watch event brings a freshly decoded object and the runner never mutates it, so a
+    # shallow copy is enough (a deep copy, managedFields and all, cost ~2 ms per event).
+    scheduling.observe(dict(body))
 
 
 @kopf.on.event(GROUP, VERSION, TASKS, labels={PARENT_LABEL: kopf.PRESENT})
