@@ -9,7 +9,9 @@ each trial enqueues one task through the Redis client and measures:
 * enqueue -> the task running (the worker's start time in Redis), which includes the pod
   being created by the ReplicaSet and its worker process starting;
 * task finished -> replicas back to 0, minus the pool's scale-down window (what remains is
-  the autoscaler's own delay).
+  the autoscaler's own delay: up to one 2 s poll). The window runs from the autoscaler's last
+  non-zero recommendation, which can precede the moment this script sees the last task
+  finish, so the figure can be slightly negative.
 
 Then a burst (``--burst N``, default 500 tasks of 0.2 s on a pool of up to 4 pods of
 concurrency 25): enqueue -> first replica, -> all 4, -> every task succeeded, and the queue
