@@ -99,7 +99,9 @@ def test_refusals_leave_other_work_alone_and_defaults_are_filled(
     }
     explain = kubectl("explain", "task.spec.retryBackoff")
     assert explain.returncode == 0, explain.stderr
-    assert "Wait between attempts (exponential with jitter and a cap)" in " ".join(explain.stdout.split())
+    assert "Wait between attempts (exponential with jitter and a cap)" in " ".join(
+        explain.stdout.split()
+    )
 
 
 def test_updates_that_would_rewrite_history_are_refused(kubectl: Kubectl, namespace: str) -> None:
