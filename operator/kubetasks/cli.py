@@ -76,7 +76,7 @@ def cmd_worker(ns: argparse.Namespace) -> int:
         finally:
             await broker.close()
             if api is not None:
-                api.close()
+                await api.close()
 
     asyncio.run(serve())
     stuck = [t for t in threading.enumerate() if t.name.startswith("kubetasks-handler")]

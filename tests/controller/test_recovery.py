@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from fixtures.operator import Operator, StartWorkers, Tasks
+from kubetasks.client import Client
 
 
 def create_many(tasks: Tasks, specs: list[tuple[str, str, dict[str, Any]]]) -> None:
@@ -111,3 +112,32 @@ def test_operator_restart_during_a_burst_of_500_loses_nothing(
     assert {t["status"]["phase"] for t in items} == {"Succeeded"}
     results = sorted(t["status"]["result"]["args"][0] for t in items)
     assert results == list(range(500))
+
+
+def test_a_task_deleted_while_the_operator_is_down_is_swept_from_redis(
+    operator: Operator, tasks: Tasks, redis_url: str
+) -> None:
+    # A Task is queued, the operator dies before the Task's grace (no finalizer yet), the
+    # Task is deleted: the restarted operator's repair forgets it in Redis, and leaves
+    # alone a fast-path task of the same queue (it has no resource to look for).
+    with Client(redis_url) as client:
+        fast = client.enqueue("kubetasks.echo", "fast").id
+    uid = tasks.create("orphan", "kubetasks.echo")["metadata"]["uid"]
+    pending = "kubetasks:{default}:pending"
+    with redis.Redis.from_url(redis_url, decode_responses=True) as r:
+        deadline = time.monotonic() + 10
+        while r.zscore(pending, uid) is None:
+            assert time.monotonic() < deadline, "the operator never queued the task"
+            time.sleep(0.01)
+        operator.kill()
+        body = tasks.get("orphan")
+        assert body is not None and not body["metadata"].get("finalizers"), body["metadata"]
+        tasks.delete("orphan")
+        assert tasks.get("orphan") is None
+        operator.start()
+        operator.wait_ready()
+        deadline = time.monotonic() + 20
+        while r.exists(f"kubetasks:{{default}}:t:{uid}"):
+            assert time.monotonic() < deadline, "the orphan is still in Redis"
+            time.sleep(0.1)
+        assert r.zrange(pending, 0, -1) == [fast]

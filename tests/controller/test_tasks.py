@@ -26,8 +26,6 @@ def test_task_succeeds_with_its_result_and_conditions(
     assert status["attempts"] == 1
     assert status["worker"] == "worker-0"
     assert status["startedAt"] <= status["finishedAt"]
-    body = tasks.get("add")
-    assert body is not None and "kubetasks.dev/cleanup" in body["metadata"]["finalizers"]
     shown = kubectl("get", "task", "add", "-n", namespace)
     assert "Succeeded" in shown.stdout and "test.add" in shown.stdout
 
@@ -52,8 +50,44 @@ def test_failures_retry_then_succeed_with_events(
     while "Succeeded" not in tasks.events("flaky") and time.monotonic() < deadline:
         time.sleep(0.2)
     events = tasks.events("flaky")
-    # Event timestamps have one-second resolution: check presence, not order.
-    assert {"Queued", "Running", "Retrying", "Succeeded"} <= set(events), events
+    # Event timestamps have one-second resolution: check presence, not order. (A Task a
+    # worker takes at once is never shown Queued.)
+    assert {"Running", "Retrying", "Succeeded"} <= set(events), events
+
+
+def test_a_task_left_waiting_is_shown_queued_and_guarded_by_a_finalizer(
+    operator: Operator, task_workers: StartWorkers, tasks: Tasks, redis_url: str
+) -> None:
+    # No worker yet: after the operator's grace (1 s) the Task shows Queued and carries the
+    # finalizer that makes its deletion clean Redis even while the operator is down.
+    uid = tasks.create("patient", "test.add", args=[1, 1])["metadata"]["uid"]
+    status = tasks.wait_phase("patient", "Queued")
+    assert status["queuedAt"] and status["attempts"] == 0
+    body = tasks.get("patient")
+    assert body is not None and "kubetasks.dev/cleanup" in body["metadata"]["finalizers"]
+    assert "Queued" in tasks.events("patient")
+    with redis.Redis.from_url(redis_url, decode_responses=True) as r:
+        assert r.zscore("kubetasks:{default}:pending", uid) is not None
+    task_workers(1)
+    assert tasks.wait_phase("patient", "Succeeded")["result"] == 2
+
+
+def test_a_task_deleted_at_once_leaves_nothing_in_redis(
+    operator: Operator, tasks: Tasks, redis_url: str
+) -> None:
+    # Deleted within the grace, before it has a finalizer: the watch's DELETED event cleans up.
+    uids = []
+    for i in range(5):
+        uids.append(tasks.create(f"fleeting-{i}", "kubetasks.echo")["metadata"]["uid"])
+        tasks.delete(f"fleeting-{i}")
+    kept = tasks.create("kept", "kubetasks.echo")["metadata"]["uid"]
+    tasks.wait_phase("kept", "Queued")
+    with redis.Redis.from_url(redis_url, decode_responses=True) as r:
+        deadline = time.monotonic() + 10
+        while any(r.exists(f"kubetasks:{{default}}:t:{u}") for u in uids):
+            assert time.monotonic() < deadline, "deleted tasks still in Redis"
+            time.sleep(0.1)
+        assert r.zrange("kubetasks:{default}:pending", 0, -1) == [kept]
 
 
 def test_hopeless_tasks_fail_with_a_reason(

@@ -2,6 +2,12 @@
 
 The operator sees every status write (its own and the workers') in its watch, so it posts
 the events for all transitions from one place; workers never need event permissions.
+
+Events are for people reading ``kubectl describe``; the status is the record. Posting one per
+transition of hundreds of Tasks a second would double the API server's load, so posting has
+a budget (a token bucket, like client-go's event spam filter): transitions beyond it are
+counted in ``dropped`` and not posted. Warnings (failures, retries) are posted before the
+budget runs dry: they get the whole burst, Normal events only the part above a reserve.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from typing import Any, cast
 
 import kopf
 
+from kubetasks.clock import SYSTEM_CLOCK, Clock
 from kubetasks.transitions import (
     CANCELLED,
     DEADLINE_EXCEEDED,
@@ -36,18 +43,49 @@ def describe(status: dict[str, Any]) -> str:
     return str(phase)
 
 
+class Budget:
+    """A token bucket: ``rate`` tokens a second, at most ``burst`` saved up."""
+
+    def __init__(self, rate: float, burst: float, clock: Clock) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self.tokens = burst
+        self.at = clock.now()
+
+    def take(self, keep: float = 0.0) -> bool:
+        """Spend one token if more than ``keep`` would remain."""
+        now = self.clock.now()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens - 1 < keep:
+            return False
+        self.tokens -= 1
+        return True
+
+
 class PhaseTracker:
     """Remembers the last phase seen per Task uid and posts an event when it changes."""
 
-    def __init__(self, level: str = "all") -> None:
+    def __init__(
+        self, level: str = "all", per_second: float = 20.0, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self.level = level
         self.seen: dict[str, str] = {}
+        self.budget = Budget(per_second, max(5 * per_second, 1.0), clock)
+        self.posted = 0
+        self.dropped = 0
 
     def observe(self, body: dict[str, Any]) -> None:
         status = body.get("status") or {}
         phase = status.get("phase")
         uid = body["metadata"]["uid"]
-        if phase is None or self.seen.get(uid) == phase:
+        if phase is None:
+            # A new Task (most never show Queued: a worker's write comes first). Remember
+            # it so that its first phase counts as a transition, not as an old Task.
+            self.seen.setdefault(uid, "")
+            return
+        if self.seen.get(uid) == phase:
             return
         first_sight = uid not in self.seen
         self.seen[uid] = phase
@@ -55,7 +93,12 @@ class PhaseTracker:
             return  # an old Task seen at start-up: its events were posted long ago
         if self.level == "none" or (self.level == "failures" and phase not in WARNINGS):
             return
-        kind = "Warning" if phase in WARNINGS else "Normal"
+        warning = phase in WARNINGS
+        if not self.budget.take(keep=0.0 if warning else self.budget.burst / 5):
+            self.dropped += 1
+            return
+        self.posted += 1
+        kind = "Warning" if warning else "Normal"
         kopf.event(cast(kopf.Body, body), type=kind, reason=phase, message=describe(status))
 
     def forget(self, uid: str) -> None:

@@ -13,6 +13,7 @@ import kopf
 
 from kubetasks.controller import pools, tasks  # noqa: F401 - register their handlers
 from kubetasks.controller.autoscaling import PoolAutoscaler
+from kubetasks.controller.deferred import DeferredWrites
 from kubetasks.controller.events import PhaseTracker
 from kubetasks.controller.periodic import Scheduling  # also registers the PeriodicTask handlers
 from kubetasks.controller.reaper import Reaper
@@ -22,6 +23,7 @@ from kubetasks.k8s.api import KubeApi
 from kubetasks.k8s.deployments import DeploymentWriter
 from kubetasks.k8s.periodic import PeriodicApi
 from kubetasks.k8s.status import PoolStatusWriter, TaskStatusWriter
+from kubetasks.k8s.tasks import TaskApi
 from kubetasks.loops import run_every
 from kubetasks.metrics import OperatorMetrics
 from kubetasks.metrics import serve as serve_metrics
@@ -56,12 +58,14 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         broker=Broker.from_url(redis_url()),
         api=api,
         writer=TaskStatusWriter(api),
+        tasks=TaskApi(api),
         settings=_settings,
     )
     memo.state = state
-    memo.tracker = PhaseTracker(_settings.events)
+    memo.tracker = PhaseTracker(_settings.events, _settings.events_per_second)
+    memo.deferred = DeferredWrites(state, tasks.FINALIZER, _settings.status_grace_seconds)
     memo.reaper = Reaper(state)
-    memo.repairer = Repairer(state)
+    memo.repairer = Repairer(state, memo.deferred)
     memo.periodic = Scheduling(PeriodicApi(api), state.clock)
     metrics = OperatorMetrics()
     try:
@@ -76,6 +80,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     )
     memo.stop = asyncio.Event()
     memo.loops = [
+        asyncio.create_task(run_every(memo.deferred, memo.stop)),
         asyncio.create_task(run_every(memo.reaper, memo.stop)),
         asyncio.create_task(run_every(memo.repairer, memo.stop)),
         asyncio.create_task(run_every(memo.autoscaler, memo.stop)),
@@ -89,7 +94,7 @@ async def cleanup(memo: Any, **_: Any) -> None:
     await asyncio.gather(*memo.loops, return_exceptions=True)
     await memo.periodic.stop()
     await memo.state.broker.close()
-    memo.state.api.close()
+    await memo.state.api.close()
 
 
 @kopf.on.event("", "v1", "pods", labels={WORKER_POOL_LABEL: kopf.PRESENT})

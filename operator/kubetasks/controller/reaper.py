@@ -12,10 +12,8 @@ import heapq
 import logging
 from typing import Any
 
-from kubernetes.client import V1DeleteOptions, V1Preconditions
-
 from kubetasks.controller.state import OperatorState
-from kubetasks.k8s.api import GROUP, TASKS, VERSION, reason_text, status_code
+from kubetasks.k8s.api import reason_text
 from kubetasks.transitions import parse_timestamp
 
 log = logging.getLogger("kubetasks.operator")
@@ -48,24 +46,13 @@ class Reaper:
 
     async def tick(self) -> None:
         now = self.state.clock.now()
-        api = self.state.api
         while self._heap and self._heap[0][0] <= now:
             _, namespace, name, uid = heapq.heappop(self._heap)
             self._tracked.discard(uid)
             try:
-                await api.call(
-                    api.custom.delete_namespaced_custom_object,
-                    GROUP,
-                    VERSION,
-                    namespace,
-                    TASKS,
-                    name,
-                    body=V1DeleteOptions(preconditions=V1Preconditions(uid=uid)),
-                    _preload_content=False,
-                )
-                self.deleted += 1
+                if await self.state.tasks.delete(namespace, name, uid):
+                    self.deleted += 1
             except Exception as exc:
-                if status_code(exc) not in (404, 409):
-                    log.warning(
-                        "deleting finished task %s/%s failed: %s", namespace, name, reason_text(exc)
-                    )
+                log.warning(
+                    "deleting finished task %s/%s failed: %s", namespace, name, reason_text(exc)
+                )

@@ -5,7 +5,9 @@ Tasks and (1) admits those the operator never handled, (2) re-enqueues every unf
 Task that Redis has no record of (after a Redis restart without persistence, a FLUSHALL,
 or a failed enqueue), keeping its attempt count, (3) copies the outcome of Tasks that ended
 in Redis onto resources that still show them unfinished (the worker's own status write was
-lost: API server down, RBAC missing), and (4) finishes deletions whose clean-up failed.
+lost: API server down, RBAC missing), (4) finishes deletions whose clean-up failed, and (5)
+removes from Redis the live tasks whose resource is gone (deleted while the operator was
+down, before they had a finalizer).
 While Redis is unreachable the tick runs every few seconds instead.
 """
 
@@ -14,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from typing import Any, cast
+from typing import Any
 
 from kubetasks.controller import tasks
 from kubetasks.controller.admission import build_message
+from kubetasks.controller.deferred import DeferredWrites
 from kubetasks.controller.state import OperatorState
-from kubetasks.k8s.api import GROUP, TASKS, VERSION
 from kubetasks.transitions import (
     PENDING,
     QUEUED,
@@ -38,27 +40,15 @@ FAST_RETRY = 2.0
 class Repairer:
     name = "repair"
 
-    def __init__(self, state: OperatorState) -> None:
+    def __init__(self, state: OperatorState, deferred: DeferredWrites | None = None) -> None:
         self.state = state
+        self.deferred = deferred
         self.restored = 0
+        self.swept = 0
         self.wake: asyncio.Event | None = state.repair_soon
 
     def interval(self) -> float:
         return FAST_RETRY if not self.state.redis_ok else self.state.settings.resync_seconds
-
-    async def list_tasks(self) -> list[dict[str, Any]]:
-        api = self.state.api
-        namespaces = self.state.settings.namespaces
-        if not namespaces:
-            listing = await api.call(api.custom.list_cluster_custom_object, GROUP, VERSION, TASKS)
-            return list(cast(dict[str, Any], listing)["items"])
-        items: list[dict[str, Any]] = []
-        for namespace in namespaces:
-            listing = await api.call(
-                api.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, TASKS
-            )
-            items += cast(dict[str, Any], listing)["items"]
-        return items
 
     async def tick(self) -> None:
         try:
@@ -67,7 +57,8 @@ class Repairer:
             self.state.redis_ok = False
             return
         self.state.redis_ok = True
-        items = await self.list_tasks()
+        listed_at = self.state.clock.now()
+        items = await self.state.tasks.list(self.state.settings.namespaces)
         known = {
             (t["metadata"]["namespace"], t["metadata"]["name"]): (
                 (t.get("status") or {}).get("phase"),
@@ -89,11 +80,12 @@ class Repairer:
             elif phase in TERMINAL or spec.get("cancel"):
                 continue
             elif phase is None or phase == WAITING or (phase == PENDING and spec.get("dependsOn")):
-                await tasks.admit(self.state, body, lookup)
+                await tasks.admit(self.state, body, lookup, self.deferred)
             else:
                 by_queue[spec.get("queue", "default")].append(body)
         for queue, bodies in by_queue.items():
             await self._restore(queue, bodies)
+        await self._sweep({t["metadata"]["uid"] for t in items}, listed_at)
 
     async def _restore(self, queue: str, bodies: list[dict[str, Any]]) -> None:
         """Re-enqueue the Tasks of one queue that Redis does not know."""
@@ -145,3 +137,23 @@ class Repairer:
                 settled += 1
         if settled:
             log.warning("wrote the outcome of %d finished tasks of queue %s", settled, queue)
+
+    async def _sweep(self, uids: set[str], listed_at: float) -> None:
+        """Forget live tasks of watched namespaces whose resource no longer exists.
+
+        Only tasks enqueued before the listing count: one admitted since is not in it."""
+        namespaces = set(self.state.settings.namespaces)
+        broker = self.state.broker
+        for queue in await broker.queues():
+            for task_id in set(await broker.live_ids(queue)) - uids:
+                info = await broker.get_task(queue, task_id)
+                resource = info.message.resource if info is not None else None
+                if info is None or not resource or (info.enqueued_at or listed_at) >= listed_at:
+                    continue  # a fast-path task (no resource), or too new to judge
+                if namespaces and resource.partition("/")[0] not in namespaces:
+                    continue  # another operator's namespace
+                await broker.forget(queue, task_id)
+                self.swept += 1
+                log.warning(
+                    "forgot task %s of queue %s: its resource %s is gone", task_id, queue, resource
+                )

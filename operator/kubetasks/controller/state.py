@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from kubetasks.clock import SYSTEM_CLOCK, Clock
 from kubetasks.k8s.api import KubeApi
 from kubetasks.k8s.status import TaskStatusWriter
+from kubetasks.k8s.tasks import TaskApi
 from kubetasks.queue import Broker
 
 
@@ -22,6 +23,12 @@ class OperatorSettings:
     """Namespaces watched; empty means all."""
     metrics_port: int = 0
     """Port of the Prometheus /metrics endpoint (0: off)."""
+    status_grace_seconds: float = float(os.environ.get("KUBETASKS_STATUS_GRACE_SECONDS", "1"))
+    """How long a queued Task may go without its finalizer and Queued status: a worker that
+    takes it sooner makes both writes unnecessary (see ``controller/deferred.py``)."""
+    events_per_second: float = float(os.environ.get("KUBETASKS_EVENTS_PER_SECOND", "20"))
+    """Budget of Kubernetes Events the operator posts for Task transitions (bursts of five
+    times as many are allowed); transitions beyond it are counted, not posted."""
 
 
 @dataclass
@@ -29,6 +36,7 @@ class OperatorState:
     broker: Broker
     api: KubeApi
     writer: TaskStatusWriter
+    tasks: TaskApi
     settings: OperatorSettings
     clock: Clock = field(default=SYSTEM_CLOCK)
     redis_ok: bool = True

@@ -7,15 +7,15 @@ kopf's create/update handlers would add two annotation writes per Task for their
 bookkeeping; at hundreds of Tasks per second those writes are the bottleneck, so we do not
 use them.
 
-Per Task the operator makes two writes: the finalizer and the Queued status. The enqueue
-happens before the status write so a worker can start at once; the Queued patch carries the
-attempt count, which the CRD's transition rule refuses to lower, so a Queued status never
-overwrites a worker's faster Running.
+A Task the operator queues costs it no write at all when a worker takes it quickly: the
+finalizer and the Queued status are deferred (``controller/deferred.py``) and dropped once
+a worker's status write shows they are not needed. The enqueue comes first so a worker can
+start at once; a late Queued patch carries the attempt count, which the CRD's transition
+rule refuses to lower, so it never overwrites a worker's faster Running.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -23,13 +23,15 @@ from typing import Any
 import kopf
 
 from kubetasks.controller import admission
+from kubetasks.controller.deferred import DeferredWrites
 from kubetasks.controller.state import OperatorState
 from kubetasks.errors import ConfigurationError
-from kubetasks.k8s.api import GROUP, TASKS, VERSION, reason_text, status_code
+from kubetasks.k8s.api import GROUP, TASKS, VERSION
 from kubetasks.transitions import (
     CANCELLED,
     FAILED,
     PENDING,
+    QUEUED,
     SUCCEEDED,
     TERMINAL,
     WAITING,
@@ -47,8 +49,10 @@ PhaseLookup = Callable[[str, str], tuple[str | None, Any]]
 # -- indexes ----------------------------------------------------------------------------------
 
 
+# Indexers are coroutines: kopf runs plain functions on a thread pool, and the thread hop
+# per event cost the operator a tenth of its CPU under load.
 @kopf.index(GROUP, VERSION, TASKS)
-def task_outcomes(
+async def task_outcomes(
     namespace: str | None, name: str, status: kopf.Status, **_: Any
 ) -> dict[tuple[str, str], tuple[str | None, Any]]:
     phase = status.get("phase")
@@ -56,7 +60,7 @@ def task_outcomes(
 
 
 @kopf.index(GROUP, VERSION, TASKS)
-def waiting_tasks(
+async def waiting_tasks(
     namespace: str | None, spec: kopf.Spec, status: kopf.Status, body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]] | None:
     """Tasks waiting for dependencies, keyed by each dependency they wait for."""
@@ -83,16 +87,23 @@ async def task_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **kwargs:
     outcomes: kopf.Index[tuple[str, str], tuple[str | None, Any]] = kwargs["task_outcomes"]
     waiting: kopf.Index[tuple[str, str], dict[str, Any]] = kwargs["waiting_tasks"]
     state: OperatorState = memo.state
-    if event.get("type") == "DELETED":
-        memo.tracker.forget(body["metadata"]["uid"])
-        return
     obj = dict(body)
     meta = obj["metadata"]
     status = obj.get("status") or {}
     phase = status.get("phase")
+    if event.get("type") == "DELETED":
+        memo.tracker.forget(meta["uid"])
+        memo.deferred.forget(meta["uid"])
+        if phase not in TERMINAL:
+            # Deleted before it got a finalizer (within the grace): clean up here.
+            queue = (obj.get("spec") or {}).get("queue", "default")
+            await state.broker.forget(queue, meta["uid"])
+        return
     if meta.get("deletionTimestamp"):
+        memo.deferred.forget(meta["uid"])
         await finalize(state, obj)
         return
+    memo.deferred.observe(obj)
     memo.tracker.observe(obj)
     if phase in TERMINAL:
         memo.reaper.track(obj)
@@ -102,14 +113,21 @@ async def task_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **kwargs:
     if (obj.get("spec") or {}).get("cancel"):
         await cancel(state, obj)
     elif phase is None or phase == WAITING:
-        await admit(state, obj, index_lookup(outcomes))
+        await admit(state, obj, index_lookup(outcomes), memo.deferred)
 
 
 # -- actions ----------------------------------------------------------------------------------
 
 
-async def admit(state: OperatorState, body: dict[str, Any], lookup: PhaseLookup) -> None:
-    """Decide a new (or waiting) Task's fate: wait, fail, or enqueue it."""
+async def admit(
+    state: OperatorState,
+    body: dict[str, Any],
+    lookup: PhaseLookup,
+    deferred: DeferredWrites | None = None,
+) -> None:
+    """Decide a new (or waiting) Task's fate: wait, fail, or enqueue it. With ``deferred``,
+    a Task that goes straight to the queue gets its finalizer and Queued status only if no
+    worker has written its status within the grace; without, at once."""
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     spec = body.get("spec") or {}
@@ -138,10 +156,7 @@ async def admit(state: OperatorState, body: dict[str, Any], lookup: PhaseLookup)
         return
     spent = int(status.get("attempts") or 0)
     try:
-        (outcome,), _ = await asyncio.gather(
-            state.broker.enqueue([message], spent={message.id: spent}),
-            ensure_finalizer(state, body),
-        )
+        (outcome,) = await state.broker.enqueue([message], spent={message.id: spent})
     except ConnectionError as exc:
         state.redis_ok = False
         state.repair_soon.set()
@@ -169,6 +184,10 @@ async def admit(state: OperatorState, body: dict[str, Any], lookup: PhaseLookup)
         generation=generation,
         extra={"attempts": spent},
     )
+    if deferred is not None and phase == QUEUED:
+        deferred.defer(body, patch)
+        return
+    await state.tasks.add_finalizer(body, FINALIZER)
     await state.writer.write(namespace, name, patch)
 
 
@@ -191,55 +210,10 @@ async def cancel(state: OperatorState, body: dict[str, Any]) -> None:
         await set_phase(state, body, CANCELLED, "Cancelled", "cancelled by spec.cancel")
 
 
-async def ensure_finalizer(state: OperatorState, body: dict[str, Any]) -> None:
-    meta = body["metadata"]
-    finalizers = meta.get("finalizers") or []
-    if FINALIZER in finalizers:
-        return
-    patch: list[dict[str, Any]] = [
-        {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}
-    ]
-    if not finalizers:
-        patch = [{"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}]
-    await state.api.call(
-        state.api.custom.patch_namespaced_custom_object,
-        GROUP,
-        VERSION,
-        meta["namespace"],
-        TASKS,
-        meta["name"],
-        patch,
-        _content_type="application/json-patch+json",
-        _preload_content=False,
-    )
-
-
 async def finalize(state: OperatorState, body: dict[str, Any]) -> None:
     """A deleted Task: drop it from Redis (cancel it if running), then let it go."""
-    meta = body["metadata"]
-    finalizers = meta.get("finalizers") or []
-    if FINALIZER not in finalizers:
+    if FINALIZER not in (body["metadata"].get("finalizers") or []):
         return
     queue = (body.get("spec") or {}).get("queue", "default")
-    await state.broker.forget(queue, meta["uid"])
-    index = finalizers.index(FINALIZER)
-    patch = [
-        {"op": "test", "path": f"/metadata/finalizers/{index}", "value": FINALIZER},
-        {"op": "remove", "path": f"/metadata/finalizers/{index}"},
-    ]
-    try:
-        await state.api.call(
-            state.api.custom.patch_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            meta["namespace"],
-            TASKS,
-            meta["name"],
-            patch,
-            _content_type="application/json-patch+json",
-            _preload_content=False,
-        )
-    except Exception as exc:
-        if status_code(exc) not in (404, 422):  # gone, or finalizers changed: next event
-            raise
-        log.debug("finalizer removal on %s skipped: %s", meta["name"], reason_text(exc))
+    await state.broker.forget(queue, body["metadata"]["uid"])
+    await state.tasks.remove_finalizer(body, FINALIZER)

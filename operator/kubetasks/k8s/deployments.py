@@ -8,9 +8,9 @@ included, so a pool's spec change and a scale decision can never fight over fiel
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from kubetasks.k8s.api import KubeApi, status_code
+from kubetasks.k8s.api import APPLY_PATCH, STRATEGIC_MERGE_PATCH, KubeApi, status_code
 
 FIELD_MANAGER = "kubetasks-operator"
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
@@ -33,64 +33,62 @@ class DeploymentWriter:
 
     async def apply(self, manifest: dict[str, Any]) -> None:
         meta = manifest["metadata"]
-        await self.api.call(
-            self.api.apps.patch_namespaced_deployment,
-            meta["name"],
-            meta["namespace"],
+        await self.api.patch(
+            _deployment_path(meta["namespace"], meta["name"]),
             manifest,
-            field_manager=FIELD_MANAGER,
+            APPLY_PATCH,
+            fieldManager=FIELD_MANAGER,
             force=True,
-            _content_type="application/apply-patch+yaml",
-            _preload_content=False,
         )
         self.applies += 1
 
     async def observe(self, namespace: str, name: str) -> DeploymentState | None:
         """What a Deployment asks for and has, or None if it does not exist."""
         try:
-            found = await self.api.call(self.api.apps.read_namespaced_deployment, name, namespace)
+            found = await self.api.get(_deployment_path(namespace, name))
         except Exception as exc:
             if status_code(exc) == 404:
                 return None
             raise
-        status = found.status
+        status = found.get("status") or {}
         failure = next(
             (
-                c.message or c.reason or "pods cannot be created"
-                for c in (status.conditions if status else None) or []
-                if c.type == "ReplicaFailure" and c.status == "True"
+                c.get("message") or c.get("reason") or "pods cannot be created"
+                for c in status.get("conditions") or []
+                if c.get("type") == "ReplicaFailure" and c.get("status") == "True"
             ),
             None,
         )
         return DeploymentState(
-            replicas=int(found.spec.replicas or 0),
-            ready=int((status.ready_replicas if status else 0) or 0),
+            replicas=int((found.get("spec") or {}).get("replicas") or 0),
+            ready=int(status.get("readyReplicas") or 0),
             failure=failure,
         )
 
     async def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         """Live pods (not being deleted) matching a label selector, as plain dicts."""
-        listing = await self.api.call(
-            self.api.core.list_namespaced_pod, namespace, label_selector=selector
-        )
-        pods = cast(list[Any], listing.items)
+        listing = await self.api.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector=selector)
         return [
             {
-                "name": p.metadata.name,
-                "cost": (p.metadata.annotations or {}).get(DELETION_COST),
-                "phase": p.status.phase,
+                "name": p["metadata"]["name"],
+                "cost": (p["metadata"].get("annotations") or {}).get(DELETION_COST),
+                "phase": (p.get("status") or {}).get("phase"),
             }
-            for p in pods
-            if p.metadata.deletion_timestamp is None
+            for p in listing.get("items") or []
+            if not p["metadata"].get("deletionTimestamp")
         ]
 
     async def set_deletion_cost(self, namespace: str, pod: str, cost: int) -> None:
         """Pods with a lower cost are removed first when a ReplicaSet scales in."""
         patch = {"metadata": {"annotations": {DELETION_COST: str(cost)}}}
         try:
-            await self.api.call(
-                self.api.core.patch_namespaced_pod, pod, namespace, patch, _preload_content=False
+            await self.api.patch(
+                f"/api/v1/namespaces/{namespace}/pods/{pod}", patch, STRATEGIC_MERGE_PATCH
             )
         except Exception as exc:
             if status_code(exc) != 404:
                 raise
+
+
+def _deployment_path(namespace: str, name: str) -> str:
+    return f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}"

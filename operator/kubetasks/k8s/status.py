@@ -13,11 +13,10 @@ import logging
 from typing import Any
 
 from kubetasks.k8s.api import (
-    GROUP,
     TASKS,
-    VERSION,
     WORKER_POOLS,
     KubeApi,
+    custom_path,
     reason_text,
     status_code,
 )
@@ -34,16 +33,7 @@ class TaskStatusWriter:
     async def write(self, namespace: str, name: str, patch: dict[str, Any]) -> bool:
         """Apply ``patch``; False when the Task is gone or the write was stale."""
         try:
-            await self.api.call(
-                self.api.custom.patch_namespaced_custom_object_status,
-                GROUP,
-                VERSION,
-                namespace,
-                TASKS,
-                name,
-                patch,
-                _preload_content=False,
-            )
+            await self.api.patch(custom_path(TASKS, namespace, name, "status"), patch)
         except Exception as exc:
             code = status_code(exc)
             if code == 404:
@@ -74,15 +64,8 @@ class PoolStatusWriter:
 
     async def write(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         try:
-            await self.api.call(
-                self.api.custom.patch_namespaced_custom_object_status,
-                GROUP,
-                VERSION,
-                namespace,
-                WORKER_POOLS,
-                name,
-                {"status": status},
-                _preload_content=False,
+            await self.api.patch(
+                custom_path(WORKER_POOLS, namespace, name, "status"), {"status": status}
             )
         except Exception as exc:
             if status_code(exc) != 404:

@@ -389,6 +389,16 @@ class Broker:
     # -- reading ---------------------------------------------------------------------------
 
     @_unavailable
+    async def live_ids(self, queue: str) -> list[str]:
+        """Ids of the tasks not finished yet: waiting, scheduled (or backing off) and running."""
+        qk = self.keys(queue)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in (qk.pending, qk.scheduled, qk.active):
+                pipe.zrange(key, 0, -1)
+            found = await pipe.execute()
+        return [task_id for ids in found for task_id in ids]
+
+    @_unavailable
     async def get_task(self, queue: str, task_id: str) -> TaskInfo | None:
         raw = cast(dict[str, str], await self.redis.hgetall(self.keys(queue).task(task_id)))
         if not raw:

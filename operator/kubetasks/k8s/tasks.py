@@ -1,0 +1,82 @@
+"""The operator's calls on Task resources other than status: finalizers, deletion, listing.
+
+(Status is written by :mod:`kubetasks.k8s.status`, the one module both operator and workers
+use for it.)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from kubetasks.k8s.api import JSON_PATCH, TASKS, KubeApi, custom_path, status_code
+
+log = logging.getLogger("kubetasks.operator")
+
+
+class TaskApi:
+    def __init__(self, api: KubeApi) -> None:
+        self.api = api
+
+    async def add_finalizer(self, body: dict[str, Any], finalizer: str) -> None:
+        meta = body["metadata"]
+        finalizers = meta.get("finalizers") or []
+        if finalizer in finalizers:
+            return
+        patch: list[dict[str, Any]] = [
+            {"op": "add", "path": "/metadata/finalizers/-", "value": finalizer}
+        ]
+        if not finalizers:
+            patch = [{"op": "add", "path": "/metadata/finalizers", "value": [finalizer]}]
+        try:
+            await self.api.patch(
+                custom_path(TASKS, meta["namespace"], meta["name"]), patch, JSON_PATCH
+            )
+        except Exception as exc:
+            # Gone already, or its finalizers changed under us (the next event retries).
+            if status_code(exc) not in (404, 422):
+                raise
+
+    async def remove_finalizer(self, body: dict[str, Any], finalizer: str) -> None:
+        """Remove ``finalizer`` if it is still where ``body`` saw it (a JSON-patch test)."""
+        meta = body["metadata"]
+        finalizers = meta.get("finalizers") or []
+        if finalizer not in finalizers:
+            return
+        index = finalizers.index(finalizer)
+        patch = [
+            {"op": "test", "path": f"/metadata/finalizers/{index}", "value": finalizer},
+            {"op": "remove", "path": f"/metadata/finalizers/{index}"},
+        ]
+        try:
+            await self.api.patch(
+                custom_path(TASKS, meta["namespace"], meta["name"]), patch, JSON_PATCH
+            )
+        except Exception as exc:
+            if status_code(exc) not in (404, 422):  # gone, or finalizers changed: next event
+                raise
+            log.debug("finalizer removal on %s skipped: %s", meta["name"], exc)
+
+    async def delete(self, namespace: str, name: str, uid: str) -> bool:
+        """Delete this very Task (not a newer one of the same name); False if it is gone."""
+        try:
+            await self.api.delete(
+                custom_path(TASKS, namespace, name),
+                {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}},
+            )
+        except Exception as exc:
+            if status_code(exc) in (404, 409):
+                return False
+            raise
+        return True
+
+    async def list(self, namespaces: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """All Tasks in ``namespaces`` (every namespace when empty)."""
+        wanted = list(namespaces)
+        if not wanted:
+            return list((await self.api.get(custom_path(TASKS)))["items"])
+        items: list[dict[str, Any]] = []
+        for namespace in wanted:
+            items += (await self.api.get(custom_path(TASKS, namespace)))["items"]
+        return items
