@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from kubernetes import client as k8s
 
 from kubetasks.client import AsyncClient
@@ -45,9 +47,115 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_use(pids: dict[str, int], since: dict[str, float], seconds: float) -> str:
+    """Share of one core each process used since ``since`` (a cpu_seconds snapshot)."""
+    return ", ".join(
+        f"{name} {(cpu_seconds(pid) - since[name]) / seconds * 100:.0f}%"
+        for name, pid in pids.items()
+    )
+
+
+def api_requests(plane: ControlPlane) -> Counter[str]:
+    """Requests the API server has answered so far, by verb and resource (its /metrics)."""
+    _, text = plane.admin.get("/metrics", timeout=30)
+    counts: Counter[str] = Counter()
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+        if labels.get("verb") in ("WATCH", "LIST", "GET") and labels.get("resource") != "tasks":
+            continue
+        what = labels.get("resource", "") + (
+            f"/{labels['subresource']}" if labels.get("subresource") else ""
+        )
+        counts[f"{labels.get('verb')} {what}"] += int(float(line.rsplit(" ", 1)[1]))
+    return counts
+
+
 def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     out = log.open("ab")
     return subprocess.Popen(argv, env=env, stdout=out, stderr=out)
+
+
+async def create_and_follow(
+    plane: ControlPlane, namespace: str, n: int, timeout: float = 600
+) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
+    """Create ``n`` Tasks from 16 concurrent clients on kept-alive connections (what 16
+    `kubectl apply` loops, or a Go client, do) while a watch follows them until all have
+    Succeeded; returns each Task's create time and its final object."""
+    created: dict[str, float] = {}
+    finished: dict[str, dict[str, Any]] = {}
+    all_done = asyncio.Event()
+    todo = iter(range(n))
+    connector = aiohttp.TCPConnector(ssl=plane.admin.ssl_context(), limit=17)
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/tasks"
+    async with aiohttp.ClientSession(plane.server, connector=connector) as session:
+
+        async def follow() -> None:
+            # list, then watch from the list's version; again after any interruption (the
+            # API server answers 429 while it first sets up storage for a new CRD).
+            no_limit = aiohttp.ClientTimeout(total=None)
+            while True:
+                async with session.get(path) as response:
+                    if response.status != 200:
+                        await asyncio.sleep(0.2)
+                        continue
+                    listing = await response.json()
+                for task in listing["items"]:
+                    note(task)
+                query = {
+                    "watch": "true",
+                    "resourceVersion": listing["metadata"]["resourceVersion"],
+                    "timeoutSeconds": str(int(timeout)),
+                }
+                async with session.get(path, params=query, timeout=no_limit) as response:
+                    async for line in response.content:
+                        event = json.loads(line)
+                        if event.get("type") in ("ADDED", "MODIFIED"):
+                            note(event["object"])
+                        if all_done.is_set():
+                            return
+
+        def note(task: dict[str, Any]) -> None:
+            if (task.get("status") or {}).get("phase") == "Succeeded":
+                finished[task["metadata"]["name"]] = task
+                if len(finished) == n:
+                    all_done.set()
+
+        async def client() -> None:
+            for i in todo:
+                name = f"t-{i:05d}"
+                body = {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "Task",
+                    "metadata": {"name": name},
+                    "spec": {"handler": "kubetasks.echo", "args": [i]},
+                }
+                start = time.time()
+                async with session.post(path, json=body) as response:
+                    await response.read()
+                    if response.status != 201:
+                        raise RuntimeError(f"create {name}: HTTP {response.status}")
+                created[name] = start
+
+        watch = asyncio.create_task(follow())
+        await asyncio.sleep(0.5)  # the watch is open before the first create
+        await asyncio.gather(*(client() for _ in range(16)))
+        try:
+            await asyncio.wait_for(all_done.wait(), timeout)
+        finally:
+            watch.cancel()
+    return created, finished
 
 
 def run_api(
@@ -69,39 +177,21 @@ def run_api(
         for i in range(workers)
     ]  # fmt: skip
     time.sleep(4)  # let the operator start watching
-    custom = k8s.CustomObjectsApi(api)
-    created: dict[str, float] = {}
-    lock = threading.Lock()
-
-    def create(i: int) -> None:
-        name = f"t-{i:05d}"
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "Task",
-            "metadata": {"name": name},
-            "spec": {"handler": "kubetasks.echo", "args": [i]},
-        }
-        start = time.time()
-        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "tasks", body)
-        with lock:
-            created[name] = start
-
-    first = time.time()
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(create, range(n)))
-    create_seconds = time.time() - first
-    deadline = time.time() + 600
-    items: list[dict[str, Any]] = []
-    while time.time() < deadline:
-        items = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "tasks")["items"]
-        if sum((t.get("status") or {}).get("phase") == "Succeeded" for t in items) == n:
-            break
-        time.sleep(0.5)
+    pids = plane.pids() | {"operator": procs[0].pid, "bench client": os.getpid()}
+    pids |= {f"worker-{i}": p.pid for i, p in enumerate(procs[1:])}
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    requests_before = api_requests(plane)
+    created, finished = asyncio.run(create_and_follow(plane, namespace, n))
+    first = min(created.values())
+    create_seconds = max(created.values()) - first
+    cpu = cpu_use(pids, cpu_before, time.time() - first)
+    requests = api_requests(plane) - requests_before
+    per_task = ", ".join(f"{what} {count / n:.2f}" for what, count in requests.most_common())
     for proc in procs:
         proc.terminate()
     for proc in procs:
         proc.wait(30)
-    succeeded = [t for t in items if (t.get("status") or {}).get("phase") == "Succeeded"]
+    succeeded = list(finished.values())
     to_running = [
         parse_timestamp(t["status"]["startedAt"]) - created[t["metadata"]["name"]]
         for t in succeeded
@@ -121,6 +211,8 @@ def run_api(
         "running_p99": pct(to_running, 0.99),
         "done_p50": pct(to_done, 0.5),
         "done_p99": pct(to_done, 0.99),
+        "cpu": cpu,
+        "requests": per_task,
     }
 
 
@@ -196,7 +288,11 @@ def main() -> None:
             apply_crds(JsonApi(api), REPO / "crds")
         rows = [run_api(plane, redis_server.url, ns.tasks, ns.workers, work)]
         rows.append(asyncio.run(run_redis(redis_server.url, ns.tasks, ns.workers, work)))
-    text = table(rows)
+    text = (
+        table(rows)
+        + f"\n\nCPU during the API run (share of one core): {rows[0]['cpu']}"
+        + f"\n\nAPI requests per Task during the API run: {rows[0]['requests']}"
+    )
     print(text)
     header = (
         f"# Task resources end to end\n\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores,"
