@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 CACHE ?= $(HOME)/.cache/kubetasks
 
-.PHONY: help install lint test test-fast demo controlplane bench bench-queue crds clean kind-check kind-up kind-deploy kind-down kind-e2e
+.PHONY: help install lint test test-fast demo controlplane bench bench-queue bench-tasks crds clean kind-check kind-up kind-deploy kind-down kind-e2e
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -44,7 +44,10 @@ crds: install  ## regenerate crds/ from the models and the chart's copies from c
 bench-queue: install  ## the Redis work engine against Celery, RQ, Dramatiq, arq, SAQ, taskiq, streaq, huey
 	$(PY) bench/queue_bench.py
 
-bench: bench-queue  ## all benchmarks
+bench-tasks: install controlplane  ## Task resources through the API server, next to the Redis fast path
+	$(PY) bench/tasks_bench.py
+
+bench: bench-queue bench-tasks  ## all benchmarks
 
 clean:  ## remove the virtualenv and caches in the work tree (not $(CACHE))
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench/.venv

@@ -4,12 +4,17 @@ Starts the local control plane (built by `make controlplane`), a Redis server, t
 and worker processes that report status to the Task resources, then creates N Tasks through
 the API (as `kubectl apply` would) and measures:
 
-* throughput: Tasks per second from the first create to the last Succeeded;
+* throughput: Tasks per second from the first create to the last Succeeded, with Tasks
+  created as fast as the API server accepts them (closed loop, 16 clients);
 * create -> Running and create -> Succeeded latency (p50, p99), using the times the worker
-  recorded in status.startedAt / status.finishedAt against the client's create time;
+  recorded in status.startedAt / status.finishedAt against the client's create time, both
+  at that saturating load and at fixed create rates (``--rates``, open loop);
+* CPU per component and API requests per Task (from the API server's own metrics);
+* the API server's own limit: creates and status writes with no operator or worker;
 
 next to the same N tasks submitted through the Redis-only client (the fast path), measured
-the same way from the Redis records. Run: `.venv/bin/python bench/tasks_bench.py [--tasks N]`.
+the same way from the Redis records. Run: `.venv/bin/python bench/tasks_bench.py [--tasks N]`
+(`make bench-tasks`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +42,7 @@ from kubetasks.dev.controlplane import ControlPlane
 from kubetasks.dev.crds import apply_crds
 from kubetasks.dev.kubeapi import JsonApi
 from kubetasks.dev.redis_server import RedisServer, free_port
-from kubetasks.transitions import parse_timestamp
+from kubetasks.transitions import finished_patch, parse_timestamp
 
 REPO = Path(__file__).resolve().parents[1]
 GROUP, VERSION = "kubetasks.dev", "v1alpha1"
@@ -88,11 +94,12 @@ def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
 
 
 async def create_and_follow(
-    plane: ControlPlane, namespace: str, n: int, timeout: float = 600
+    plane: ControlPlane, namespace: str, n: int, rate: float | None = None, timeout: float = 600
 ) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
     """Create ``n`` Tasks from 16 concurrent clients on kept-alive connections (what 16
     `kubectl apply` loops, or a Go client, do) while a watch follows them until all have
-    Succeeded; returns each Task's create time and its final object."""
+    Succeeded; returns each Task's create time and its final object. With ``rate``, Task i
+    is created at i/rate seconds (open loop) instead of as fast as the server answers."""
     created: dict[str, float] = {}
     finished: dict[str, dict[str, Any]] = {}
     all_done = asyncio.Event()
@@ -134,6 +141,8 @@ async def create_and_follow(
 
         async def client() -> None:
             for i in todo:
+                if rate is not None:
+                    await asyncio.sleep(max(0.0, begin + i / rate - time.time()))
                 name = f"t-{i:05d}"
                 body = {
                     "apiVersion": f"{GROUP}/{VERSION}",
@@ -150,6 +159,7 @@ async def create_and_follow(
 
         watch = asyncio.create_task(follow())
         await asyncio.sleep(0.5)  # the watch is open before the first create
+        begin = time.time()
         await asyncio.gather(*(client() for _ in range(16)))
         try:
             await asyncio.wait_for(all_done.wait(), timeout)
@@ -159,21 +169,26 @@ async def create_and_follow(
 
 
 def run_api(
-    plane: ControlPlane, redis_url: str, n: int, workers: int, work: Path
+    plane: ControlPlane,
+    redis_url: str,
+    n: int,
+    workers: int,
+    work: Path,
+    rate: float | None = None,
 ) -> dict[str, Any]:
     env = os.environ | {"KUBECONFIG": str(plane.kubeconfig), "KUBETASKS_REDIS_URL": redis_url}
-    namespace = "bench"
+    namespace = f"bench-{int(rate)}" if rate else "bench-max"
     api = plane.api_client()
     core = k8s.CoreV1Api(api)
     core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=namespace)))
     procs = [
         spawn([sys.executable, "-m", "kubetasks.cli", "operator", "--namespace", namespace,
                "--health-port", str(free_port()), "--log-level", "warning"],
-              env, work / "operator.log")
+              env, work / f"{namespace}-operator.log")
     ] + [
         spawn([sys.executable, "-m", "kubetasks.cli", "worker", "--concurrency", "100",
                "--report-status", "kubernetes", "--log-level", "warning"],
-              env | {"POD_NAME": f"bench-worker-{i}"}, work / f"worker-{i}.log")
+              env | {"POD_NAME": f"bench-worker-{i}"}, work / f"{namespace}-worker-{i}.log")
         for i in range(workers)
     ]  # fmt: skip
     time.sleep(4)  # let the operator start watching
@@ -181,7 +196,7 @@ def run_api(
     pids |= {f"worker-{i}": p.pid for i, p in enumerate(procs[1:])}
     cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     requests_before = api_requests(plane)
-    created, finished = asyncio.run(create_and_follow(plane, namespace, n))
+    created, finished = asyncio.run(create_and_follow(plane, namespace, n, rate))
     first = min(created.values())
     create_seconds = max(created.values()) - first
     cpu = cpu_use(pids, cpu_before, time.time() - first)
@@ -202,7 +217,8 @@ def run_api(
     ]
     last = max(parse_timestamp(t["status"]["finishedAt"]) for t in succeeded)
     return {
-        "path": "Task resources (API server)",
+        "path": "Task resources, "
+        + (f"created at {rate:g}/s" if rate else "created as fast as accepted"),
         "n": n,
         "succeeded": len(succeeded),
         "create_rate": n / create_seconds,
@@ -260,6 +276,59 @@ async def run_redis(redis_url: str, n: int, workers: int, work: Path) -> dict[st
     }
 
 
+async def run_ceiling(plane: ControlPlane, n: int) -> dict[str, float]:
+    """The API server alone, with no operator or worker: ``n`` Task creates, then ``n``
+    status writes like a worker's final one, each from 16 clients as fast as it answers.
+    One create plus one status write per Task bounds what any design that records each
+    Task's outcome on its resource can do on this machine."""
+    namespace = "ceiling"
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/tasks"
+    connector = aiohttp.TCPConnector(ssl=plane.admin.ssl_context(), limit=16)
+    apiserver = plane.pids()["kube-apiserver"]
+    out: dict[str, float] = {}
+    async with aiohttp.ClientSession(plane.server, connector=connector) as session:
+        async with session.post("/api/v1/namespaces", json={"metadata": {"name": namespace}}):
+            pass
+
+        async def create(i: int) -> None:
+            body = {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "Task",
+                "metadata": {"name": f"c-{i:05d}"},
+                "spec": {"handler": "kubetasks.echo", "args": [i]},
+            }
+            async with session.post(path, json=body) as response:
+                await response.read()
+                if response.status != 201:
+                    raise RuntimeError(f"create: HTTP {response.status}")
+
+        async def finish(i: int) -> None:
+            patch = finished_patch("succeeded", 1, time.time(), result={"args": [i]})
+            headers = {"Content-Type": "application/merge-patch+json"}
+            url = f"{path}/c-{i:05d}/status"
+            async with session.patch(url, data=json.dumps(patch), headers=headers) as response:
+                await response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"status write: HTTP {response.status}")
+
+        for name, op in (("create", create), ("status", finish)):
+            todo = iter(range(n))
+
+            async def client(
+                op: Callable[[int], Awaitable[None]] = op, todo: Iterator[int] = todo
+            ) -> None:
+                for i in todo:
+                    await op(i)
+
+            cpu_before, began = cpu_seconds(apiserver), time.time()
+            await asyncio.gather(*(client() for _ in range(16)))
+            seconds = time.time() - began
+            out[f"{name}_rate"] = n / seconds
+            out[f"{name}_cpu_ms"] = (cpu_seconds(apiserver) - cpu_before) / n * 1000
+    out["bound"] = 1 / (1 / out["create_rate"] + 1 / out["status_rate"])
+    return out
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| path | tasks | succeeded | create/s | end-to-end tasks/s | create→Running p50 | p99 |"
@@ -280,18 +349,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--rates",
+        default="25,50,100",
+        help="open-loop create rates (Tasks/s) to measure latency at",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "TASKS_RESULTS.md")
     ns = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kubetasks-bench-"))
     with RedisServer() as redis_server, ControlPlane(work / "plane") as plane:
         with plane.api_client() as api:
             apply_crds(JsonApi(api), REPO / "crds")
+        ceiling = asyncio.run(run_ceiling(plane, ns.tasks))
         rows = [run_api(plane, redis_server.url, ns.tasks, ns.workers, work)]
+        for rate in (float(r) for r in ns.rates.split(",") if r):
+            rows.append(run_api(plane, redis_server.url, ns.tasks, ns.workers, work, rate))
         rows.append(asyncio.run(run_redis(redis_server.url, ns.tasks, ns.workers, work)))
-    text = (
-        table(rows)
-        + f"\n\nCPU during the API run (share of one core): {rows[0]['cpu']}"
-        + f"\n\nAPI requests per Task during the API run: {rows[0]['requests']}"
+    text = table(rows) + "\n\nCPU (share of one core) and API requests per Task:\n\n"
+    for row in rows:
+        if "cpu" in row:
+            text += f"- {row['path']}: {row['cpu']}; requests per Task: {row['requests']}\n"
+    text += (
+        f"\nThe API server alone (no operator, no worker, {ns.tasks} of each, 16 clients):"
+        f" {ceiling['create_rate']:.0f} creates/s at {ceiling['create_cpu_ms']:.1f} ms of"
+        f" its CPU each; {ceiling['status_rate']:.0f} status writes/s at"
+        f" {ceiling['status_cpu_ms']:.1f} ms each; so at most {ceiling['bound']:.0f} Tasks/s"
+        " with one create and one status write per Task on this machine.\n"
     )
     print(text)
     header = (
