@@ -148,38 +148,45 @@ class Broker:
         if not order:
             return []
         new_queues = by_queue.keys() - self._known_queues
+        if new_queues:
+            await self.redis.sadd(keys.QUEUES, *new_queues)  # type: ignore[misc]
+            self._known_queues |= new_queues
         now = self._now_ms()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            if new_queues:
-                pipe.sadd(keys.QUEUES, *new_queues)
-            batches: list[list[TaskMessage]] = []
-            for queue, msgs in by_queue.items():
-                qk = self.keys(queue)
-                for start in range(0, len(msgs), ENQUEUE_CHUNK):
-                    chunk = msgs[start : start + ENQUEUE_CHUNK]
-                    args: list[Any] = [
-                        now, qk.task_prefix, qk.unique_prefix, NOTIFY_CAP, keys.ENQUEUED, queue
-                    ]  # fmt: skip
-                    for m in chunk:
-                        args += (
-                            m.id,
-                            m.encode(),
-                            m.priority,
-                            to_ms(m.run_at) if m.run_at else 0,
-                            m.max_retries,
-                            to_ms(m.deadline) if m.deadline else 0,
-                            m.unique_key or "",
-                            m.unique_for or 0,
-                            spent.get(m.id, 0),
-                        )
-                    await self._scripts["enqueue"](
-                        keys=[qk.pending, qk.scheduled, qk.seq, qk.notify], args=args, client=pipe
+        calls: list[tuple[list[str], list[Any]]] = []
+        batches: list[list[TaskMessage]] = []
+        for queue, msgs in by_queue.items():
+            qk = self.keys(queue)
+            for start in range(0, len(msgs), ENQUEUE_CHUNK):
+                chunk = msgs[start : start + ENQUEUE_CHUNK]
+                args: list[Any] = [
+                    now, qk.task_prefix, qk.unique_prefix, NOTIFY_CAP, keys.ENQUEUED, queue
+                ]  # fmt: skip
+                for m in chunk:
+                    args += (
+                        m.id,
+                        m.encode(),
+                        m.priority,
+                        to_ms(m.run_at) if m.run_at else 0,
+                        m.max_retries,
+                        to_ms(m.deadline) if m.deadline else 0,
+                        m.unique_key or "",
+                        m.unique_for or 0,
+                        spent.get(m.id, 0),
                     )
-                    batches.append(chunk)
-            replies = await pipe.execute()
-        self._known_queues |= new_queues
+                calls.append(([qk.pending, qk.scheduled, qk.seq, qk.notify], args))
+                batches.append(chunk)
+        script = self._scripts["enqueue"]
+        if len(calls) == 1:
+            # One call (the operator's one Task at a time): EVALSHA straight away. A pipeline
+            # would first ask SCRIPT EXISTS, a second round trip for every Task.
+            replies = [await script(keys=calls[0][0], args=calls[0][1])]
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for keys_, args in calls:
+                    await script(keys=keys_, args=args, client=pipe)
+                replies = await pipe.execute()
         outcomes: dict[str, EnqueueResult] = {}
-        for chunk, reply in zip(batches, replies[1:] if new_queues else replies, strict=True):
+        for chunk, reply in zip(batches, replies, strict=True):
             for msg, code in zip(chunk, reply, strict=True):
                 holder = None
                 if code.startswith("duplicate:"):
