@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from kubetasks.budget import Budget
 from kubetasks.clock import FakeClock
-from kubetasks.controller.events import Budget
 
 
 def test_a_burst_is_capped_then_refills_at_the_rate() -> None:

@@ -9,6 +9,12 @@ only for a Task that is still unstarted (Queued status) or still unfinished (fin
 
 A Task deleted within its grace has no finalizer; the operator's watch sees it go and
 removes it from Redis, and the repair loop sweeps what a stopped operator missed.
+
+The writes also have a budget (``per_second``, with ten seconds' worth saved up): in a burst
+larger than the workers can take within the grace, writing Queued onto every waiting Task
+would cost the API server as much as the Tasks themselves and slow the burst down further.
+Past the budget, the oldest owed Task is served first as tokens come, and a Task that a
+worker takes in the meantime owes nothing any more. Until then it shows no phase.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from kubetasks.budget import Budget
 from kubetasks.controller.state import OperatorState
 from kubetasks.k8s.api import reason_text
 from kubetasks.transitions import TERMINAL
@@ -37,10 +44,13 @@ class DeferredWrites:
     name = "deferred-writes"
     wake: asyncio.Event | None = None
 
-    def __init__(self, state: OperatorState, finalizer: str, grace: float) -> None:
+    def __init__(
+        self, state: OperatorState, finalizer: str, grace: float, per_second: float = 10.0
+    ) -> None:
         self.state = state
         self.finalizer = finalizer
         self.grace = grace
+        self.budget = Budget(per_second, max(10 * per_second, 1.0), state.clock)
         self._owed: dict[str, _Owed] = {}
         self._due: list[tuple[float, str]] = []
         self.skipped = 0
@@ -71,16 +81,28 @@ class DeferredWrites:
     def interval(self) -> float:
         if not self._due:
             return self.grace
-        return min(max(self._due[0][0] - self.state.clock.now(), 0.02), self.grace)
+        until = max(self._due[0][0] - self.state.clock.now(), self.budget.wait())
+        return min(max(until, 0.02), self.grace)
 
-    async def tick(self) -> None:
+    def take_due(self) -> list[_Owed]:
+        """The owed writes whose grace is over, oldest first, as far as the budget goes."""
         now = self.state.clock.now()
         due: list[_Owed] = []
         while self._due and self._due[0][0] <= now:
-            _, uid = heapq.heappop(self._due)
+            uid = self._due[0][1]
+            if uid in self._owed and not self.budget.take():
+                break
+            heapq.heappop(self._due)
             owed = self._owed.pop(uid, None)
             if owed is not None:
                 due.append(owed)
+        return due
+
+    def owed(self) -> int:
+        return len(self._owed)
+
+    async def tick(self) -> None:
+        due = self.take_due()
         if due:
             await asyncio.gather(*(self._settle(owed) for owed in due))
 

@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import kopf
 
+from kubetasks.budget import Budget
 from kubetasks.clock import SYSTEM_CLOCK, Clock
 from kubetasks.transitions import (
     CANCELLED,
@@ -41,27 +42,6 @@ def describe(status: dict[str, Any]) -> str:
         if condition.get("status") == "True" and condition.get("message"):
             return str(condition["message"])
     return str(phase)
-
-
-class Budget:
-    """A token bucket: ``rate`` tokens a second, at most ``burst`` saved up."""
-
-    def __init__(self, rate: float, burst: float, clock: Clock) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.clock = clock
-        self.tokens = burst
-        self.at = clock.now()
-
-    def take(self, keep: float = 0.0) -> bool:
-        """Spend one token if more than ``keep`` would remain."""
-        now = self.clock.now()
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens - 1 < keep:
-            return False
-        self.tokens -= 1
-        return True
 
 
 class PhaseTracker:

@@ -63,7 +63,12 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     )
     memo.state = state
     memo.tracker = PhaseTracker(_settings.events, _settings.events_per_second)
-    memo.deferred = DeferredWrites(state, tasks.FINALIZER, _settings.status_grace_seconds)
+    memo.deferred = DeferredWrites(
+        state,
+        tasks.FINALIZER,
+        _settings.status_grace_seconds,
+        _settings.queued_writes_per_second,
+    )
     memo.reaper = Reaper(state)
     memo.repairer = Repairer(state, memo.deferred)
     memo.periodic = Scheduling(PeriodicApi(api), state.clock)

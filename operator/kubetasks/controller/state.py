@@ -26,6 +26,11 @@ class OperatorSettings:
     status_grace_seconds: float = float(os.environ.get("KUBETASKS_STATUS_GRACE_SECONDS", "1"))
     """How long a queued Task may go without its finalizer and Queued status: a worker that
     takes it sooner makes both writes unnecessary (see ``controller/deferred.py``)."""
+    queued_writes_per_second: float = float(
+        os.environ.get("KUBETASKS_QUEUED_WRITES_PER_SECOND", "10")
+    )
+    """Budget for those deferred writes (ten seconds' worth may be saved up): in a larger
+    burst, Tasks past it show no phase until a worker takes them."""
     events_per_second: float = float(os.environ.get("KUBETASKS_EVENTS_PER_SECOND", "20"))
     """Budget of Kubernetes Events the operator posts for Task transitions (bursts of five
     times as many are allowed); transitions beyond it are counted, not posted."""

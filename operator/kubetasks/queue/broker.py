@@ -149,7 +149,7 @@ class Broker:
             return []
         new_queues = by_queue.keys() - self._known_queues
         if new_queues:
-            await self.redis.sadd(keys.QUEUES, *new_queues)  # type: ignore[misc]
+            await self.redis.sadd(keys.QUEUES, *new_queues)
             self._known_queues |= new_queues
         now = self._now_ms()
         calls: list[tuple[list[str], list[Any]]] = []
