@@ -14,6 +14,7 @@ import kopf
 from kubetasks.controller import pools, tasks  # noqa: F401 - register their handlers
 from kubetasks.controller.autoscaling import PoolAutoscaler
 from kubetasks.controller.deferred import DeferredWrites
+from kubetasks.controller.dependents import Dependents
 from kubetasks.controller.events import PhaseTracker
 from kubetasks.controller.periodic import Scheduling  # also registers the PeriodicTask handlers
 from kubetasks.controller.reaper import Reaper
@@ -69,6 +70,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         _settings.status_grace_seconds,
         _settings.queued_writes_per_second,
     )
+    memo.dependents = Dependents()
     memo.reaper = Reaper(state)
     memo.repairer = Repairer(state, memo.deferred)
     memo.periodic = Scheduling(PeriodicApi(api), state.clock)

@@ -67,7 +67,7 @@ class Repairer:
             for t in items
         }
 
-        def lookup(namespace: str, name: str) -> tuple[str | None, Any]:
+        async def lookup(namespace: str, name: str) -> tuple[str | None, Any]:
             return known.get((namespace, name), (None, None))
 
         by_queue: dict[str, list[dict[str, Any]]] = defaultdict(list)

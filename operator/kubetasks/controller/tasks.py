@@ -17,13 +17,14 @@ rule refuses to lower, so it never overwrites a worker's faster Running.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kopf
 
 from kubetasks.controller import admission
 from kubetasks.controller.deferred import DeferredWrites
+from kubetasks.controller.dependents import Dependents, Outcome, outcome
 from kubetasks.controller.state import OperatorState
 from kubetasks.errors import ConfigurationError
 from kubetasks.k8s.api import GROUP, TASKS, VERSION
@@ -32,7 +33,6 @@ from kubetasks.transitions import (
     FAILED,
     PENDING,
     QUEUED,
-    SUCCEEDED,
     TERMINAL,
     WAITING,
     operator_patch,
@@ -43,37 +43,23 @@ log = logging.getLogger("kubetasks.operator")
 FINALIZER = "kubetasks.dev/cleanup"
 
 #: (namespace, name) -> (phase, result) of a Task, for dependency checks.
-PhaseLookup = Callable[[str, str], tuple[str | None, Any]]
+PhaseLookup = Callable[[str, str], Awaitable[Outcome]]
 
 
-# -- indexes ----------------------------------------------------------------------------------
+# -- dependencies ----------------------------------------------------------------------------
 
 
-# Indexers are coroutines: kopf runs plain functions on a thread pool, and the thread hop
-# per event cost the operator a tenth of its CPU under load.
-@kopf.index(GROUP, VERSION, TASKS)
-async def task_outcomes(
-    namespace: str | None, name: str, status: kopf.Status, **_: Any
-) -> dict[tuple[str, str], tuple[str | None, Any]]:
-    phase = status.get("phase")
-    return {(namespace or "", name): (phase, status.get("result") if phase == SUCCEEDED else None)}
+def api_lookup(state: OperatorState, dependents: Dependents) -> PhaseLookup:
+    """Look a dependency up in what the watch has shown, else read it from the API."""
 
-
-@kopf.index(GROUP, VERSION, TASKS)
-async def waiting_tasks(
-    namespace: str | None, spec: kopf.Spec, status: kopf.Status, body: kopf.Body, **_: Any
-) -> dict[tuple[str, str], dict[str, Any]] | None:
-    """Tasks waiting for dependencies, keyed by each dependency they wait for."""
-    if status.get("phase") not in (None, PENDING, WAITING) or not spec.get("dependsOn"):
-        return None
-    return {(namespace or "", dep): dict(body) for dep in spec["dependsOn"]}
-
-
-def index_lookup(index: kopf.Index[tuple[str, str], tuple[str | None, Any]]) -> PhaseLookup:
-    def lookup(namespace: str, name: str) -> tuple[str | None, Any]:
-        for value in index.get((namespace, name), []):
-            return value
-        return (None, None)
+    async def lookup(namespace: str, name: str) -> Outcome:
+        known = dependents.known(namespace, name)
+        if known is not None:
+            return known
+        body = await state.tasks.get(namespace, name)
+        found = outcome(body) if body is not None else (None, None)
+        dependents.remember(namespace, name, found)
+        return found
 
     return lookup
 
@@ -82,11 +68,9 @@ def index_lookup(index: kopf.Index[tuple[str, str], tuple[str | None, Any]]) -> 
 
 
 @kopf.on.event(GROUP, VERSION, TASKS)
-async def task_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-    # kopf passes each index as a keyword argument named after its function.
-    outcomes: kopf.Index[tuple[str, str], tuple[str | None, Any]] = kwargs["task_outcomes"]
-    waiting: kopf.Index[tuple[str, str], dict[str, Any]] = kwargs["waiting_tasks"]
+async def task_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
     state: OperatorState = memo.state
+    dependents: Dependents = memo.dependents
     obj = dict(body)
     meta = obj["metadata"]
     status = obj.get("status") or {}
@@ -94,11 +78,13 @@ async def task_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **kwargs:
     if event.get("type") == "DELETED":
         memo.tracker.forget(meta["uid"])
         memo.deferred.forget(meta["uid"])
+        dependents.deleted(obj)
         if phase not in TERMINAL:
             # Deleted before it got a finalizer (within the grace): clean up here.
             queue = (obj.get("spec") or {}).get("queue", "default")
             await state.broker.forget(queue, meta["uid"])
         return
+    ready = dependents.observe(obj)  # before admitting: see controller/dependents.py
     if meta.get("deletionTimestamp"):
         memo.deferred.forget(meta["uid"])
         await finalize(state, obj)
@@ -107,13 +93,13 @@ async def task_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **kwargs:
     memo.tracker.observe(obj)
     if phase in TERMINAL:
         memo.reaper.track(obj)
-        for dependent in waiting.get((meta["namespace"], meta["name"]), []):
-            await admit(state, dependent, index_lookup(outcomes))
+        for dependent in ready:
+            await admit(state, dependent, api_lookup(state, dependents))
         return
     if (obj.get("spec") or {}).get("cancel"):
         await cancel(state, obj)
     elif phase is None or phase == WAITING:
-        await admit(state, obj, index_lookup(outcomes), memo.deferred)
+        await admit(state, obj, api_lookup(state, dependents), memo.deferred)
 
 
 # -- actions ----------------------------------------------------------------------------------
@@ -137,7 +123,8 @@ async def admit(
     results = None
     depends_on = spec.get("dependsOn") or []
     if depends_on:
-        deps = admission.dependency_state(depends_on, {d: lookup(namespace, d) for d in depends_on})
+        found = {d: await lookup(namespace, d) for d in depends_on}
+        deps = admission.dependency_state(depends_on, found)
         if deps.failed:
             await set_phase(state, body, FAILED, "DependencyFailed", deps.failed)
             return

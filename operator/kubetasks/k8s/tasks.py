@@ -19,6 +19,15 @@ class TaskApi:
     def __init__(self, api: KubeApi) -> None:
         self.api = api
 
+    async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Task, or None when there is none of that name."""
+        try:
+            return await self.api.get(custom_path(TASKS, namespace, name))
+        except Exception as exc:
+            if status_code(exc) == 404:
+                return None
+            raise
+
     async def add_finalizer(self, body: dict[str, Any], finalizer: str) -> None:
         meta = body["metadata"]
         finalizers = meta.get("finalizers") or []
