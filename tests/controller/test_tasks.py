@@ -46,10 +46,7 @@ def test_failures_retry_then_succeed_with_events(
     status = tasks.wait_phase("flaky", "Succeeded", "Failed")
     assert (status["phase"], status["attempts"]) == ("Succeeded", 3)
     assert status["result"] == {"succeeded_on_attempt": 3}
-    deadline = time.monotonic() + 10
-    while "Succeeded" not in tasks.events("flaky") and time.monotonic() < deadline:
-        time.sleep(0.2)
-    events = tasks.events("flaky")
+    events = tasks.wait_event("flaky", "Succeeded")
     # Event timestamps have one-second resolution: check presence, not order. (A Task a
     # worker takes at once is never shown Queued.)
     assert {"Running", "Retrying", "Succeeded"} <= set(events), events
@@ -65,7 +62,7 @@ def test_a_task_left_waiting_is_shown_queued_and_guarded_by_a_finalizer(
     assert status["queuedAt"] and status["attempts"] == 0
     body = tasks.get("patient")
     assert body is not None and "kubetasks.dev/cleanup" in body["metadata"]["finalizers"]
-    assert "Queued" in tasks.events("patient")
+    assert "Queued" in tasks.wait_event("patient", "Queued")
     with redis.Redis.from_url(redis_url, decode_responses=True) as r:
         assert r.zscore("kubetasks:{default}:pending", uid) is not None
     task_workers(1)
