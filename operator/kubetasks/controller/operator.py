@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -46,6 +46,21 @@ def configure(settings: OperatorSettings) -> None:
     _settings = settings
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """Keeps no "last handled" state. kopf builds it on every event (a deep copy of the
+    object) to diff for on.create/on.update handlers; all our handlers are level-triggered
+    ``on.event`` ones, so nothing reads it, and it cost a tenth of the operator's CPU."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return cast(kopf.BodyEssence, {})
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     # React to each event at once: the default 0.1 s batching window would be most of the
@@ -54,6 +69,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.posting.level = logging.WARNING  # kopf's own log lines are not Events
     settings.watching.server_timeout = 300
     settings.persistence.finalizer = "kubetasks.dev/kopf"
+    if not kopf.get_default_registry()._changing.get_all_handlers():
+        settings.persistence.diffbase_storage = NoDiffBase()
     api = KubeApi()
     state = OperatorState(
         broker=Broker.from_url(redis_url()),
