@@ -176,6 +176,7 @@ async def test_retry_schedules_the_next_attempt(broker: Broker, raw: aioredis.Re
     assert await broker.retry("default", "w1", "a", 1, NOW / 1000 + 2, '{"type":"E"}')
     assert await dump(raw) == {
         Q + "scheduled": [("a", NOW + 2000)],
+        Q + "notify": ["1"],  # an idle worker wakes to learn the new due time
         Q + "stats": {"failed": "1"},
         Q + "t:a": task_hash(
             "a",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -72,6 +74,45 @@ async def test_delayed_task_waits_then_runs_on_time(
         info = await handle.status()
     assert info is not None and info.started_at is not None
     assert 0.55 <= info.started_at - start < 1.0
+
+
+async def test_delayed_task_runs_on_time_among_a_stream_of_others(
+    client: AsyncClient, run_worker: RunWorker
+) -> None:
+    # Wake-ups that bring a task skip the promoter; the delayed task's own wake-up must still
+    # teach the worker when it is due (the background promoter is slowed out of the way).
+    async with run_worker(idle_wait=5.0, promote_interval=30.0):
+        await asyncio.sleep(0.3)
+        start = time.time()
+        delayed = await client.enqueue("test.record", "later", delay=0.6)
+        for i in range(10):
+            handle = await client.enqueue("test.record", f"now-{i}")
+            await handle.result(timeout=5)
+        await delayed.result(timeout=5)
+        info = await delayed.status()
+    assert info is not None and info.started_at is not None
+    assert 0.55 <= info.started_at - start < 1.0
+
+
+async def test_a_woken_worker_asks_redis_once_per_task(
+    client: AsyncClient, run_worker: RunWorker
+) -> None:
+    async with run_worker(idle_wait=5.0, promote_interval=30.0) as worker:
+        await asyncio.sleep(0.3)  # started: the first promote is behind us
+        calls: Counter[str] = Counter()
+        for name in ("dequeue", "promote"):
+            real = getattr(worker.broker, name)
+
+            async def counted(*args: Any, _real: Any = real, _name: str = name) -> Any:
+                calls[_name] += 1
+                return await _real(*args)
+
+            setattr(worker.broker, name, counted)
+        for i in range(10):
+            handle = await client.enqueue("test.record", f"t{i}")
+            await handle.result(timeout=5)
+    # One wake-up token, one lease, no second look at an empty queue, no promoter round trip.
+    assert calls == {"dequeue": 10}, calls
 
 
 async def test_failures_retry_with_exponential_backoff(

@@ -271,7 +271,7 @@ class Broker:
         return bool(
             await self._run(
                 "retry",
-                [qk.active, qk.scheduled, qk.stats],
+                [qk.active, qk.scheduled, qk.stats, qk.notify],
                 [
                     self._now_ms(),
                     qk.task_prefix,
@@ -280,6 +280,7 @@ class Broker:
                     attempt,
                     to_ms(retry_at),
                     error,
+                    NOTIFY_CAP,
                 ],
             )
         )

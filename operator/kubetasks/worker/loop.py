@@ -85,6 +85,8 @@ class Worker:
         self._acks: dict[str, list[tuple[Running, str]]] = defaultdict(list)
         self._ack_ready = asyncio.Event()
         self._wake = asyncio.Event()
+        """Set when a slot frees up (a full worker waits for it) and when stopping."""
+        self._stopping = asyncio.Event()
         self._closing = False
         self.promoter = Promoter(broker, settings)
         self.reclaimer = Reclaimer(broker, settings, report=self._report_ended)
@@ -133,10 +135,13 @@ class Worker:
     async def _watch(self, stop: asyncio.Event) -> None:
         await stop.wait()
         self._closing = True
+        self._stopping.set()
         self._wake.set()
 
     async def _fetch_loop(self) -> None:
         settings = self.settings
+        drained = True  # the last fetch took less than it asked for: the queues were empty
+        learn = True  # ...and took nothing at all, so the promoter should look again
         while not self._closing:
             free = settings.concurrency - len(self.running)
             if free <= 0:
@@ -144,15 +149,22 @@ class Worker:
                 await self._wake.wait()
                 continue
             try:
-                leased = await self._fetch(min(free, settings.max_batch))
-                if not leased:
-                    await self._idle()
+                if drained:
+                    # Every enqueue leaves a wake-up token, so nothing is missed by sleeping
+                    # now instead of asking the queues again.
+                    await self._idle(learn=learn)
+                    drained = False
+                    continue  # stopping or slots taken meanwhile: look again
+                want = min(free, settings.max_batch)
+                leased = await self._fetch(want)
             except Exception as exc:  # Redis unreachable or failing over: wait, then retry
                 log.warning(
                     "fetching work failed (%s: %s); retrying in 1s", type(exc).__name__, exc
                 )
                 await asyncio.sleep(1.0)
+                drained = learn = True
                 continue
+            drained, learn = len(leased) < want, not leased
             for item in leased:
                 if item.ended is None:
                     self._start(item)
@@ -169,19 +181,26 @@ class Worker:
                 break
         return got
 
-    async def _idle(self) -> None:
-        """Block until a task is enqueued, a delayed one is due, or we are told to stop."""
-        await self.promoter.tick()  # promote what is due and learn when the next one is
+    async def _idle(self, *, learn: bool) -> None:
+        """Block until a task is enqueued, a delayed one is due, or we are told to stop.
+
+        ``learn``: the wake-up that ended the last sleep brought no task, so it may have
+        been for a delayed one: ask the promoter before sleeping again. Enqueues leave one
+        token per task and a token can only be spent on a task once, so each delayed task
+        enqueued leads to at least one such empty wake-up (in this worker or another). A
+        wake-up that brought a task costs no promoter call (a Redis round trip per task).
+        """
+        if learn or self.promoter.stale():
+            await self.promoter.tick()  # promote what is due and learn when the next one is
         timeout = self.settings.idle_wait
         if self.promoter.next_due is not None:
             timeout = min(timeout, max(self.promoter.next_due - self.clock.now(), 0.0))
         if timeout <= 0:
             return
-        self._wake.clear()
         waiter = asyncio.create_task(
             self.broker.wait_for_work([q.name for q in self.settings.queues], timeout)
         )
-        woken = asyncio.create_task(self._wake.wait())
+        woken = asyncio.create_task(self._stopping.wait())
         done, _ = await asyncio.wait({waiter, woken}, return_when=asyncio.FIRST_COMPLETED)
         for t in (waiter, woken):
             if t not in done:

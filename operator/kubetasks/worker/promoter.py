@@ -22,6 +22,16 @@ class Promoter:
         self.settings = settings
         self.next_due: float | None = None
         """Epoch seconds when the earliest scheduled task of any served queue is due."""
+        self.checked_at: float | None = None
+        """When ``next_due`` was learned (epoch seconds)."""
+
+    def stale(self) -> bool:
+        """Whether ``next_due`` is not to be trusted: never learned, older than the promote
+        interval, or already passed."""
+        now = self.broker.clock.now()
+        if self.checked_at is None or now - self.checked_at >= self.settings.promote_interval:
+            return True
+        return self.next_due is not None and self.next_due <= now
 
     def interval(self) -> float:
         if self.next_due is None:
@@ -30,6 +40,7 @@ class Promoter:
         return min(max(wait, 0.005), self.settings.promote_interval)
 
     async def tick(self) -> None:
+        checked_at = self.broker.clock.now()
         earliest: float | None = None
         for queue in self.settings.queues:
             moved, next_due = await self.broker.promote(queue.name)
@@ -37,4 +48,4 @@ class Promoter:
                 moved, next_due = await self.broker.promote(queue.name)
             if next_due is not None and (earliest is None or next_due < earliest):
                 earliest = next_due
-        self.next_due = earliest
+        self.next_due, self.checked_at = earliest, checked_at
