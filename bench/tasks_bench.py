@@ -5,15 +5,18 @@ and worker processes that report status to the Task resources, then creates N Ta
 the API (as `kubectl apply` would) and measures:
 
 * throughput: Tasks per second from the first create to the last Succeeded, with Tasks
-  created as fast as the API server accepts them (closed loop, 16 clients);
+  created as fast as the API server accepts them (closed loop, ``--clients`` concurrent
+  clients: more clients queue more requests in the API server, so latency grows with them);
 * create -> Running and create -> Succeeded latency (p50, p99), using the times the worker
-  recorded in status.startedAt / status.finishedAt against the client's create time, both
-  at that saturating load and at fixed create rates (``--rates``, open loop);
+  recorded in status.startedAt / status.finishedAt against the time the client sent the
+  create, and how long the create request itself took (p50), both at those saturating
+  loads and at fixed create rates (``--rates``, open loop);
 * CPU per component and API requests per Task (from the API server's own metrics);
 * the API server's own limit: creates and status writes with no operator or worker;
 
 next to the same N tasks submitted through the Redis-only client (the fast path), measured
-the same way from the Redis records. Run: `.venv/bin/python bench/tasks_bench.py [--tasks N]`
+the same way from the Redis records. Each run's Tasks are deleted before the next, so every
+run starts from the same store. Run: `.venv/bin/python bench/tasks_bench.py [--tasks N]`
 (`make bench-tasks`).
 """
 
@@ -32,7 +35,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 from kubernetes import client as k8s
@@ -94,17 +97,24 @@ def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
 
 
 async def create_and_follow(
-    plane: ControlPlane, namespace: str, n: int, rate: float | None = None, timeout: float = 600
-) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
-    """Create ``n`` Tasks from 16 concurrent clients on kept-alive connections (what 16
-    `kubectl apply` loops, or a Go client, do) while a watch follows them until all have
-    Succeeded; returns each Task's create time and its final object. With ``rate``, Task i
-    is created at i/rate seconds (open loop) instead of as fast as the server answers."""
+    plane: ControlPlane,
+    namespace: str,
+    n: int,
+    rate: float | None = None,
+    clients: int = 16,
+    timeout: float = 600,
+) -> tuple[dict[str, float], dict[str, float], dict[str, dict[str, Any]]]:
+    """Create ``n`` Tasks from ``clients`` concurrent clients on kept-alive connections
+    (what that many `kubectl apply` loops, or a Go client, do) while a watch follows them
+    until all have Succeeded; returns each Task's create time (request sent), how long the
+    create request took, and the final object. With ``rate``, Task i is created at i/rate
+    seconds (open loop) instead of as fast as the server answers."""
     created: dict[str, float] = {}
+    answered: dict[str, float] = {}
     finished: dict[str, dict[str, Any]] = {}
     all_done = asyncio.Event()
     todo = iter(range(n))
-    connector = aiohttp.TCPConnector(ssl=plane.admin.ssl_context(), limit=17)
+    connector = aiohttp.TCPConnector(ssl=plane.admin.ssl_context(), limit=clients + 1)
     path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/tasks"
     async with aiohttp.ClientSession(plane.server, connector=connector) as session:
 
@@ -156,16 +166,33 @@ async def create_and_follow(
                     if response.status != 201:
                         raise RuntimeError(f"create {name}: HTTP {response.status}")
                 created[name] = start
+                answered[name] = time.time() - start
 
         watch = asyncio.create_task(follow())
         await asyncio.sleep(0.5)  # the watch is open before the first create
         begin = time.time()
-        await asyncio.gather(*(client() for _ in range(16)))
+        await asyncio.gather(*(client() for _ in range(clients)))
         try:
             await asyncio.wait_for(all_done.wait(), timeout)
         finally:
             watch.cancel()
-    return created, finished
+    return created, answered, finished
+
+
+def remove_tasks(api: k8s.ApiClient, namespace: str, timeout: float = 300) -> None:
+    """Delete a run's Tasks and wait until they are gone: the API server's cost per write
+    grows with the objects it holds (a larger heap to collect), and each run should start
+    from the same store, not from the previous runs' thousands of Tasks."""
+    custom = k8s.CustomObjectsApi(api)
+    custom.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, "tasks")
+    deadline = time.monotonic() + timeout
+    while True:
+        listing = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "tasks", limit=1)
+        if not cast(dict[str, Any], listing)["items"]:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Tasks of namespace {namespace} still there after {timeout}s")
+        time.sleep(0.5)
 
 
 def run_api(
@@ -175,9 +202,10 @@ def run_api(
     workers: int,
     work: Path,
     rate: float | None = None,
+    clients: int = 16,
 ) -> dict[str, Any]:
     env = os.environ | {"KUBECONFIG": str(plane.kubeconfig), "KUBETASKS_REDIS_URL": redis_url}
-    namespace = f"bench-{int(rate)}" if rate else "bench-max"
+    namespace = f"bench-{int(rate)}" if rate else f"bench-max-{clients}"
     api = plane.api_client()
     core = k8s.CoreV1Api(api)
     core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=namespace)))
@@ -196,12 +224,13 @@ def run_api(
     pids |= {f"worker-{i}": p.pid for i, p in enumerate(procs[1:])}
     cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     requests_before = api_requests(plane)
-    created, finished = asyncio.run(create_and_follow(plane, namespace, n, rate))
+    created, answered, finished = asyncio.run(create_and_follow(plane, namespace, n, rate, clients))
     first = min(created.values())
     create_seconds = max(created.values()) - first
     cpu = cpu_use(pids, cpu_before, time.time() - first)
     requests = api_requests(plane) - requests_before
     per_task = ", ".join(f"{what} {count / n:.2f}" for what, count in requests.most_common())
+    remove_tasks(api, namespace)  # while the operator runs, in case any has a finalizer
     for proc in procs:
         proc.terminate()
     for proc in procs:
@@ -218,7 +247,7 @@ def run_api(
     last = max(parse_timestamp(t["status"]["finishedAt"]) for t in succeeded)
     return {
         "path": "Task resources, "
-        + (f"created at {rate:g}/s" if rate else "created as fast as accepted"),
+        + (f"created at {rate:g}/s" if rate else f"{clients} clients creating at once"),
         "n": n,
         "succeeded": len(succeeded),
         "create_rate": n / create_seconds,
@@ -227,6 +256,7 @@ def run_api(
         "running_p99": pct(to_running, 0.99),
         "done_p50": pct(to_done, 0.5),
         "done_p99": pct(to_done, 0.99),
+        "create_p50": pct(list(answered.values()), 0.5),
         "cpu": cpu,
         "requests": per_task,
     }
@@ -244,11 +274,13 @@ async def run_redis(redis_url: str, n: int, workers: int, work: Path) -> dict[st
     async with AsyncClient(redis_url) as client:
         first = time.time()
         created: dict[str, float] = {}
+        answered: list[float] = []
 
         async def one(i: int) -> None:
             start = time.time()
             handle = await client.enqueue("kubetasks.echo", i, queue="fast")
             created[handle.id] = start
+            answered.append(time.time() - start)
 
         for start in range(0, n, 16):  # 16 concurrent producers, as for the API path
             await asyncio.gather(*(one(i) for i in range(start, min(start + 16, n))))
@@ -273,6 +305,7 @@ async def run_redis(redis_url: str, n: int, workers: int, work: Path) -> dict[st
         "running_p99": pct(to_running, 0.99),
         "done_p50": pct(to_done, 0.5),
         "done_p99": pct(to_done, 0.99),
+        "create_p50": pct(answered, 0.5),
     }
 
 
@@ -331,14 +364,15 @@ async def run_ceiling(plane: ControlPlane, n: int) -> dict[str, float]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| path | tasks | succeeded | create/s | end-to-end tasks/s | create→Running p50 | p99 |"
-        " create→Succeeded p50 | p99 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| path | tasks | succeeded | create/s | end-to-end tasks/s | create request p50 |"
+        " create→Running p50 | p99 | create→Succeeded p50 | p99 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['path']} | {r['n']} | {r['succeeded']} | {r['create_rate']:.0f} |"
-            f" {r['throughput']:.0f} | {r['running_p50'] * 1000:.0f} ms |"
+            f" {r['throughput']:.0f} | {r['create_p50'] * 1000:.0f} ms |"
+            f" {r['running_p50'] * 1000:.0f} ms |"
             f" {r['running_p99'] * 1000:.0f} ms | {r['done_p50'] * 1000:.0f} ms |"
             f" {r['done_p99'] * 1000:.0f} ms |"
         )
@@ -351,8 +385,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument(
         "--rates",
-        default="25,50,100",
+        default="50,100,150,200",
         help="open-loop create rates (Tasks/s) to measure latency at",
+    )
+    parser.add_argument(
+        "--clients",
+        default="16",
+        help="concurrent creating clients for the as-fast-as-accepted runs (comma-separated)",
     )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "TASKS_RESULTS.md")
     ns = parser.parse_args()
@@ -361,7 +400,13 @@ def main() -> None:
         with plane.api_client() as api:
             apply_crds(JsonApi(api), REPO / "crds")
         ceiling = asyncio.run(run_ceiling(plane, ns.tasks))
-        rows = [run_api(plane, redis_server.url, ns.tasks, ns.workers, work)]
+        with plane.api_client() as api:
+            remove_tasks(api, "ceiling")
+        rows = [
+            run_api(plane, redis_server.url, ns.tasks, ns.workers, work, clients=int(c))
+            for c in ns.clients.split(",")
+            if c
+        ]
         for rate in (float(r) for r in ns.rates.split(",") if r):
             rows.append(run_api(plane, redis_server.url, ns.tasks, ns.workers, work, rate))
         rows.append(asyncio.run(run_redis(redis_server.url, ns.tasks, ns.workers, work)))
