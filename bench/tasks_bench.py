@@ -426,6 +426,7 @@ def main() -> None:
         f"# Task resources end to end\n\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores,"
         f" Python {platform.python_version()}; operator, {ns.workers} worker process(es) with"
         " concurrency 100, control plane and Redis all on this machine.\n\n"
+        f"`python bench/tasks_bench.py {' '.join(sys.argv[1:])}`\n\n"
     )
     ns.out.write_text(header + text + "\n\nLogs: " + str(work) + "\n")
 
