@@ -87,7 +87,7 @@ class Worker:
         self._wake = asyncio.Event()
         """Set when a slot frees up (a full worker waits for it) and when stopping."""
         self._stopping = asyncio.Event()
-        self._closing = False
+        """Set once the worker is told to stop: no more fetching, an idle wait ends."""
         self.promoter = Promoter(broker, settings)
         self.reclaimer = Reclaimer(broker, settings, report=self._report_ended)
         self.heartbeat = Heartbeat(
@@ -134,7 +134,6 @@ class Worker:
 
     async def _watch(self, stop: asyncio.Event) -> None:
         await stop.wait()
-        self._closing = True
         self._stopping.set()
         self._wake.set()
 
@@ -142,7 +141,7 @@ class Worker:
         settings = self.settings
         drained = True  # the last fetch took less than it asked for: the queues were empty
         learn = True  # ...and took nothing at all, so the promoter should look again
-        while not self._closing:
+        while not self._stopping.is_set():
             free = settings.concurrency - len(self.running)
             if free <= 0:
                 self._wake.clear()
@@ -213,7 +212,7 @@ class Worker:
 
     async def _drain(self) -> None:
         """Let running tasks finish within the grace period; hand the rest back unspent."""
-        self._closing = True
+        self._stopping.set()
         tasks = [r.task for r in self.running.values() if r.task is not None]
         if tasks:
             log.info(
