@@ -35,7 +35,7 @@ test-fast: install  ## the tests that need only Redis
 	$(BIN)/pytest -m 'not controlplane'
 
 demo: install controlplane  ## the product end to end on a local control plane (ARGS=--keep to stay up)
-	$(PY) -m kubetasks.demo $(ARGS)
+	$(PY) -m devenv.demo $(ARGS)
 
 crds: install  ## regenerate crds/ from the models and the chart's copies from crds/
 	$(PY) -m kubetasks.crdgen

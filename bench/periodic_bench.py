@@ -34,10 +34,10 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes import watch
 
-from kubetasks.dev.controlplane import ControlPlane
-from kubetasks.dev.crds import apply_crds
-from kubetasks.dev.kubeapi import JsonApi
-from kubetasks.dev.redis_server import RedisServer, free_port
+from devenv.controlplane import ControlPlane
+from devenv.crds import apply_crds
+from devenv.kubeapi import JsonApi
+from devenv.redis_server import RedisServer, free_port
 from kubetasks.scheduling import parse_rfc3339
 
 REPO = Path(__file__).resolve().parents[1]

@@ -35,12 +35,12 @@ from pathlib import Path
 
 from kubernetes import client as k8s
 
+from devenv.controlplane import ControlPlane
+from devenv.crds import apply_crds
+from devenv.kubeapi import JsonApi
+from devenv.kubelet import ProcessKubelet
+from devenv.redis_server import RedisServer, free_port
 from kubetasks.client import AsyncClient, TaskRequest
-from kubetasks.dev.controlplane import ControlPlane
-from kubetasks.dev.crds import apply_crds
-from kubetasks.dev.kubeapi import JsonApi
-from kubetasks.dev.kubelet import ProcessKubelet
-from kubetasks.dev.redis_server import RedisServer, free_port
 from kubetasks.queue import TaskInfo
 
 REPO = Path(__file__).resolve().parents[1]

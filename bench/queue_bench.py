@@ -469,7 +469,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 async def main(ns: argparse.Namespace) -> None:
-    from kubetasks.dev.redis_server import RedisServer
+    from devenv.redis_server import RedisServer
 
     WORK.mkdir(exist_ok=True)
     failed = install_failures()

@@ -40,11 +40,11 @@ from typing import Any, cast
 import aiohttp
 from kubernetes import client as k8s
 
+from devenv.controlplane import ControlPlane
+from devenv.crds import apply_crds
+from devenv.kubeapi import JsonApi
+from devenv.redis_server import RedisServer, free_port
 from kubetasks.client import AsyncClient
-from kubetasks.dev.controlplane import ControlPlane
-from kubetasks.dev.crds import apply_crds
-from kubetasks.dev.kubeapi import JsonApi
-from kubetasks.dev.redis_server import RedisServer, free_port
 from kubetasks.transitions import finished_patch, parse_timestamp
 
 REPO = Path(__file__).resolve().parents[1]

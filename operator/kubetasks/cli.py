@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 from typing import Any
 
 from kubetasks import __version__
@@ -290,12 +291,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _register_optional(sub: Any) -> None:
-    """Subcommands whose modules pull in Kubernetes libraries register themselves."""
-    try:
-        from kubetasks.dev import commands as dev_commands
-    except ImportError:
-        return
-    dev_commands.register(sub)
+    """Subcommands that other distributions or packages add (entry point group
+    ``kubetasks.commands``): ``kubetasks dev`` comes from the ``devenv`` package of a source
+    checkout, which the images do not contain, so the product never imports it."""
+    for entry in entry_points(group="kubetasks.commands"):
+        try:
+            register = entry.load()
+        except ImportError:
+            continue  # declared by the installed metadata but not shipped (the images)
+        register(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

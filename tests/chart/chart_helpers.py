@@ -1,7 +1,7 @@
 """Rendering the chart with the real helm binary, and the checks every rendering must pass.
 
 helm is the one ``make controlplane`` builds from the pinned Go module (found through
-``kubetasks.dev.binaries``); a missing binary is an error that says how to build it, not a skip.
+``devenv.binaries``); a missing binary is an error that says how to build it, not a skip.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from kubetasks.dev.binaries import KUBERNETES_VERSION, find_binary
+from devenv.binaries import KUBERNETES_VERSION, find_binary
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "kubetasks"

@@ -36,10 +36,10 @@ from chart_helpers import (
 )
 from kubernetes import client as k8s
 
+from devenv.controlplane import ControlPlane
+from devenv.crds import apply_crds
+from devenv.kubeapi import JsonApi
 from fixtures.controlplane import Impersonate, Kubectl
-from kubetasks.dev.controlplane import ControlPlane
-from kubetasks.dev.crds import apply_crds
-from kubetasks.dev.kubeapi import JsonApi
 
 GROUP, VERSION = "kubetasks.dev", "v1alpha1"
 RBAC_API = "/apis/rbac.authorization.k8s.io/v1"

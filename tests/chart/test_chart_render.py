@@ -27,7 +27,7 @@ from chart_helpers import (
     render,
 )
 
-from kubetasks.dev.binaries import KUBERNETES_VERSION
+from devenv.binaries import KUBERNETES_VERSION
 
 FULL = f"{RELEASE}-kubetasks"
 OPERATOR_SA = f"{FULL}-operator"

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
+from devenv.controlplane import ControlPlane
 from fixtures.controlplane import Kubectl
 from fixtures.operator import TERMINAL, Operator, StartWorkers, Tasks, kube_env
-from kubetasks.dev.controlplane import ControlPlane
 from kubetasks.scheduling import parse_rfc3339
 
 GROUP, VERSION = "kubetasks.dev", "v1alpha1"

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
+from devenv.controlplane import ControlPlane
+from devenv.kubelet import ProcessKubelet
 from fixtures.operator import Operator, kube_env
 from kubetasks.client import AsyncClient, TaskRequest
-from kubetasks.dev.controlplane import ControlPlane
-from kubetasks.dev.kubelet import ProcessKubelet
 from kubetasks.queue import Broker
 
 GROUP, VERSION = "kubetasks.dev", "v1alpha1"

@@ -1,6 +1,6 @@
 """``kubetasks dev up|status|down`` as a user runs them: separate processes, one state dir.
 
-The commands are run through ``python -m kubetasks.dev.commands`` so these tests exercise
+The commands are run through ``python -m devenv.commands`` so these tests exercise
 exactly the code behind ``kubetasks dev`` without depending on how the main CLI is wired.
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from kubetasks.dev.binaries import find_kubectl
-from kubetasks.dev.kubelet import PID_ANNOTATION, PROCESS_KUBELET_LABEL
+from devenv.binaries import find_kubectl
+from devenv.kubelet import PID_ANNOTATION, PROCESS_KUBELET_LABEL
 
 pytestmark = pytest.mark.controlplane
 
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.controlplane
 def dev(state: Path, *args: str, timeout: float = 100) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, KUBETASKS_DEV_DIR=str(state))
     return subprocess.run(
-        [sys.executable, "-m", "kubetasks.dev.commands", *args],
+        [sys.executable, "-m", "devenv.commands", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -20,13 +20,13 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-import kubetasks.dev.controlplane as controlplane_module
+import devenv.controlplane as controlplane_module
+from devenv.binaries import KUBERNETES_VERSION, find_kubectl
+from devenv.controlplane import ControlPlane
+from devenv.kubelet import PID_ANNOTATION, PROCESS_KUBELET_LABEL, ProcessKubelet
+from devenv.processes import is_running
+from devenv.redis_server import free_port
 from fixtures.controlplane import Impersonate, Kubectl
-from kubetasks.dev.binaries import KUBERNETES_VERSION, find_kubectl
-from kubetasks.dev.controlplane import ControlPlane
-from kubetasks.dev.kubelet import PID_ANNOTATION, PROCESS_KUBELET_LABEL, ProcessKubelet
-from kubetasks.dev.processes import is_running
-from kubetasks.dev.redis_server import free_port
 
 pytestmark = pytest.mark.controlplane
 

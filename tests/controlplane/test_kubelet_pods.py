@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client as k8s
 
-from kubetasks.dev.kubelet import PROCESS_KUBELET_LABEL, ProcessKubelet
+from devenv.kubelet import PROCESS_KUBELET_LABEL, ProcessKubelet
 
 pytestmark = pytest.mark.controlplane
 

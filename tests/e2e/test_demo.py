@@ -1,6 +1,6 @@
 """`make demo` end to end: the demo applies examples/ and waits for every outcome it promises.
 
-The demo runs as a user runs it (``python -m kubetasks.demo``), in its own state directory:
+The demo runs as a user runs it (``python -m devenv.demo``), in its own state directory:
 its own control plane, Redis, process kubelet and operator. It exits 0 only when hello, the
 retried Task, the chain, two PeriodicTask runs and the 40-Task burst all succeeded and the
 pool went up from zero and back down; this test also checks the screen it leaves and that
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from kubetasks.dev.env import DevEnvironment
+from devenv.env import DevEnvironment
 
 
 @pytest.mark.controlplane
@@ -23,7 +23,7 @@ from kubetasks.dev.env import DevEnvironment
 def test_make_demo_runs_the_examples_to_completion(tmp_path: Path) -> None:
     state = tmp_path / "demo"
     done = subprocess.run(
-        [sys.executable, "-m", "kubetasks.demo", "--state-dir", str(state), "--timeout", "300"],
+        [sys.executable, "-m", "devenv.demo", "--state-dir", str(state), "--timeout", "300"],
         capture_output=True,
         text=True,
         timeout=400,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from devenv.redis_server import free_port
 from kubetasks.client import AsyncClient
-from kubetasks.dev.redis_server import free_port
 from kubetasks.errors import TaskFailedError
 
 TESTS = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ templates). Every other pod stays Pending, exactly as it would on a cluster with
 For each labelled pod it
 
 * binds the pod to its node (``pods/binding``, what the scheduler does);
-* starts the first container's command as a local process (see :mod:`kubetasks.dev.podspec`),
+* starts the first container's command as a local process (see :mod:`devenv.podspec`),
   with ``KUBECONFIG`` pointing at a token of the pod's service account, so the process has
   exactly the pod's RBAC permissions, as it would in a cluster;
 * reports ``Running``/``Ready`` with the process id in the ``kubetasks.dev/pid`` annotation
@@ -42,10 +42,10 @@ from typing import Any
 import yaml
 from kubernetes import client as k8s
 
-from kubetasks.dev.binaries import KUBERNETES_VERSION
-from kubetasks.dev.kubeapi import STRATEGIC_MERGE_PATCH, ApiError, JsonApi, JsonObject
-from kubetasks.dev.podspec import ContainerConfigError, command_line, container_env
-from kubetasks.dev.processes import kill_group
+from devenv.binaries import KUBERNETES_VERSION
+from devenv.kubeapi import STRATEGIC_MERGE_PATCH, ApiError, JsonApi, JsonObject
+from devenv.podspec import ContainerConfigError, command_line, container_env
+from devenv.processes import kill_group
 
 PROCESS_KUBELET_LABEL = "kubetasks.dev/process-kubelet"
 """Pods labelled with this key and value ``"true"`` run as local processes."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from kubetasks.dev.kubeapi import JsonApi, JsonObject
+from devenv.kubeapi import JsonApi, JsonObject
 from kubetasks.errors import ConfigurationError
 
 APPLY_PATCH = "application/apply-patch+yaml"

@@ -4,7 +4,7 @@ This is what envtest is for Go operators, with one more piece: kube-controller-m
 too, so Deployments get ReplicaSets and Pods, namespaces are finalized, service accounts get
 tokens and owner references are garbage-collected, exactly as in a cluster. RBAC and the Node
 authorizer are on, so permission mistakes in the chart show up here and not in production.
-There is no scheduler and no kubelet; :mod:`kubetasks.dev.kubelet` plays both for worker pods.
+There is no scheduler and no kubelet; :mod:`devenv.kubelet` plays both for worker pods.
 
 The node lifecycle controller is switched off: the process kubelet only runs while a test or
 ``kubetasks dev up`` wants it, and a controller that tainted the node and evicted its pods
@@ -30,10 +30,10 @@ from pathlib import Path
 import yaml
 from kubernetes import client as k8s
 
-from kubetasks.dev.binaries import KUBERNETES_VERSION, find_binary
-from kubetasks.dev.pki import ClientCert, Pki
-from kubetasks.dev.processes import ManagedProcess, is_running, read_pidfile, rss_kib
-from kubetasks.dev.redis_server import free_port
+from devenv.binaries import KUBERNETES_VERSION, find_binary
+from devenv.pki import ClientCert, Pki
+from devenv.processes import ManagedProcess, is_running, read_pidfile, rss_kib
+from devenv.redis_server import free_port
 from kubetasks.errors import ConfigurationError
 
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"

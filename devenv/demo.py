@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubetasks.dev.binaries import find_kubectl
-from kubetasks.dev.controlplane import ControlPlaneError
-from kubetasks.dev.env import DevEnvironment, default_state_dir
+from devenv.binaries import find_kubectl
+from devenv.controlplane import ControlPlaneError
+from devenv.env import DevEnvironment, default_state_dir
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 NAMESPACE = "kubetasks-demo"
 WORKER_ACCOUNT = "kubetasks-worker"
 #: What the chart gives worker pods (templates/worker/rbac.yaml): read Tasks, patch their
@@ -205,7 +205,7 @@ class Demo:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kubetasks.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devenv.demo", description=__doc__)
     parser.add_argument("--keep", action="store_true", help="leave everything running")
     parser.add_argument(
         "--state-dir", type=Path, default=default_state_dir().parent / "demo",

@@ -1,6 +1,6 @@
 """The ``kubetasks dev`` commands: ``up``, ``down``, ``status`` and ``kubelet``.
 
-``register`` plugs them into the main CLI; ``python -m kubetasks.dev.commands`` runs them on
+``register`` plugs them into the main CLI; ``python -m devenv.commands`` runs them on
 their own, which the harness tests use so they do not depend on the rest of the CLI.
 """
 
@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kubetasks.dev.controlplane import ControlPlane
-from kubetasks.dev.env import DevEnvironment, default_state_dir
-from kubetasks.dev.kubelet import DEFAULT_NODE_NAME, ProcessKubelet
+from devenv.controlplane import ControlPlane
+from devenv.env import DevEnvironment, default_state_dir
+from devenv.kubelet import DEFAULT_NODE_NAME, ProcessKubelet
 from kubetasks.errors import KubetasksError
 
 
@@ -100,7 +100,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m kubetasks.dev.commands up|down|status|kubelet``."""
+    """``python -m devenv.commands up|down|status|kubelet``."""
     parser = argparse.ArgumentParser(prog="kubetasks")
     register(parser.add_subparsers(dest="command", required=True))
     ns = parser.parse_args(["dev", *(sys.argv[1:] if argv is None else argv)])

@@ -17,13 +17,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kubetasks.dev.binaries import cache_dir
-from kubetasks.dev.controlplane import ControlPlane, ControlPlaneError
-from kubetasks.dev.crds import apply_crds
-from kubetasks.dev.kubeapi import ApiError, JsonApi
-from kubetasks.dev.kubelet import DEFAULT_NODE_NAME, KUBELET_ENV
-from kubetasks.dev.processes import ManagedProcess, is_running, read_pidfile, terminate
-from kubetasks.dev.redis_server import RedisServer, free_port
+from devenv.binaries import cache_dir
+from devenv.controlplane import ControlPlane, ControlPlaneError
+from devenv.crds import apply_crds
+from devenv.kubeapi import ApiError, JsonApi
+from devenv.kubelet import DEFAULT_NODE_NAME, KUBELET_ENV
+from devenv.processes import ManagedProcess, is_running, read_pidfile, terminate
+from devenv.redis_server import RedisServer, free_port
 
 _ENV_FILE = "env.json"
 
@@ -210,7 +210,7 @@ class DevEnvironment:
     def _start_kubelet(self, plane: ControlPlane, *, deadline: float) -> None:
         process = ManagedProcess(
             "kubelet",
-            [sys.executable, "-m", "kubetasks.dev.commands", "kubelet", "--state-dir", self.marker],
+            [sys.executable, "-m", "devenv.commands", "kubelet", "--state-dir", self.marker],
             run_dir=self.run_dir,
             log_dir=self.log_dir,
             marker=self.marker,
