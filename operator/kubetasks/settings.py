@@ -61,11 +61,23 @@ def parse_queues(text: str) -> tuple[QueueWeight, ...]:
     return tuple(queues)
 
 
+def worker_id_for_pod(pod: str) -> str:
+    """The worker identity of the worker container of pod ``pod``: the one rule that the
+    worker (naming itself) and the operator (taking back what a deleted pod held) share.
+
+    The identity is stable across restarts of the container in the same pod, and that is
+    what lets a restarted worker take back at once what its previous incarnation held.
+    """
+    return pod
+
+
 def default_worker_id() -> str:
-    """The pod name in Kubernetes (stable per pod), else host, pid and a random suffix."""
+    """The pod's worker identity in Kubernetes (stable per pod), else host, pid and a random
+    suffix (unique per process, so a process outside a pod never takes back another's tasks).
+    """
     pod = os.environ.get("POD_NAME")
     if pod:
-        return pod
+        return worker_id_for_pod(pod)
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
@@ -89,6 +101,8 @@ class WorkerSettings:
     max_batch: int = 100
     """Most tasks leased in one round trip."""
     worker_id: str = field(default_factory=default_worker_id)
+    """Who holds the leases. One live process per identity: a worker starting under an
+    identity takes back every task still leased to it (its previous incarnation crashed)."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:

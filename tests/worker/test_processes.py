@@ -88,3 +88,38 @@ async def test_kill_9_mid_task_loses_nothing(
     assert all(i.result == os.getpid() for i in rerun)
     stats = await client.queue_stats("default")
     assert (stats.processed, stats.pending, stats.active, stats.dead) == (20, 0, 0, 0)
+
+
+async def test_restarted_worker_takes_back_its_own_tasks_at_once(
+    client: AsyncClient, spawn: object, tmp_path: Path
+) -> None:
+    """A container restarted in the same pod keeps the pod's worker identity: the new process
+    returns what the killed one held before leasing anything, long before the lease expires.
+    Another identity does not take it (only lease expiry would, after 60 s here)."""
+    marks = tmp_path / "marks"
+    flags = ("--concurrency", "2", "--lease", "60")
+    first = spawn("--worker-id", "pod-a", *flags)  # type: ignore[operator]
+    handle = await client.enqueue("test.mark_file", str(marks), seconds=1.0, max_retries=3)
+    await wait_until(lambda: len(pids_in(marks)) == 1)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+
+    other = spawn("--worker-id", "pod-b", *flags)  # type: ignore[operator]
+    probe = await client.enqueue("test.mark_file", str(tmp_path / "probe"))
+    assert await probe.result(timeout=10) == other.pid  # serving: past its start-up reclaim
+    assert len(pids_in(marks)) == 1  # ...and it left the other identity's task alone
+    info = await handle.status()
+    assert info is not None and (info.state, info.worker) == ("active", "pod-a")
+    other.kill()
+    other.wait()
+
+    restarted_at = time.monotonic()
+    restarted = spawn("--worker-id", "pod-a", *flags)  # type: ignore[operator]
+    await wait_until(lambda: len(pids_in(marks)) == 2, timeout=10)
+    assert time.monotonic() - restarted_at < 5  # process start-up, not the 60 s lease
+    assert await handle.result(timeout=5) == restarted.pid
+    info = await handle.status()
+    assert info is not None
+    assert (info.state, info.attempts) == ("succeeded", 2)  # the crashed attempt counted
+    stats = await client.queue_stats("default")
+    assert (stats.processed, stats.pending, stats.active, stats.dead) == (2, 0, 0, 0)

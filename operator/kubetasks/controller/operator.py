@@ -30,7 +30,7 @@ from kubetasks.metrics import OperatorMetrics
 from kubetasks.metrics import serve as serve_metrics
 from kubetasks.outcome import ended_outcome
 from kubetasks.queue import Broker, Leased
-from kubetasks.settings import redis_url
+from kubetasks.settings import redis_url, worker_id_for_pod
 from kubetasks.transitions import finished_patch
 
 log = logging.getLogger("kubetasks.operator")
@@ -130,7 +130,7 @@ async def worker_pod_gone(event: kopf.RawEvent, name: str, memo: Any, **_: Any) 
         return
     state: OperatorState = memo.state
     for queue in await state.broker.queues():
-        requeued, dead = await state.broker.reclaim(queue, worker_id=name)
+        requeued, dead = await state.broker.reclaim(queue, worker_id=worker_id_for_pod(name))
         if requeued or dead:
             log.warning(
                 "pod %s vanished holding %d tasks of queue %s", name, requeued + len(dead), queue

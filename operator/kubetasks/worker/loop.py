@@ -141,6 +141,7 @@ class Worker:
         settings = self.settings
         drained = True  # the last fetch took less than it asked for: the queues were empty
         learn = True  # ...and took nothing at all, so the promoter should look again
+        own_taken_back = False  # a previous incarnation's leases are returned before any fetch
         while not self._stopping.is_set():
             free = settings.concurrency - len(self.running)
             if free <= 0:
@@ -148,6 +149,9 @@ class Worker:
                 await self._wake.wait()
                 continue
             try:
+                if not own_taken_back:
+                    await self.reclaimer.take_back_own()
+                    own_taken_back = True
                 if drained:
                     # Every enqueue leaves a wake-up token, so nothing is missed by sleeping
                     # now instead of asking the queues again.
