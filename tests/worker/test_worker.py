@@ -31,6 +31,26 @@ async def test_handler_result_reaches_the_client(
         assert (info.state, info.attempts) == ("succeeded", 1)
 
 
+async def test_each_attempt_is_logged_with_its_outcome(
+    client: AsyncClient, run_worker: RunWorker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What `kubectl logs` of a worker pod shows: one line when an attempt starts, one with
+    its outcome and duration (and the error of a failed one)."""
+    caplog.set_level("INFO", logger="kubetasks.worker")
+    async with run_worker():
+        ok = await client.enqueue("test.add", 2, 3)
+        bad = await client.enqueue("test.permanent", max_retries=0)
+        await ok.result(timeout=5)
+        await wait_until(
+            lambda: any("test.permanent attempt 1 failed" in m for m in caplog.messages)
+        )
+    lines = [m for m in caplog.messages if m.startswith("task ")]
+    assert f"task {ok.id} test.add attempt 1 started" in lines
+    assert any(m.startswith(f"task {ok.id} test.add attempt 1 succeeded in ") for m in lines)
+    (failed,) = [m for m in lines if m.startswith(f"task {bad.id} test.permanent attempt 1 f")]
+    assert failed.endswith(": PermanentTaskError: this input can never work")
+
+
 async def test_higher_priority_runs_first_then_fifo(
     client: AsyncClient, run_worker: RunWorker
 ) -> None:

@@ -27,7 +27,7 @@ from kubetasks.errors import TaskCancelledError, TaskTimeoutError
 from kubetasks.loops import run_every
 from kubetasks.metrics import WorkerMetrics
 from kubetasks.queue import Broker, Leased
-from kubetasks.queue.message import dumps
+from kubetasks.queue.message import TaskMessage, dumps
 from kubetasks.settings import QueueWeight, WorkerSettings
 from kubetasks.worker import registry
 from kubetasks.worker.context import TaskContext
@@ -59,6 +59,12 @@ def queue_order(
         return [q.name for q in sorted(queues, key=lambda q: -q.weight)]
     keyed = sorted(queues, key=lambda q: rand() ** (1.0 / q.weight), reverse=True)
     return [q.name for q in keyed]
+
+
+def _label(msg: TaskMessage) -> str:
+    """How a task is named in the log: its resource (``namespace/name``) when it has one,
+    with the id a Redis-submitted task is known by."""
+    return f"{msg.resource} ({msg.id})" if msg.resource else msg.id
 
 
 class Worker:
@@ -245,6 +251,7 @@ class Worker:
         )
         running = Running(leased, ctx, started=time.monotonic())
         self.running[msg.id] = running
+        log.info("task %s %s attempt %d started", _label(msg), msg.handler, leased.attempt)
         if self.metrics is not None:
             self.metrics.in_flight.set(len(self.running))
         running.task = asyncio.create_task(self._process(running))
@@ -340,10 +347,20 @@ class Worker:
             exc=exc,
             rand=self.rand,
         )
+        took = time.monotonic() - running.started
         if self.metrics is not None:
-            self.metrics.observe(
-                msg.queue, msg.handler, decision.kind, time.monotonic() - running.started
-            )
+            self.metrics.observe(msg.queue, msg.handler, decision.kind, took)
+        log.info(
+            "task %s %s attempt %d %s in %.2fs%s",
+            _label(msg),
+            msg.handler,
+            leased.attempt,
+            decision.kind,
+            took,
+            f": {decision.error.get('type')}: {decision.error.get('message')}"
+            if decision.error
+            else "",
+        )
         if decision.kind == "succeeded":
             assert decision.result is not None
             self._acks[msg.queue].append((running, decision.result))
