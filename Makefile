@@ -6,30 +6,61 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 CACHE ?= $(HOME)/.cache/kubetasks
 
-.PHONY: help install lint test test-fast demo controlplane bench bench-queue bench-tasks crds clean kind-check kind-up kind-deploy kind-down kind-e2e
+.PHONY: help install lock lock-upgrade lint test test-latest test-fast demo controlplane bench bench-queue bench-tasks crds clean kind-check kind-up kind-deploy kind-down kind-e2e
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(VENV)/.installed: pyproject.toml
+# The hash-locked dependencies (requirements/, compiled by uv): runtime.txt is what the images
+# install, dev.txt adds the dev extra; both also lock the build backend, so that the package
+# itself is built with --no-build-isolation from a locked setuptools. Python 3.11 on x86_64
+# Linux, the images' platform, wherever the lock is made.
+LOCKS := requirements/runtime.txt requirements/dev.txt
+LOCK_FLAGS := --quiet --generate-hashes --python-version 3.11 \
+    --python-platform x86_64-unknown-linux-gnu --custom-compile-command 'make lock'
+BUILD_REQUIRES := $(PYTHON) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")'
+LATEST ?= .venv-latest
+
+$(VENV)/.installed: pyproject.toml $(LOCKS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --require-hashes -r requirements/dev.txt
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
-install: $(VENV)/.installed  ## virtualenv with the package and the dev tools
+install: $(VENV)/.installed  ## virtualenv with the package and the locked dev tools (requirements/dev.txt)
+
+lock: install  ## re-compile requirements/ after a change to pyproject.toml, keeping the pins it still allows
+	$(BUILD_REQUIRES) | $(BIN)/uv pip compile pyproject.toml - $(LOCK_FLAGS) $(UPGRADE) -o requirements/runtime.txt
+	$(BUILD_REQUIRES) | $(BIN)/uv pip compile pyproject.toml - --extra dev -c requirements/runtime.txt $(LOCK_FLAGS) $(UPGRADE) -o requirements/dev.txt
+
+lock-upgrade:  ## re-compile requirements/ at the newest versions pyproject.toml allows
+	$(MAKE) lock UPGRADE=--upgrade
+
+# The lint commands with the tools of the virtualenv $(1): the lock's, or test-latest's.
+define lint-with
+$(1)/ruff check .
+$(1)/ruff format --check .
+$(1)/mypy
+$(1)/lint-imports
+endef
 
 lint: install  ## ruff, mypy (strict) and the import-linter layering contracts
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/mypy
-	$(BIN)/lint-imports
+	$(call lint-with,$(BIN))
 
 controlplane: install  ## build etcd, kube-apiserver, kube-controller-manager and helm into $(CACHE)
 	bash tests/controlplane/build.sh
 
 test: install controlplane lint  ## everything: lint, then all test tiers against real Redis and a real control plane
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-latest: controlplane  ## lint and test against the newest versions the ranges allow, in $(LATEST), without the lock
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(BUILD_REQUIRES) | $(LATEST)/bin/pip install -q --upgrade pip -r /dev/stdin
+	$(LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager -e '.[dev]'
+	$(LATEST)/bin/python tests/deps/lock_files.py requirements/dev.txt
+	$(call lint-with,$(LATEST)/bin)
+	$(LATEST)/bin/pytest $(PYTEST_ARGS)
 
 test-fast: install  ## the tests that need only Redis
 	$(BIN)/pytest -m 'not controlplane'
@@ -50,7 +81,7 @@ bench-tasks: install controlplane  ## Task resources through the API server, nex
 bench: bench-queue bench-tasks  ## all benchmarks
 
 clean:  ## remove the virtualenv and caches in the work tree (not $(CACHE))
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench/.venv
+	rm -rf $(VENV) $(LATEST) .mypy_cache .ruff_cache .pytest_cache bench/.venv
 
 # -- kind: the chart and both images on a kind cluster. Needs a running Docker engine and the
 # kind binary; nothing else in this Makefile does. helm: on PATH, else the one `make
