@@ -81,6 +81,17 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
+def operator_identity() -> str:
+    """The operator's name among its kopf peers: the pod name (``$POD_NAME``, from the
+    downward API) in Kubernetes, else host and pid.
+
+    kopf is given it explicitly because its own default starts with the user name
+    (``getpass.getuser()``), which raises for a UID without a passwd entry: the images run
+    as UID 65532 and have none.
+    """
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
     queues: tuple[QueueWeight, ...]

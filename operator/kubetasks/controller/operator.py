@@ -30,7 +30,7 @@ from kubetasks.metrics import OperatorMetrics
 from kubetasks.metrics import serve as serve_metrics
 from kubetasks.outcome import ended_outcome
 from kubetasks.queue import Broker, Leased
-from kubetasks.settings import redis_url, worker_id_for_pod
+from kubetasks.settings import operator_identity, redis_url, worker_id_for_pod
 from kubetasks.transitions import finished_patch
 
 log = logging.getLogger("kubetasks.operator")
@@ -169,5 +169,7 @@ def run(
             peering_name=peering,
             priority=priority,
             liveness_endpoint=liveness,
+            # kopf's Identity is a NewType of str that kopf does not export.
+            identity=cast(Any, operator_identity()),
         )
     )
