@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from devenv.controlplane import ControlPlane
-from devenv.env import DevEnvironment, default_state_dir
+from devenv.env import KUBELETS, DevEnvironment, default_state_dir
 from devenv.kubelet import DEFAULT_NODE_NAME, ProcessKubelet
 from kubetasks.errors import KubetasksError
 
@@ -24,9 +24,13 @@ from kubetasks.errors import KubetasksError
 def cmd_up(ns: argparse.Namespace) -> int:
     env = DevEnvironment(ns.state_dir)
     crds = Path(ns.crds) if ns.crds else None
-    status = env.up(kubelet=not ns.no_kubelet, crds=crds, timeout=ns.timeout)
+    kubelet = "none" if ns.no_kubelet else ns.kubelet
+    status = env.up(kubelet=kubelet, crds=crds, timeout=ns.timeout)
     word = "reusing the running" if status.reused else "started a"
-    print(f"# {word} local environment in {status.state_dir}", file=sys.stderr)
+    print(
+        f"# {word} local environment in {status.state_dir} (kubelet: {status.kubelet})",
+        file=sys.stderr,
+    )
     print(status.exports())
     return 0
 
@@ -41,6 +45,9 @@ def cmd_status(ns: argparse.Namespace) -> int:
     status = DevEnvironment(ns.state_dir).status()
     for name, pid in status.components.items():
         print(f"{name:<24} {'running, pid ' + str(pid) if pid else 'not running'}")
+    print(f"{'kubelet mode':<24} {status.kubelet}")
+    if status.containerd_address:
+        print(f"{'containerd address':<24} {status.containerd_address}")
     print(f"{'healthy':<24} {'yes' if status.healthy else 'no'}")
     if status.healthy:
         print(status.exports())
@@ -69,7 +76,7 @@ def cmd_kubelet(ns: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add ``dev`` with its subcommands to the main CLI's subparsers."""
     dev = subparsers.add_parser(
-        "dev", help="a local control plane, Redis and process kubelet (no Docker needed)"
+        "dev", help="a local control plane, Redis and a process or real kubelet (no Docker needed)"
     )
     sub = dev.add_subparsers(dest="dev_command", required=True)
     common = argparse.ArgumentParser(add_help=False)
@@ -82,7 +89,14 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     up = sub.add_parser(
         "up", parents=[common], help="start (or reuse) the environment; prints export lines"
     )
-    up.add_argument("--no-kubelet", action="store_true", help="do not run the process kubelet")
+    up.add_argument(
+        "--kubelet",
+        choices=KUBELETS,
+        default="process",
+        help="process: pods as local processes (default, fast); real: containerd, kubelet,"
+        " kube-proxy, scheduler and DNS (root, `make node`); none: no kubelet",
+    )
+    up.add_argument("--no-kubelet", action="store_true", help="the same as --kubelet none")
     up.add_argument(
         "--crds", default="crds", help="directory of CRD manifests to apply, if it exists"
     )

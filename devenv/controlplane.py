@@ -4,11 +4,16 @@ This is what envtest is for Go operators, with one more piece: kube-controller-m
 too, so Deployments get ReplicaSets and Pods, namespaces are finalized, service accounts get
 tokens and owner references are garbage-collected, exactly as in a cluster. RBAC and the Node
 authorizer are on, so permission mistakes in the chart show up here and not in production.
-There is no scheduler and no kubelet; :mod:`devenv.kubelet` plays both for worker pods.
+There is no scheduler and no kubelet here: :mod:`devenv.kubelet` plays both for worker pods,
+or :mod:`devenv.node` runs real ones.
 
-The node lifecycle controller is switched off: the process kubelet only runs while a test or
-``kubetasks dev up`` wants it, and a controller that tainted the node and evicted its pods
-whenever the kubelet pauses would make tests depend on timing.
+By default everything listens on loopback and the node lifecycle controller is switched off:
+the process kubelet only runs while a test or ``kubetasks dev up`` wants it, and a controller
+that tainted the node and evicted its pods whenever the kubelet pauses would make tests depend
+on timing. With ``node_ip`` (a real node) the API server listens and advertises there instead,
+so the default endpoint reconciler publishes it as the ``kubernetes`` Service's endpoint for
+kube-proxy, and every controller runs, the node lifecycle one included, so the node's
+``not-ready`` taint clears as in a cluster.
 
 Everything lives under one state directory (certificates, etcd data, logs, pidfiles, the
 kubeconfig, ``controlplane.json`` with the ports), so another process can attach to a running
@@ -56,12 +61,12 @@ class ClusterAccess:
     credentials: ClientCert
 
     def configuration(self) -> k8s.Configuration:
-        conf = k8s.Configuration(
-            host=self.server,
-            ssl_ca_cert=str(self.ca_cert),
-            cert_file=str(self.credentials.cert),
-            key_file=str(self.credentials.key),
-        )
+        # Attributes, not constructor arguments: before 36 the constructor took no TLS ones,
+        # and the tests also run against the lowest kubernetes client the range allows.
+        conf = k8s.Configuration(host=self.server)
+        conf.ssl_ca_cert = str(self.ca_cert)
+        conf.cert_file = str(self.credentials.cert)
+        conf.key_file = str(self.credentials.key)
         return conf
 
     def api_client(self, *, impersonate: str | None = None) -> k8s.ApiClient:
@@ -135,6 +140,8 @@ class ControlPlane:
     """
 
     state_dir: Path
+    node_ip: str | None = None
+    """Listen and advertise on this local address (a real node's), not on loopback."""
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds from the start of ``start()`` to each milestone (for the reports)."""
 
@@ -148,7 +155,7 @@ class ControlPlane:
     # --- where things are -------------------------------------------------------------
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self._port('apiserver')}"
+        return f"https://{self.node_ip or '127.0.0.1'}:{self._port('apiserver')}"
 
     @property
     def etcd_url(self) -> str:
@@ -198,6 +205,7 @@ class ControlPlane:
         except FileNotFoundError as exc:
             raise ControlPlaneError(f"no control plane state in {plane.state_dir}") from exc
         plane._ports = {str(k): int(v) for k, v in saved["ports"].items()}
+        plane.node_ip = saved.get("node_ip")
         return plane
 
     def healthy(self) -> bool:
@@ -240,7 +248,10 @@ class ControlPlane:
     def _start(self, binaries: dict[str, Path], t0: float, deadline: float) -> None:
         self._ports = {"etcd": free_port(), "etcd-peer": free_port(), "apiserver": free_port()}
         (self.state_dir / _STATE_FILE).write_text(
-            json.dumps({"version": KUBERNETES_VERSION, "ports": self._ports}, indent=2)
+            json.dumps(
+                {"version": KUBERNETES_VERSION, "ports": self._ports, "node_ip": self.node_ip},
+                indent=2,
+            )
         )
         self._spawn("etcd", [str(binaries["etcd"]), *self._etcd_args()])
         self._wait("etcd", deadline, self._etcd_ready)
@@ -319,27 +330,36 @@ class ControlPlane:
 
     def _apiserver_args(self) -> list[str]:
         pki = self.pki
-        return [
+        address = self.node_ip or "127.0.0.1"
+        args = [
             f"--etcd-servers={self.etcd_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={address}",
+            f"--advertise-address={address}",
             f"--secure-port={self._ports['apiserver']}",
             f"--cert-dir={self.state_dir / 'apiserver-certs'}",
             f"--tls-cert-file={pki.serving.cert}",
             f"--tls-private-key-file={pki.serving.key}",
             f"--client-ca-file={pki.ca_cert}",
             "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
             f"--service-account-key-file={pki.service_account_pub}",
             f"--service-account-signing-key-file={pki.service_account_key}",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            # `kubectl logs` and `exec` go through the kubelet: verify it, show it who we are.
+            f"--kubelet-client-certificate={pki.kubelet_client.cert}",
+            f"--kubelet-client-key={pki.kubelet_client.key}",
+            f"--kubelet-certificate-authority={pki.ca_cert}",
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
             "--allow-privileged=true",
-            # No node runs the `kubernetes` Service's endpoints, and a loopback address is not
-            # a valid endpoint: skip maintaining them instead of logging errors forever.
-            "--endpoint-reconciler-type=none",
             "--profiling=false",
             "--v=0",
         ]
+        if self.node_ip is None:
+            # No node runs the `kubernetes` Service's endpoints, and a loopback address is not
+            # a valid endpoint: skip maintaining them instead of logging errors forever.
+            args.append("--endpoint-reconciler-type=none")
+        return args
 
     def _kcm_args(self, kubeconfig: Path) -> list[str]:
         pki = self.pki
@@ -353,7 +373,7 @@ class ControlPlane:
             f"--cluster-signing-cert-file={pki.ca_cert}",
             f"--cluster-signing-key-file={pki.ca_key}",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-            "--controllers=*,-node-lifecycle-controller",
+            "--controllers=*" if self.node_ip else "--controllers=*,-node-lifecycle-controller",
             "--v=0",
         ]
 

@@ -1,9 +1,12 @@
 """``kubetasks dev up|down|status``: one local environment that outlives the command.
 
-``up`` starts the control plane, a Redis and the process kubelet as background processes
-and returns; every file they use is under one state directory (``$KUBETASKS_DEV_DIR``, default
+``up`` starts the control plane, a Redis and a kubelet as background processes and returns;
+every file they use is under one state directory (``$KUBETASKS_DEV_DIR``, default
 ``~/.cache/kubetasks/dev``), so ``down`` or ``status`` from any other shell finds them through
-the pidfiles. A second ``up`` reuses a healthy environment and replaces a broken or stale one
+the pidfiles. The kubelet is one of three (``--kubelet``): ``process`` (the default, fast:
+worker pods as local processes, :mod:`devenv.kubelet`), ``real`` (containerd, kubelet,
+kube-proxy, kube-scheduler and CoreDNS on a bridge network, :mod:`devenv.node`) or ``none``.
+A second ``up`` reuses a healthy environment and replaces a broken or stale one
 (processes gone after a reboot, say) instead of starting a second copy next to it.
 """
 
@@ -17,15 +20,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devenv import network
 from devenv.binaries import cache_dir
 from devenv.controlplane import ControlPlane, ControlPlaneError
 from devenv.crds import apply_crds
 from devenv.kubeapi import ApiError, JsonApi
 from devenv.kubelet import DEFAULT_NODE_NAME, KUBELET_ENV
+from devenv.node import COMPONENTS as NODE_COMPONENTS
+from devenv.node import RealNode, check_machine
+from devenv.node import cleanup as cleanup_node
 from devenv.processes import ManagedProcess, is_running, read_pidfile, terminate
 from devenv.redis_server import RedisServer, free_port
 
 _ENV_FILE = "env.json"
+KUBELETS = ("process", "real", "none")
 
 
 def default_state_dir() -> Path:
@@ -45,12 +53,18 @@ class DevStatus:
     """Component name -> pid when running, None when not."""
     healthy: bool = False
     reused: bool = False
+    kubelet: str = "none"
+    """Which kubelet the environment runs: ``process``, ``real`` or ``none``."""
+    containerd_address: Path | None = None
+    """The real node's containerd socket (``kubelet == "real"``), else None."""
 
     def exports(self) -> str:
         """Shell lines to point kubectl, helm and kubetasks at this environment."""
         lines = [f"export KUBECONFIG={self.kubeconfig}"]
         if self.redis_url:
             lines.append(f"export KUBETASKS_REDIS_URL={self.redis_url}")
+        if self.containerd_address:
+            lines.append(f"export KUBETASKS_CONTAINERD_ADDRESS={self.containerd_address}")
         return "\n".join(lines)
 
 
@@ -82,6 +96,16 @@ class DevEnvironment:
         return self.state_dir / "kubelet"
 
     @property
+    def containerd_address(self) -> Path:
+        """The real node's containerd socket (there only while ``up(kubelet="real")`` runs)."""
+        return self.node.containerd_address
+
+    @property
+    def node(self) -> RealNode:
+        """The real node of this environment (its processes run only with ``kubelet="real"``)."""
+        return RealNode(self.state_dir, self.run_dir, self.log_dir)
+
+    @property
     def marker(self) -> str:
         """Every process we start mentions this in its command line (see processes.py)."""
         return str(self.state_dir)
@@ -103,30 +127,49 @@ class DevEnvironment:
                 running = is_running(plane_pid, self.marker)
                 result.components[name] = plane_pid if running else None
             plane_ok = plane.healthy()
-        for name in ("redis", "kubelet"):
+        result.kubelet = _kubelet_mode(saved.get("kubelet", "none"))
+        names = ["redis", *(NODE_COMPONENTS if result.kubelet == "real" else ["kubelet"])]
+        for name in names:
             pid = read_pidfile(self.run_dir / f"{name}.pid")
             result.components[name] = (
                 pid if pid is not None and is_running(pid, self.marker) else None
             )
         expected = {"etcd", "kube-apiserver", "kube-controller-manager", "redis"}
-        if saved.get("kubelet"):
+        if result.kubelet == "process":
             expected.add("kubelet")
+        elif result.kubelet == "real":
+            expected.update(NODE_COMPONENTS)
+            result.containerd_address = self.containerd_address
         result.healthy = plane_ok and all(result.components.get(name) for name in expected)
         return result
 
     def up(
-        self, *, kubelet: bool = True, crds: Path | None = None, timeout: float = 120.0
+        self,
+        *,
+        kubelet: str | bool = "process",
+        crds: Path | None = None,
+        timeout: float = 120.0,
     ) -> DevStatus:
-        """Reuse a healthy environment, else clean up what is left and start a fresh one."""
+        """Reuse a healthy environment with the same kubelet, else clean up what is left and
+        start a fresh one. ``kubelet``: ``process``, ``real`` or ``none`` (True and False
+        mean ``process`` and ``none``, as before there were three)."""
+        mode = _kubelet_mode(kubelet)
+        if mode == "real":
+            check_machine(self.state_dir)  # before touching anything: say exactly why not
         current = self.status()
-        if current.healthy and (not kubelet or current.components.get("kubelet")):
+        if current.healthy and current.kubelet == mode:
             current.reused = True
             return current
         self.down()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.log_dir, ignore_errors=True)
         try:
-            plane = ControlPlane(self.control_plane_dir).start(timeout=timeout)
+            (self.state_dir / _ENV_FILE).write_text(json.dumps({"kubelet": mode}, indent=2))
+            if mode == "real":
+                network.setup(self.state_dir)  # the API server listens on the node address
+            plane = ControlPlane(
+                self.control_plane_dir, node_ip=network.NODE_IP if mode == "real" else None
+            ).start(timeout=timeout)
             redis = RedisServer(data_dir=self.state_dir / "redis").start()
             assert redis.process is not None
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -135,13 +178,15 @@ class DevEnvironment:
             if redis.process.stderr:
                 redis.process.stderr.close()
             (self.state_dir / _ENV_FILE).write_text(
-                json.dumps({"redis_port": redis.port, "kubelet": kubelet}, indent=2)
+                json.dumps({"redis_port": redis.port, "kubelet": mode}, indent=2)
             )
             if crds is not None and crds.is_dir():
                 with plane.api_client() as api:
                     apply_crds(JsonApi(api), crds)
-            if kubelet:
+            if mode == "process":
                 self._start_kubelet(plane, deadline=time.monotonic() + 30)
+            elif mode == "real":
+                self.node.start(plane, timeout=timeout)
         except BaseException:
             self.down()
             raise
@@ -181,6 +226,8 @@ class DevEnvironment:
         operator_pid = read_pidfile(self.run_dir / "operator.pid")
         if operator_pid is not None:
             terminate(operator_pid, self.marker, timeout=20)
+        if _kubelet_mode(self._saved().get("kubelet", "none")) == "real" or self.node.dir.exists():
+            cleanup_node(self.state_dir, self.run_dir, self.log_dir)
         kubelet_pid = read_pidfile(self.run_dir / "kubelet.pid")
         if kubelet_pid is not None:
             terminate(kubelet_pid, self.marker, timeout=20)  # it stops its pods' processes
@@ -192,7 +239,8 @@ class DevEnvironment:
         redis_pid = read_pidfile(self.run_dir / "redis.pid")
         if redis_pid is not None:
             terminate(redis_pid, self.marker)
-        for name in ("controlplane", "redis", "run", "kubelet", _ENV_FILE):
+        network.teardown(self.state_dir)  # after the API server: it listened on the bridge
+        for name in ("controlplane", "redis", "run", "kubelet", "node", _ENV_FILE):
             path = self.state_dir / name
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
@@ -250,3 +298,14 @@ class DevEnvironment:
                 continue
             if needle in environ.split(b"\0"):
                 terminate(int(entry.name), timeout=5)
+
+
+def _kubelet_mode(value: object) -> str:
+    """``process``, ``real`` or ``none``; True/False from older callers and env.json files."""
+    if value is True:
+        return "process"
+    if value is False or value is None:
+        return "none"
+    if value not in KUBELETS:
+        raise ValueError(f"kubelet must be one of {', '.join(KUBELETS)}, not {value!r}")
+    return str(value)

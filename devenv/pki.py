@@ -2,10 +2,12 @@
 
 kube-apiserver serves only TLS and authenticates clients; with RBAC on, the identity in the
 client certificate decides what a client may do. So the local control plane gets its own CA,
-a serving certificate valid for 127.0.0.1 and the in-cluster names, client certificates for
-the admin (group ``system:masters``) and for kube-controller-manager (its well-known user, which
-the bootstrap RBAC policy grants exactly what it needs), and the key pair that signs service
-account tokens. Elliptic-curve keys keep generation instantaneous.
+a serving certificate valid for 127.0.0.1, the real node's address and the in-cluster names,
+client certificates for the admin (group ``system:masters``), for kube-controller-manager (its
+well-known user, which the bootstrap RBAC policy grants exactly what it needs) and for the API
+server's calls to kubelets, and the key pair that signs service account tokens. A real node
+(:mod:`devenv.node`) adds its components' identities with :meth:`Pki.ensure_node`.
+Elliptic-curve keys keep generation instantaneous.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from devenv.network import NODE_IP
+
 _VALIDITY = datetime.timedelta(days=365)
 _SERVER_NAMES = (
     "localhost",
@@ -28,7 +32,8 @@ _SERVER_NAMES = (
     "kubernetes.default.svc",
     "kubernetes.default.svc.cluster.local",
 )
-_SERVER_IPS = ("127.0.0.1", "::1", "10.0.0.1")  # 10.0.0.1: the `kubernetes` Service's IP
+# 10.0.0.1: the `kubernetes` Service's IP; NODE_IP: where the API server listens with a real node.
+_SERVER_IPS = ("127.0.0.1", "::1", "10.0.0.1", NODE_IP)
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,42 @@ class Pki:
         return ClientCert(self.directory / "kcm.crt", self.directory / "kcm.key")
 
     @property
+    def kubelet_client(self) -> ClientCert:
+        """What the API server shows kubelets (logs, exec): ``system:masters``, like kubeadm."""
+        return ClientCert(
+            self.directory / "apiserver-kubelet-client.crt",
+            self.directory / "apiserver-kubelet-client.key",
+        )
+
+    @property
+    def scheduler(self) -> ClientCert:
+        """User ``system:kube-scheduler``, bound by the bootstrap RBAC policy."""
+        return ClientCert(self.directory / "scheduler.crt", self.directory / "scheduler.key")
+
+    @property
+    def proxy(self) -> ClientCert:
+        """User ``system:kube-proxy``, bound to ``system:node-proxier`` by the bootstrap policy."""
+        return ClientCert(self.directory / "kube-proxy.crt", self.directory / "kube-proxy.key")
+
+    @property
+    def coredns(self) -> ClientCert:
+        """User ``kubetasks:coredns``; :mod:`devenv.node` binds it a read-only role."""
+        return ClientCert(self.directory / "coredns.crt", self.directory / "coredns.key")
+
+    def node(self, node_name: str) -> ClientCert:
+        """User ``system:node:<name>`` in ``system:nodes``: what the Node authorizer expects."""
+        return ClientCert(
+            self.directory / f"node-{node_name}.crt", self.directory / f"node-{node_name}.key"
+        )
+
+    def kubelet_serving(self, node_name: str) -> ClientCert:
+        """The kubelet's serving certificate, for the node's name and address."""
+        return ClientCert(
+            self.directory / f"kubelet-{node_name}.crt",
+            self.directory / f"kubelet-{node_name}.key",
+        )
+
+    @property
     def service_account_key(self) -> Path:
         """Private key that signs service account tokens (kube-controller-manager, apiserver)."""
         return self.directory / "sa.key"
@@ -79,16 +120,54 @@ class Pki:
         return self.directory / "sa.pub"
 
     def ensure(self) -> Pki:
-        """Create every file unless the CA already exists (then all of them do)."""
-        if self.ca_cert.exists() and self.admin.key.exists():
-            return self
+        """Create the CA and every control-plane file that is missing (an older PKI gains the
+        files added since, signed by its own CA)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
+        if not (self.ca_cert.exists() and self.ca_key.exists()):
+            self._make_ca()
+        if not self.serving.key.exists():
+            self._issue(self.serving, "kube-apiserver", server_names=_SERVER_NAMES,
+                        server_ips=_SERVER_IPS)  # fmt: skip
+        clients = [
+            (self.admin, "kubetasks-admin", "system:masters"),
+            (self.controller_manager, "system:kube-controller-manager", None),
+            (self.kubelet_client, "kube-apiserver-kubelet-client", "system:masters"),
+        ]
+        for target, common_name, organization in clients:
+            if not target.key.exists():
+                self._issue(target, common_name, organization=organization)
+        if not self.service_account_pub.exists():
+            sa_key = ec.generate_private_key(ec.SECP256R1())
+            _write_key(self.service_account_key, sa_key)
+            self.service_account_pub.write_bytes(
+                sa_key.public_key().public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+            )
+        return self
 
+    def ensure_node(self, node_name: str, node_ip: str) -> Pki:
+        """The identities of one real node's components (kubelet, proxy, scheduler, DNS)."""
+        self.ensure()
+        clients = [
+            (self.node(node_name), f"system:node:{node_name}", "system:nodes"),
+            (self.scheduler, "system:kube-scheduler", None),
+            (self.proxy, "system:kube-proxy", None),
+            (self.coredns, "kubetasks:coredns", None),
+        ]
+        for target, common_name, organization in clients:
+            if not target.key.exists():
+                self._issue(target, common_name, organization=organization)
+        serving = self.kubelet_serving(node_name)
+        if not serving.key.exists():
+            self._issue(serving, node_name, server_names=(node_name,), server_ips=(node_ip,))
+        return self
+
+    def _make_ca(self) -> None:
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_name = _name("kubetasks-dev-ca")
         ca = (
-            _builder(ca_name, ca_name, ca_key.public_key(), now)
+            _builder(ca_name, ca_name, ca_key.public_key(), _not_before())
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(_key_usage(cert_sign=True), critical=True)
             .add_extension(
@@ -99,45 +178,44 @@ class Pki:
         _write_key(self.ca_key, ca_key)
         self.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
 
-        def issue(
-            target: ClientCert,
-            common_name: str,
-            *,
-            organization: str | None = None,
-            server: bool = False,
-        ) -> None:
-            key = ec.generate_private_key(ec.SECP256R1())
-            usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-            builder = (
-                _builder(_name(common_name, organization), ca_name, key.public_key(), now)
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(_key_usage(cert_sign=False), critical=True)
-                .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-                .add_extension(
-                    x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                    critical=False,
-                )
-            )
-            if server:
-                names: list[x509.GeneralName] = [x509.DNSName(n) for n in _SERVER_NAMES]
-                names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in _SERVER_IPS]
-                builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-            cert = builder.sign(ca_key, hashes.SHA256())
-            _write_key(target.key, key)
-            target.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-
-        issue(self.serving, "kube-apiserver", server=True)
-        issue(self.admin, "kubetasks-admin", organization="system:masters")
-        issue(self.controller_manager, "system:kube-controller-manager")
-
-        sa_key = ec.generate_private_key(ec.SECP256R1())
-        _write_key(self.service_account_key, sa_key)
-        self.service_account_pub.write_bytes(
-            sa_key.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    def _issue(
+        self,
+        target: ClientCert,
+        common_name: str,
+        *,
+        organization: str | None = None,
+        server_names: tuple[str, ...] = (),
+        server_ips: tuple[str, ...] = (),
+    ) -> None:
+        """A certificate signed by the CA: for serving when names or addresses are given,
+        else for client authentication."""
+        ca = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
+        ca_key = serialization.load_pem_private_key(self.ca_key.read_bytes(), password=None)
+        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+        server = bool(server_names or server_ips)
+        key = ec.generate_private_key(ec.SECP256R1())
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        builder = (
+            _builder(_name(common_name, organization), ca.subject, key.public_key(), _not_before())
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_key_usage(cert_sign=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                critical=False,
             )
         )
-        return self
+        if server:
+            names: list[x509.GeneralName] = [x509.DNSName(n) for n in server_names]
+            names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in server_ips]
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        cert = builder.sign(ca_key, hashes.SHA256())
+        _write_key(target.key, key)
+        target.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _not_before() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
 
 
 def _name(common_name: str, organization: str | None = None) -> x509.Name:

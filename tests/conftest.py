@@ -1,1 +1,6 @@
-pytest_plugins = ["fixtures.redis", "fixtures.controlplane", "fixtures.operator"]
+pytest_plugins = [
+    "fixtures.redis",
+    "fixtures.controlplane",
+    "fixtures.operator",
+    "fixtures.realnode",
+]

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Build what the real node of the local environment needs (devenv/node.py), next to the
+# control plane that tests/controlplane/build.sh builds:
+#   - the Debian packages of the runtime (containerd, runc, CNI plugins, iptables, nftables,
+#     conntrack, socat, umoci), installed with apt-get when missing (root only);
+#   - kubelet, kube-proxy and kube-scheduler from the same pinned k8s.io/kubernetes module
+#     as the control plane (tests/controlplane/go.mod);
+#   - CoreDNS with the cluster-internal plugins only (tests/node/coredns);
+#   - the pause image: build/pause/linux/pause.c from the k8s.io/kubernetes module in the Go
+#     module cache, gcc -Os -static, packed by umoci into an OCI archive that `ctr images
+#     import` loads under the name containerd uses as its sandbox image.
+# Everything goes to $KUBETASKS_CACHE/bin/<k8s-version>/ (default ~/.cache/kubetasks), outside
+# the work tree; a second run finds it there and does nothing.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+controlplane="$here/../controlplane"
+cache="${KUBETASKS_CACHE:-$HOME/.cache/kubetasks}"
+k8s_version="$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' "$controlplane/go.mod")"
+coredns_version="$(awk '$1 == "require" && $2 == "github.com/coredns/coredns" {print $3}' "$here/coredns/go.mod")"
+bin="$cache/bin/$k8s_version"
+# The tag the pause image is loaded under; devenv/node.py names the same one as containerd's
+# sandbox_image (a test checks they agree).
+pause_image="registry.k8s.io/pause:3.10.1"
+start=$SECONDS
+
+# --- Debian packages -----------------------------------------------------------------------
+packages=(containerd runc containernetworking-plugins iptables nftables conntrack socat umoci)
+missing_pkgs=()
+for pkg in "${packages[@]}"; do
+    status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"
+    [[ "$status" == "install ok installed" ]] || missing_pkgs+=("$pkg")
+done
+if [[ ${#missing_pkgs[@]} -gt 0 ]]; then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "node: missing Debian packages ${missing_pkgs[*]}; install them as root:" >&2
+        echo "  apt-get install -y --no-install-recommends ${missing_pkgs[*]}" >&2
+        exit 1
+    fi
+    t0=$SECONDS
+    echo "node: installing ${missing_pkgs[*]} ..."
+    apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q \
+        --no-install-recommends "${missing_pkgs[@]}" >/dev/null
+    echo "node: installed the packages in $((SECONDS - t0))s"
+fi
+# containerd's Debian package starts the system containerd where systemd runs; the node
+# runs its own with private sockets and state and needs nothing from that one.
+
+# --- binaries ---------------------------------------------------------------------------------
+if ! command -v go >/dev/null; then
+    echo "node: 'go' is not on PATH; install Go >= 1.24" >&2
+    exit 1
+fi
+mkdir -p "$bin"
+export CGO_ENABLED=0
+
+major="${k8s_version#v}"; major="${major%%.*}"
+minor="${k8s_version#v*.}"; minor="${minor%%.*}"
+k8s_ldflags="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    k8s_ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+    k8s_ldflags+=" -X $pkg.gitTreeState=clean"
+done
+
+built=()
+build() {
+    local name="$1" dir="$2" pkg="$3" ldflags="$4" t0=$SECONDS
+    [[ -x "$bin/$name" ]] && return 0
+    echo "node: building $name ($pkg) ..."
+    (cd "$dir" && go build -p 2 -trimpath -ldflags "$ldflags" -o "$bin/.$name.tmp" "$pkg")
+    mv -f "$bin/.$name.tmp" "$bin/$name"
+    built+=("$name")
+    echo "node: built $name in $((SECONDS - t0))s"
+}
+
+build kubelet "$controlplane" k8s.io/kubernetes/cmd/kubelet "$k8s_ldflags"
+build kube-proxy "$controlplane" k8s.io/kubernetes/cmd/kube-proxy "$k8s_ldflags"
+build kube-scheduler "$controlplane" k8s.io/kubernetes/cmd/kube-scheduler "$k8s_ldflags"
+build coredns "$here/coredns" . \
+    "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$coredns_version"
+
+# --- the pause image -----------------------------------------------------------------------
+if [[ ! -s "$bin/pause.oci.tar" ]]; then
+    t0=$SECONDS
+    modcache="$(go env GOMODCACHE)"
+    src="$modcache/k8s.io/kubernetes@$k8s_version/build/pause/linux/pause.c"
+    if [[ ! -f "$src" ]]; then
+        (cd "$controlplane" && go mod download k8s.io/kubernetes)
+    fi
+    work="$(mktemp -d)"
+    trap 'rm -rf "$work"' EXIT
+    gcc -Os -static -Wall -DVERSION="v${pause_image##*:}-kubetasks" -o "$work/pause" "$src"
+    strip "$work/pause"
+    layout="$work/layout" tag="${pause_image##*:}"
+    umoci init --layout "$layout"
+    umoci new --image "$layout:$tag"
+    umoci unpack --rootless --image "$layout:$tag" "$work/bundle" >/dev/null
+    install -m 0755 "$work/pause" "$work/bundle/rootfs/pause"
+    umoci repack --image "$layout:$tag" "$work/bundle"
+    umoci config --image "$layout:$tag" --config.entrypoint /pause --config.user 65535:65535 \
+        --architecture amd64 --os linux
+    umoci gc --layout "$layout"
+    # ctr names an imported image by this annotation (the OCI ref.name is only the tag).
+    python3 - "$layout/index.json" "$pause_image" <<'PY'
+import json, sys
+path, name = sys.argv[1], sys.argv[2]
+index = json.load(open(path))
+for manifest in index["manifests"]:
+    manifest.setdefault("annotations", {})["io.containerd.image.name"] = name
+json.dump(index, open(path, "w"))
+PY
+    tar -C "$layout" -cf "$bin/.pause.oci.tar.tmp" .
+    mv -f "$bin/.pause.oci.tar.tmp" "$bin/pause.oci.tar"
+    built+=(pause.oci.tar)
+    echo "node: built the pause image ($pause_image) in $((SECONDS - t0))s"
+fi
+
+if [[ ${#built[@]} -eq 0 && ${#missing_pkgs[@]} -eq 0 ]]; then
+    echo "node: everything present in $bin (warm, $((SECONDS - start))s)"
+else
+    echo "node: built ${built[*]:-nothing} into $bin (cold, $((SECONDS - start))s)"
+fi
