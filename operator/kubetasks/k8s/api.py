@@ -12,6 +12,7 @@ status write.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import ssl
 from collections.abc import Mapping
@@ -34,32 +35,67 @@ APPLY_PATCH = "application/apply-patch+yaml"
 
 JsonObject = dict[str, Any]
 
+log = logging.getLogger("kubetasks.k8s")
+
+_ANONYMOUS = (
+    "sent without credentials: the Kubernetes configuration has no token, "
+    "client certificate or exec plugin"
+)
+
 
 class ApiError(KubetasksError):
     """The API server answered with an error; ``status`` is the HTTP code, ``reason`` the
     Status reason (NotFound, Conflict, Invalid, ...) and the message is the server's."""
 
-    def __init__(self, method: str, path: str, status: int, body: JsonObject) -> None:
+    def __init__(
+        self, method: str, path: str, status: int, body: JsonObject, *, hint: str = ""
+    ) -> None:
         self.status = status
         self.reason = str(body.get("reason", ""))
         self.body = body
-        self.message = str(body.get("message") or body)
+        self.message = str(body.get("message") or body) + (f"; {hint}" if hint else "")
         super().__init__(f"{method} {path}: {status} {self.reason}: {self.message}")
 
 
 def load_configuration() -> client.Configuration:
-    """In-cluster service account if there is one, else the kubeconfig ($KUBECONFIG)."""
+    """In-cluster service account if there is one, else the kubeconfig ($KUBECONFIG).
+
+    The kubernetes client's loaders read every credential form (tokens, token files,
+    client certificates, exec plugins, the service account's token) and leave a
+    configuration whose refresh hook keeps them current; :func:`authorization` asks it.
+    """
     configuration = client.Configuration()
     try:
+        # Kubernetes' own variables (the kubelet sets the first, users the second), read
+        # now: the kubernetes client reads $KUBECONFIG once, when it is imported.
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
             config.load_incluster_config(client_configuration=configuration)
         else:
-            config.load_kube_config(client_configuration=configuration)
+            config.load_kube_config(
+                config_file=os.environ.get("KUBECONFIG") or None,
+                client_configuration=configuration,
+            )
     except config.ConfigException as exc:
         raise ConfigurationError(
             f"no Kubernetes credentials: not in a cluster and no usable kubeconfig ({exc})"
         ) from exc
     return configuration
+
+
+def authorization(configuration: client.Configuration) -> str | None:
+    """The ``Authorization`` header the configuration holds now (None: it holds no token).
+
+    Asked on every request, of the configuration's own method: ``get_api_key_with_prefix``
+    runs the loaders' refresh hook first, where the in-cluster loader re-reads the token
+    file the kubelet rotates (once a minute) and the kubeconfig loader runs an exec plugin
+    again when its credential is about to expire. The kubernetes client keeps the token
+    under ``BearerToken`` since 36.0.1 and under ``authorization`` before (and 36.0.0
+    stored it there while reading the other): ask for both, as kopf does, so that every
+    version the dependency range allows sends what it loaded.
+    """
+    return configuration.get_api_key_with_prefix(
+        "BearerToken"
+    ) or configuration.get_api_key_with_prefix("authorization")
 
 
 def _ssl_context(configuration: client.Configuration) -> ssl.SSLContext | bool:
@@ -72,6 +108,31 @@ def _ssl_context(configuration: client.Configuration) -> ssl.SSLContext | bool:
     if configuration.cert_file:
         context.load_cert_chain(configuration.cert_file, configuration.key_file)
     return context
+
+
+def _check_credentials(configuration: client.Configuration) -> bool:
+    """Whether the configuration has no credential at all (True: anonymous).
+
+    A token this module cannot send is refused here: going out anonymous with a token
+    loaded is how every pod's request was once refused, with no error at start-up.
+    """
+    if authorization(configuration) is not None:
+        return False
+    if configuration.api_key:
+        raise ConfigurationError(
+            "the Kubernetes configuration holds a credential under api_key "
+            f"{sorted(configuration.api_key)} that kubetasks does not know how to send "
+            f"(kubernetes client {getattr(client, '__version__', '?')}): expected "
+            "'BearerToken' or 'authorization'"
+        )
+    if configuration.cert_file:
+        return False
+    log.warning(
+        "no Kubernetes credentials (no token, client certificate or exec plugin) for %s: "
+        "requests go out as system:anonymous",
+        configuration.host,
+    )
+    return True
 
 
 def custom_path(
@@ -112,11 +173,12 @@ class KubeApi:
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self._ssl = _ssl_context(self.configuration)
         self._session: aiohttp.ClientSession | None = None
+        self.anonymous = _check_credentials(self.configuration)
+        """No token and no client certificate: requests go out as ``system:anonymous``."""
 
     def _headers(self, content_type: str | None) -> dict[str, str]:
         headers = {"Accept": JSON}
-        # Called per request: token plugins and the in-cluster token refresh through it.
-        token = self.configuration.get_api_key_with_prefix("authorization")
+        token = authorization(self.configuration)  # per request: rotated and refreshed
         if token:
             headers["Authorization"] = token
         if content_type is not None:
@@ -160,7 +222,8 @@ class KubeApi:
         except ValueError:
             parsed = {"message": raw[:500].decode(errors="replace")}
         if status >= 400:
-            raise ApiError(method, path, status, parsed)
+            hint = _ANONYMOUS if self.anonymous and status in (401, 403) else ""
+            raise ApiError(method, path, status, parsed, hint=hint)
         return parsed
 
     async def get(self, path: str, **query: str | int | bool) -> JsonObject:
