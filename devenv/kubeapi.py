@@ -57,13 +57,16 @@ class JsonApi:
         headers["Accept"] = "application/json"
         if body is not None:
             headers["Content-Type"] = content_type
-        response = self.api.call_api(
-            method, url, header_params=headers, body=body, _request_timeout=self.timeout
+        # The client's own urllib3 pool (TLS settings, client certificate): its call_api
+        # changed signature in kubernetes 36, this did not.
+        response = self.api.rest_client.pool_manager.request(
+            method,
+            url,
+            body=None if body is None else json.dumps(body).encode(),
+            headers=headers,
+            timeout=self.timeout,
         )
-        try:
-            raw: bytes = response.response.data
-        finally:
-            response.response.release_conn()
+        raw: bytes = response.data
         data: JsonObject = json.loads(raw) if raw else {}
         if response.status >= 400:
             raise ApiError(method, path, response.status, data)
