@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 CACHE ?= $(HOME)/.cache/kubetasks
 
-.PHONY: help install lock lock-upgrade lint test test-latest test-fast demo controlplane node bench bench-queue bench-tasks crds clean kind-check kind-up kind-deploy kind-down kind-e2e
+.PHONY: help install lock lock-upgrade lint test test-latest test-fast demo controlplane node images bench bench-queue bench-tasks crds clean kind-check kind-up kind-deploy kind-down kind-e2e
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -53,7 +53,10 @@ controlplane: install  ## build etcd, kube-apiserver, kube-controller-manager an
 node: controlplane  ## the real node: Debian packages (containerd, runc, CNI, ...; root), kubelet, kube-proxy, kube-scheduler, CoreDNS, pause image into $(CACHE)
 	bash tests/node/build.sh
 
-test: install controlplane node lint  ## everything: lint, then all test tiers against real Redis and a real control plane
+images: install  ## operator, worker and Redis images from the Dockerfiles with buildah (root; no registry, no daemon) into $(CACHE)/images; loaded into the dev environment's containerd when a real node is up
+	$(PY) -m devenv.images $(ARGS)
+
+test: install controlplane node images lint  ## everything: lint, then all test tiers against real Redis and a real control plane
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-latest: controlplane  ## lint and test against the newest versions the ranges allow, in $(LATEST), without the lock
@@ -66,7 +69,7 @@ test-latest: controlplane  ## lint and test against the newest versions the rang
 	$(LATEST)/bin/pytest $(PYTEST_ARGS)
 
 test-fast: install  ## the tests that need only Redis
-	$(BIN)/pytest -m 'not controlplane and not realnode'
+	$(BIN)/pytest -m 'not controlplane and not realnode and not images'
 
 demo: install controlplane  ## the product end to end on a local control plane (ARGS=--keep to stay up)
 	$(PY) -m devenv.demo $(ARGS)
