@@ -55,6 +55,8 @@ NODE_NAME = "kubetasks-node"
 CLUSTER_DOMAIN = "cluster.local"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10.1"
 """The sandbox image; ``tests/node/build.sh`` loads the pause it builds under this name."""
+PROBE_IMAGE = "docker.io/kubetasks/node-probe:dev"
+"""The tests' probe (``tests/node/probe``), loaded into every real node."""
 COMPONENTS = ("containerd", "kubelet", "kube-proxy", "kube-scheduler", "coredns")
 NODE_BINARIES = ("kubelet", "kube-proxy", "kube-scheduler", "coredns")
 _COMMANDS = {
@@ -208,7 +210,9 @@ class RealNode:
         config = self._write_containerd_config()
         self._spawn("containerd", [_which_or_fail("containerd"), "--config", str(config)])
         self._wait("containerd", deadline, self._containerd_ready)
-        self.ctr("images", "import", str(binaries / "pause.oci.tar"))
+        # The pause image, and the probe the real-node tests run in pods (a few MB).
+        for archive in [binaries / "pause.oci.tar", *sorted(binaries.glob("probe-*.oci.tar"))]:
+            self.ctr("images", "import", str(archive))
         self.timings["containerd"] = time.monotonic() - t0
 
         kubelet_kubeconfig = kubeconfig("kubelet", f"system:node:{NODE_NAME}", pki.node(NODE_NAME))

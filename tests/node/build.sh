@@ -8,7 +8,8 @@
 #   - CoreDNS with the cluster-internal plugins only (tests/node/coredns);
 #   - the pause image: build/pause/linux/pause.c from the k8s.io/kubernetes module in the Go
 #     module cache, gcc -Os -static, packed by umoci into an OCI archive that `ctr images
-#     import` loads under the name containerd uses as its sandbox image.
+#     import` loads under the name containerd uses as its sandbox image;
+#   - the probe the real-node tests run in pods (tests/node/probe), as an image the same way.
 # Everything goes to $KUBETASKS_CACHE/bin/<k8s-version>/ (default ~/.cache/kubetasks), outside
 # the work tree; a second run finds it there and does nothing.
 set -euo pipefail
@@ -22,6 +23,8 @@ bin="$cache/bin/$k8s_version"
 # The tag the pause image is loaded under; devenv/node.py names the same one as containerd's
 # sandbox_image (a test checks they agree).
 pause_image="registry.k8s.io/pause:3.10.1"
+# Fully qualified: the CRI looks a pod's `kubetasks/node-probe:dev` up as docker.io/...
+probe_image="docker.io/kubetasks/node-probe:dev"
 start=$SECONDS
 
 # --- Debian packages -----------------------------------------------------------------------
@@ -80,29 +83,23 @@ build kube-scheduler "$controlplane" k8s.io/kubernetes/cmd/kube-scheduler "$k8s_
 build coredns "$here/coredns" . \
     "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$coredns_version"
 
-# --- the pause image -----------------------------------------------------------------------
-if [[ ! -s "$bin/pause.oci.tar" ]]; then
-    t0=$SECONDS
-    modcache="$(go env GOMODCACHE)"
-    src="$modcache/k8s.io/kubernetes@$k8s_version/build/pause/linux/pause.c"
-    if [[ ! -f "$src" ]]; then
-        (cd "$controlplane" && go mod download k8s.io/kubernetes)
-    fi
+# --- images: the pause image and the tests' probe ---------------------------------------------
+# image BINARY NAME:TAG ARCHIVE USER: a one-file OCI image (BINARY as /ENTRY), packed by umoci
+# into an archive that `ctr images import` names NAME:TAG.
+image() {
+    local binary="$1" name="$2" archive="$3" user="$4" work
+    local tag="${name##*:}" entry="/$(basename "$binary")"
     work="$(mktemp -d)"
-    trap 'rm -rf "$work"' EXIT
-    gcc -Os -static -Wall -DVERSION="v${pause_image##*:}-kubetasks" -o "$work/pause" "$src"
-    strip "$work/pause"
-    layout="$work/layout" tag="${pause_image##*:}"
-    umoci init --layout "$layout"
-    umoci new --image "$layout:$tag"
-    umoci unpack --rootless --image "$layout:$tag" "$work/bundle" >/dev/null
-    install -m 0755 "$work/pause" "$work/bundle/rootfs/pause"
-    umoci repack --image "$layout:$tag" "$work/bundle"
-    umoci config --image "$layout:$tag" --config.entrypoint /pause --config.user 65535:65535 \
+    umoci init --layout "$work/layout"
+    umoci new --image "$work/layout:$tag"
+    umoci unpack --rootless --image "$work/layout:$tag" "$work/bundle" >/dev/null
+    install -m 0755 "$binary" "$work/bundle/rootfs$entry"
+    umoci repack --image "$work/layout:$tag" "$work/bundle"
+    umoci config --image "$work/layout:$tag" --config.entrypoint "$entry" --config.user "$user" \
         --architecture amd64 --os linux
-    umoci gc --layout "$layout"
+    umoci gc --layout "$work/layout"
     # ctr names an imported image by this annotation (the OCI ref.name is only the tag).
-    python3 - "$layout/index.json" "$pause_image" <<'PY'
+    python3 - "$work/layout/index.json" "$name" <<'PY'
 import json, sys
 path, name = sys.argv[1], sys.argv[2]
 index = json.load(open(path))
@@ -110,10 +107,35 @@ for manifest in index["manifests"]:
     manifest.setdefault("annotations", {})["io.containerd.image.name"] = name
 json.dump(index, open(path, "w"))
 PY
-    tar -C "$layout" -cf "$bin/.pause.oci.tar.tmp" .
-    mv -f "$bin/.pause.oci.tar.tmp" "$bin/pause.oci.tar"
+    tar -C "$work/layout" -cf "$archive.tmp" .
+    mv -f "$archive.tmp" "$archive"
+    rm -rf "$work"
+}
+
+if [[ ! -s "$bin/pause.oci.tar" ]]; then
+    t0=$SECONDS
+    src="$(go env GOMODCACHE)/k8s.io/kubernetes@$k8s_version/build/pause/linux/pause.c"
+    [[ -f "$src" ]] || (cd "$controlplane" && go mod download k8s.io/kubernetes)
+    scratch="$(mktemp -d)"
+    gcc -Os -static -Wall -DVERSION="v${pause_image##*:}-kubetasks" -o "$scratch/pause" "$src"
+    strip "$scratch/pause"
+    image "$scratch/pause" "$pause_image" "$bin/pause.oci.tar" 65535:65535
+    rm -rf "$scratch"
     built+=(pause.oci.tar)
     echo "node: built the pause image ($pause_image) in $((SECONDS - t0))s"
+fi
+
+# The probe changes with the tests, so its archive is keyed by a hash of its source.
+probe_hash="$( (echo "$probe_image"; cat "$here/probe/go.mod" "$here/probe/main.go") | sha256sum | cut -c1-12)"
+if [[ ! -s "$bin/probe-$probe_hash.oci.tar" ]]; then
+    t0=$SECONDS
+    scratch="$(mktemp -d)"
+    (cd "$here/probe" && go build -trimpath -ldflags "-s -w" -o "$scratch/probe" .)
+    rm -f "$bin"/probe-*.oci.tar
+    image "$scratch/probe" "$probe_image" "$bin/probe-$probe_hash.oci.tar" 65532:65532
+    rm -rf "$scratch"
+    built+=(probe)
+    echo "node: built the probe image ($probe_image) in $((SECONDS - t0))s"
 fi
 
 if [[ ${#built[@]} -eq 0 && ${#missing_pkgs[@]} -eq 0 ]]; then
