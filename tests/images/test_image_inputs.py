@@ -7,12 +7,15 @@ every test edit. The key's files come from the Dockerfile's own ignore file.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from devenv.images import (
+    HELM_VALUES,
     IMAGES,
     OPERATOR,
     REDIS,
@@ -82,3 +85,15 @@ def test_images_have_distinct_refs_and_chart_values() -> None:
         # The chart names images without the registry; the CRI adds docker.io.
         short = image.ref.removeprefix("docker.io/")
         assert f"{sets[f'{component}.image.repository']}:{sets[f'{component}.image.tag']}" == short
+
+
+def test_readme_points_the_chart_at_these_images() -> None:
+    """The README's `--set` line, over the chart's defaults, names exactly these images."""
+    values = yaml.safe_load((REPO / "charts" / "kubetasks" / "values.yaml").read_text())
+    section = (REPO / "README.md").read_text().split("### The images", 1)[1].split("\n#", 1)[0]
+    sets = dict(re.findall(r"--set ([\w.]+)=(\S+?)`?(?:\s|$)", section))
+    assert sets, "the README shows no --set for the built images"
+    for key, value in HELM_VALUES.items():
+        component, _, field = key.split(".")
+        effective = sets.get(key, values[component]["image"][field])
+        assert str(effective) == value, f"{key}: the README gives {effective}, the images {value}"
