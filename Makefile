@@ -59,7 +59,7 @@ images: install  ## operator, worker and Redis images from the Dockerfiles with 
 test: install controlplane node images lint  ## everything: lint, then all test tiers against real Redis and a real control plane
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-latest: controlplane  ## lint and test against the newest versions the ranges allow, in $(LATEST), without the lock
+test-latest: controlplane node images  ## lint and test against the newest versions the ranges allow, in $(LATEST), without the lock
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST)
 	$(BUILD_REQUIRES) | $(LATEST)/bin/pip install -q --upgrade pip -r /dev/stdin
