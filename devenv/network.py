@@ -35,6 +35,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -183,7 +184,7 @@ def remove_kube_iptables_chains() -> None:
                 line.split()[1] for line in listing.splitlines() if line.startswith("-N KUBE-")
             ]
             for line in listing.splitlines():
-                parts = line.split()
+                parts = shlex.split(line)  # comments are quoted and contain spaces
                 if parts[:1] == ["-A"] and parts[1] not in chains and "-j" in parts:
                     target = parts[parts.index("-j") + 1]
                     if target.startswith("KUBE-"):
