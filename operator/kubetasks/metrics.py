@@ -2,7 +2,8 @@
 
 Workers count what they run; the operator exports what it sees in Redis (queue depth, tasks
 in flight) and what it decides (desired replicas, scale changes), so HPA or KEDA can scale
-on the same numbers and dashboards can be built without reading Redis.
+on the same numbers and dashboards can be built without reading Redis. It also counts what
+its repair loop had to fix: a safety net that works shows up there instead of hiding a bug.
 """
 
 from __future__ import annotations
@@ -96,6 +97,24 @@ class OperatorMetrics:
             "kubetasks_pool_in_flight",
             "Tasks running on a WorkerPool's queues",
             pool,
+            registry=self.registry,
+        )
+
+        # The repair loop is a safety net: with workers that report, these stay at 0.
+        self.repaired_outcomes = Counter(
+            "kubetasks_operator_repaired_outcomes_total",
+            "Outcomes the repair loop copied from Redis onto Tasks still shown unfinished"
+            " (status writes of workers that were lost)",
+            registry=self.registry,
+        )
+        self.restored_tasks = Counter(
+            "kubetasks_operator_restored_tasks_total",
+            "Unfinished Tasks the repair loop enqueued again because Redis had lost them",
+            registry=self.registry,
+        )
+        self.repair_sweeps = Counter(
+            "kubetasks_operator_repair_sweeps_total",
+            "Repair sweeps completed (Redis checked against every watched Task)",
             registry=self.registry,
         )
 

@@ -4,11 +4,17 @@ and workers as processes, real Redis. Assertions are on what `kubectl get` would
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import redis
 
 from fixtures.controlplane import Kubectl
 from fixtures.operator import Operator, StartWorkers, Tasks
+
+REPAIRED = "kubetasks_operator_repaired_outcomes_total"
+RESTORED = "kubetasks_operator_restored_tasks_total"
+SWEEPS = "kubetasks_operator_repair_sweeps_total"
 
 
 def test_task_succeeds_with_its_result_and_conditions(
@@ -212,15 +218,62 @@ def test_tasks_wait_while_redis_is_down_and_run_when_it_returns(
 
 
 def test_outcomes_reach_the_resource_when_the_worker_cannot_write_them(
-    operator: Operator, task_workers: StartWorkers, tasks: Tasks
+    repairing_operator: Operator, task_workers: StartWorkers, tasks: Tasks
 ) -> None:
     # A worker without Kubernetes access (as with missing RBAC): Redis records the outcome,
-    # and the operator's repair loop copies it onto the resource.
+    # and the operator's repair loop copies it onto the resource, once the worker has had
+    # its chance (SETTLE_AFTER), and counts what it copied.
     task_workers(1, "--report-status", "none")
     tasks.create("quiet", "test.add", args=[20, 22])
     tasks.create("quiet-fail", "kubetasks.fail", kwargs={"permanent": True, "message": "no"})
     status = tasks.wait_phase("quiet", "Succeeded", "Failed", timeout=30)
     assert (status["phase"], status["result"], status["attempts"]) == ("Succeeded", 42, 1)
+    assert "worker" not in status, "the worker wrote nothing: repair did"
     status = tasks.wait_phase("quiet-fail", "Failed", "Succeeded", timeout=30)
     assert status["error"]["type"] == "PermanentTaskError"
     assert status["error"]["message"] == "no"
+    assert repairing_operator.metrics()[REPAIRED] == 2
+    log = repairing_operator.log.read_text()
+    assert "finished tasks their workers never reported" in log, log[-3000:]
+
+
+@pytest.mark.timeout(300)
+def test_a_burst_is_reported_by_its_workers_and_repair_finds_nothing(
+    repairing_operator: Operator, task_workers: StartWorkers, tasks: Tasks
+) -> None:
+    # Repair sweeps every second through the burst, so an outcome a worker failed to write
+    # would reach its Task only through repair, and be counted: the count must stay 0, and
+    # every Task must show the worker that ran it, in one attempt (no retry, no lease taken
+    # back).
+    workers = {f"worker-{i}" for i in range(2)}
+    task_workers(2, "--concurrency", "20")
+    specs = [
+        (f"burst-{i:03d}", "test.add", {"args": [i, 1]})
+        if i % 3
+        else (f"burst-{i:03d}", "kubetasks.sleep", {"args": [0.2]})
+        for i in range(300)
+    ]
+    before = repairing_operator.metrics()[SWEEPS]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda s: tasks.create(s[0], s[1], **s[2]), specs))
+    items = tasks.wait_all_terminal(300, timeout=240)
+    swept = repairing_operator.metrics()[SWEEPS]
+    assert swept > before, "repair swept while the burst ran"
+    wrong = [
+        (t["metadata"]["name"], t["status"])
+        for t in items
+        if t["status"]["phase"] != "Succeeded"
+        or t["status"]["attempts"] != 1
+        or t["status"].get("worker") not in workers
+    ]
+    assert not wrong, wrong[:5]
+    for t in items:
+        i = int(t["metadata"]["name"].removeprefix("burst-"))
+        assert t["status"]["result"] == (i + 1 if i % 3 else 0.2), t["status"]
+    # Two more sweeps complete: any sweep that saw a Task unfinished has been counted.
+    deadline = time.monotonic() + 30
+    while (metrics := repairing_operator.metrics())[SWEEPS] < swept + 2:
+        assert time.monotonic() < deadline, "the repair loop stopped sweeping"
+        time.sleep(0.2)
+    assert (metrics[REPAIRED], metrics[RESTORED]) == (0, 0)
+    assert "never reported" not in repairing_operator.log.read_text()

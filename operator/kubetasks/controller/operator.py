@@ -89,9 +89,9 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     )
     memo.dependents = Dependents()
     memo.reaper = Reaper(state)
-    memo.repairer = Repairer(state, memo.deferred)
-    memo.periodic = Scheduling(PeriodicApi(api), state.clock)
     metrics = OperatorMetrics()
+    memo.repairer = Repairer(state, memo.deferred, metrics)
+    memo.periodic = Scheduling(PeriodicApi(api), state.clock)
     try:
         serve_metrics(metrics.registry, _settings.metrics_port)
     except OSError as exc:

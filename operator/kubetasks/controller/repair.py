@@ -9,6 +9,10 @@ lost: API server down, RBAC missing), (4) finishes deletions whose clean-up fail
 removes from Redis the live tasks whose resource is gone (deleted while the operator was
 down, before they had a finalizer).
 While Redis is unreachable the tick runs every few seconds instead.
+
+Repair is a safety net, and a safety net hides the bugs it catches: every outcome it copies
+is counted (``kubetasks_operator_repaired_outcomes_total``) and each sweep that copied any
+says so in one log line. With workers that can report, both stay silent.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from kubetasks.controller import tasks
 from kubetasks.controller.admission import build_message
 from kubetasks.controller.deferred import DeferredWrites
 from kubetasks.controller.state import OperatorState
+from kubetasks.metrics import OperatorMetrics
 from kubetasks.transitions import (
     PENDING,
     QUEUED,
@@ -36,15 +41,28 @@ log = logging.getLogger("kubetasks.operator")
 #: Seconds between repair ticks while Redis is unreachable.
 FAST_RETRY = 2.0
 
+#: Seconds an outcome Redis recorded is left to the worker that ran it before repair copies
+#: it. The worker's own status write follows its ack within milliseconds; copying sooner
+#: would race that write, and count as lost a write that was only on its way.
+SETTLE_AFTER = 10.0
+
 
 class Repairer:
     name = "repair"
 
-    def __init__(self, state: OperatorState, deferred: DeferredWrites | None = None) -> None:
+    def __init__(
+        self,
+        state: OperatorState,
+        deferred: DeferredWrites | None = None,
+        metrics: OperatorMetrics | None = None,
+    ) -> None:
         self.state = state
         self.deferred = deferred
+        self.metrics = metrics
         self.restored = 0
         self.swept = 0
+        self.settled = 0
+        """Outcomes copied from Redis onto Tasks that showed them unfinished."""
         self.wake: asyncio.Event | None = state.repair_soon
 
     def interval(self) -> float:
@@ -83,18 +101,33 @@ class Repairer:
                 await tasks.admit(self.state, body, lookup, self.deferred)
             else:
                 by_queue[spec.get("queue", "default")].append(body)
+        settled: dict[str, int] = {}
         for queue, bodies in by_queue.items():
-            await self._restore(queue, bodies)
+            settled[queue] = await self._restore(queue, bodies)
         await self._sweep({t["metadata"]["uid"] for t in items}, listed_at)
+        repaired = sum(settled.values())
+        self.settled += repaired
+        if self.metrics is not None:
+            self.metrics.repaired_outcomes.inc(repaired)
+            self.metrics.repair_sweeps.inc()
+        if repaired:
+            log.warning(
+                "repair: wrote the outcome of %d finished tasks their workers never reported"
+                " (%s); %d so far",
+                repaired,
+                ", ".join(f"queue {q}: {n}" for q, n in sorted(settled.items()) if n),
+                self.settled,
+            )
 
-    async def _restore(self, queue: str, bodies: list[dict[str, Any]]) -> None:
-        """Re-enqueue the Tasks of one queue that Redis does not know."""
+    async def _restore(self, queue: str, bodies: list[dict[str, Any]]) -> int:
+        """Re-enqueue the Tasks of one queue that Redis does not know; settle the others.
+        Returns how many outcomes were settled."""
         broker = self.state.broker
         by_uid = {b["metadata"]["uid"]: b for b in bodies}
         missing = await broker.missing(queue, list(by_uid))
-        await self._settle(queue, [b for uid, b in by_uid.items() if uid not in missing])
+        settled = await self._settle(queue, [b for uid, b in by_uid.items() if uid not in missing])
         if not missing:
-            return
+            return settled
         now = self.state.clock.now()
         messages, spent = [], {}
         for uid in missing:
@@ -107,6 +140,8 @@ class Repairer:
             spent[uid] = int((body.get("status") or {}).get("attempts") or 0)
         await broker.enqueue(messages, spent=spent)
         self.restored += len(messages)
+        if self.metrics is not None:
+            self.metrics.restored_tasks.inc(len(messages))
         log.warning("restored %d tasks of queue %s that Redis had lost", len(messages), queue)
         for message in messages:
             body = by_uid[message.id]
@@ -120,23 +155,27 @@ class Repairer:
                     extra={"attempts": spent[message.id]},
                 )
                 await self.state.writer.write(meta["namespace"], meta["name"], patch)
+        return settled
 
-    async def _settle(self, queue: str, bodies: list[dict[str, Any]]) -> None:
-        """Write the outcome Redis recorded onto unfinished resources that lack it."""
+    async def _settle(self, queue: str, bodies: list[dict[str, Any]]) -> int:
+        """Write the outcome Redis recorded onto unfinished resources that lack it, once
+        the worker has had :data:`SETTLE_AFTER` seconds to write it itself."""
         settled = 0
+        now = self.state.clock.now()
         for body in bodies:
             info = await self.state.broker.get_task(queue, body["metadata"]["uid"])
             if info is None or not info.done:
                 continue
-            at = info.finished_at or self.state.clock.now()
+            if info.finished_at is not None and now - info.finished_at < SETTLE_AFTER:
+                continue  # the worker's own write is on its way; the next sweep looks again
+            at = info.finished_at or now
             patch = finished_patch(
                 info.state, info.attempts, at, result=info.result, error=info.error
             )
             meta = body["metadata"]
             if await self.state.writer.write(meta["namespace"], meta["name"], patch):
                 settled += 1
-        if settled:
-            log.warning("wrote the outcome of %d finished tasks of queue %s", settled, queue)
+        return settled
 
     async def _sweep(self, uids: set[str], listed_at: float) -> None:
         """Forget live tasks of watched namespaces whose resource no longer exists.
