@@ -32,6 +32,7 @@ state directory to stop, and teardown touches nothing of a node that is not its 
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -143,6 +144,8 @@ def teardown(state_dir: Path) -> None:
         saved = {}
     for netns in pod_network_namespaces():
         _run("ip", "netns", "delete", netns.name, check=False)
+    with contextlib.suppress(OSError):
+        _NETNS_DIR.rmdir()  # containerd made it for the pods; only when empty
     if Path(f"/sys/class/net/{BRIDGE}").exists():
         _run("ip", "link", "delete", BRIDGE, check=False)
     remove_kube_iptables_chains()

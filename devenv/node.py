@@ -72,6 +72,9 @@ _COMMANDS = {
 _CNI_BIN = Path("/usr/lib/cni")
 _CNI_PLUGINS = ("bridge", "host-local", "loopback")
 _SHIM_SOCKET_DIR = Path("/run/containerd/s")
+_RUNC_STATE = Path("/run/containerd/runc/k8s.io")
+_CNI_RESULTS = Path("/var/lib/cni/results")
+_DEVICE_PLUGIN_SOCKET = Path("/var/lib/kubelet/device-plugins/kubelet.sock")
 _CONTAINER_LOG_LINKS = Path("/var/log/containers")
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -522,6 +525,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     def _stop_containers(self) -> None:
         """Kill every container and shim of this node: through containerd while it runs,
         then whatever is left in the pods' cgroups, then the shims themselves."""
+        task_ids, shim_sockets = self._task_ids(), self._shim_sockets()
         pid = read_pidfile(self.run_dir / "containerd.pid")
         if pid is not None and is_running(pid, self.marker) and self.containerd_address.exists():
             try:
@@ -538,15 +542,34 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             terminate(pod_pid, timeout=2)
         for shim in self._shim_pids():
             terminate(shim, timeout=5)
-        for shim_socket in self._shim_sockets():
+        for shim_socket in shim_sockets:
             shim_socket.unlink(missing_ok=True)
+        # What the shims and CNI keep outside our state directory, per container id: runc's
+        # state (/run/containerd/runc/k8s.io/<id>), the CNI results of the sandboxes
+        # (the `cni-loopback` network go-cni adds, and ours).
+        for task_id in task_ids:
+            shutil.rmtree(_RUNC_STATE / task_id, ignore_errors=True)
+            for results in _CNI_RESULTS.glob(f"*-{task_id}-*"):
+                results.unlink(missing_ok=True)
+        # The kubelet's device-plugin socket sits at a fixed path, whatever --root-dir says.
+        if _DEVICE_PLUGIN_SOCKET.exists() and not _listening(_DEVICE_PLUGIN_SOCKET):
+            _DEVICE_PLUGIN_SOCKET.unlink(missing_ok=True)
+            for directory in (_DEVICE_PLUGIN_SOCKET.parent, _DEVICE_PLUGIN_SOCKET.parent.parent):
+                with contextlib.suppress(OSError):
+                    directory.rmdir()  # only when empty
+
+    def _task_dirs(self) -> list[Path]:
+        tasks = self.dir / "containerd" / "state" / "io.containerd.runtime.v2.task"
+        return sorted(tasks.glob("*/*")) if tasks.is_dir() else []
+
+    def _task_ids(self) -> list[str]:
+        return [task.name for task in self._task_dirs()]
 
     def _shim_sockets(self) -> list[Path]:
         """The shims' sockets in /run/containerd/s, named by a hash of our address, the
         namespace and each task id (containerd 1.6's ``shim.SocketAddress``)."""
-        tasks = self.dir / "containerd" / "state" / "io.containerd.runtime.v2.task"
         found = []
-        for task in tasks.glob("*/*") if tasks.is_dir() else []:
+        for task in self._task_dirs():
             key = os.path.join(str(self.containerd_address), task.parent.name, task.name)
             found.append(_SHIM_SOCKET_DIR / hashlib.sha256(key.encode()).hexdigest())
         return found
@@ -560,6 +583,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             for link in _CONTAINER_LOG_LINKS.iterdir():
                 if link.is_symlink() and os.readlink(link).startswith(str(self.dir)):
                     link.unlink()
+            with contextlib.suppress(OSError):
+                _CONTAINER_LOG_LINKS.rmdir()  # the kubelet made it; only when empty
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -631,6 +656,16 @@ def _remove_kubepods_cgroups() -> None:
     for cgroup in _kubepods_cgroups():
         with contextlib.suppress(OSError):
             cgroup.rmdir()
+
+
+def _listening(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(1)
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def _http_ok(url: str) -> bool:

@@ -17,6 +17,7 @@ import pytest
 
 from devenv import network
 from devenv.binaries import find_kubectl
+from devenv.env import DevEnvironment
 from devenv.node import PAUSE_IMAGE, PROBE_IMAGE, leftovers
 from fixtures.realnode import require_real_node
 
@@ -50,12 +51,36 @@ def our_processes(marker: Path) -> list[str]:
     return found
 
 
+# Where containerd's shims, runc, CNI and the kubelet keep files outside the state directory.
+HOST_PATHS = (
+    "/run/containerd/s", "/run/containerd/runc/k8s.io", "/var/lib/cni/results",
+    "/var/lib/cni/networks", "/var/lib/kubelet", "/var/log/containers", "/var/log/pods",
+    "/var/run/netns",
+)  # fmt: skip
+
+
+def host_files() -> set[str]:
+    found = set()
+    for top in map(Path, HOST_PATHS):
+        if top.exists():  # the directories themselves are shared; what is in them counts
+            found.update(str(p) for p in top.rglob("*"))
+    return found
+
+
 def test_up_then_down_leaves_nothing(tmp_path: Path, pytestconfig: pytest.Config) -> None:
     if pytestconfig.getoption("--realnode-state-dir"):
         pytest.skip("--realnode-state-dir: another real node holds this machine")
     require_real_node()
     state = tmp_path / "env"
     forward_before = Path("/proc/sys/net/ipv4/ip_forward").read_text()
+    files_before = host_files()
+    try:
+        up_and_down(state, forward_before, files_before)
+    finally:
+        DevEnvironment(state).down()  # if an assertion stopped it half-way: no stray node
+
+
+def up_and_down(state: Path, forward_before: str, files_before: set[str]) -> None:
 
     t0 = time.monotonic()
     up = dev("up", "--kubelet", "real", "--state-dir", state)
@@ -105,6 +130,7 @@ def test_up_then_down_leaves_nothing(tmp_path: Path, pytestconfig: pytest.Config
     assert not Path(f"/sys/class/net/{network.BRIDGE}").exists()
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == forward_before
     assert not (state / "node").exists()
+    assert host_files() - files_before == set()
 
 
 def test_a_machine_without_the_node_build_is_told_why(tmp_path: Path) -> None:
