@@ -72,6 +72,7 @@ _COMMANDS = {
 _CNI_BIN = Path("/usr/lib/cni")
 _CNI_PLUGINS = ("bridge", "host-local", "loopback")
 _SHIM_SOCKET_DIR = Path("/run/containerd/s")
+_UNIX_PATH_MAX = 107  # sun_path is 108 bytes with the terminating NUL
 _RUNC_STATE = Path("/run/containerd/runc/k8s.io")
 _CNI_RESULTS = Path("/var/lib/cni/results")
 _DEVICE_PLUGIN_SOCKET = Path("/var/lib/kubelet/device-plugins/kubelet.sock")
@@ -119,6 +120,16 @@ def check_machine(state_dir: Path | None = None) -> None:
             "the kernel has no bridge netfilter (br_netfilter): Services between pods on one"
             " bridge would not work"
         )
+    if state_dir is not None:
+        # The kubelet's longest unix socket: <state>/node/kl/pod-resources/<10 digits>.
+        length = len(os.fsencode(Path(state_dir).absolute()))
+        allowed = _UNIX_PATH_MAX - len("/node/kl/pod-resources/") - 10
+        if length > allowed:
+            problems.append(
+                f"the state directory {state_dir} is too long ({length} bytes): the kubelet's"
+                f" sockets below it would pass the {_UNIX_PATH_MAX}-byte limit of unix socket"
+                f" paths; choose one of at most {allowed} bytes"
+            )
     holder = network.owner()
     if holder is not None and holder.exists() and holder != state_dir:
         problems.append(
@@ -166,6 +177,11 @@ class RealNode:
     def containerd_address(self) -> Path:
         """containerd's socket: ``ctr --address <it> -n k8s.io images import <archive>``."""
         return self.dir / "containerd" / "containerd.sock"
+
+    @property
+    def kubelet_root(self) -> Path:
+        """Short on purpose: the kubelet binds unix sockets below it (108 bytes at most)."""
+        return self.dir / "kl"
 
     @property
     def marker(self) -> str:
@@ -225,7 +241,7 @@ class RealNode:
             str(binaries / "kubelet"),
             f"--config={kubelet_config}",
             f"--kubeconfig={kubelet_kubeconfig}",
-            f"--root-dir={self.dir / 'kubelet' / 'root'}",
+            f"--root-dir={self.kubelet_root}",
             f"--cert-dir={self.dir / 'kubelet' / 'pki'}",
             f"--hostname-override={NODE_NAME}",
             f"--node-ip={network.NODE_IP}",
