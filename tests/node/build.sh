@@ -38,14 +38,17 @@ if [[ ${#missing_pkgs[@]} -gt 0 ]]; then
     if [[ $(id -u) -ne 0 ]]; then
         echo "node: missing Debian packages ${missing_pkgs[*]}; install them as root:" >&2
         echo "  apt-get install -y --no-install-recommends ${missing_pkgs[*]}" >&2
-        exit 1
+        # In CI the real-node tier must run; elsewhere the tier says why it cannot.
+        [[ -n "${CI:-}" ]] && exit 1
+        echo "node: continuing without them: the real-node tier will not run here" >&2
+    else
+        t0=$SECONDS
+        echo "node: installing ${missing_pkgs[*]} ..."
+        apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q \
+            --no-install-recommends "${missing_pkgs[@]}" >/dev/null
+        echo "node: installed the packages in $((SECONDS - t0))s"
     fi
-    t0=$SECONDS
-    echo "node: installing ${missing_pkgs[*]} ..."
-    apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q \
-        --no-install-recommends "${missing_pkgs[@]}" >/dev/null
-    echo "node: installed the packages in $((SECONDS - t0))s"
 fi
 # containerd's Debian package starts the system containerd where systemd runs; the node
 # runs its own with private sockets and state and needs nothing from that one.
@@ -112,7 +115,10 @@ PY
     rm -rf "$work"
 }
 
-if [[ ! -s "$bin/pause.oci.tar" ]]; then
+have_umoci=1
+command -v umoci >/dev/null || { have_umoci=0; echo "node: no umoci: images not built" >&2; }
+
+if [[ $have_umoci -eq 1 && ! -s "$bin/pause.oci.tar" ]]; then
     t0=$SECONDS
     src="$(go env GOMODCACHE)/k8s.io/kubernetes@$k8s_version/build/pause/linux/pause.c"
     [[ -f "$src" ]] || (cd "$controlplane" && go mod download k8s.io/kubernetes)
@@ -127,7 +133,7 @@ fi
 
 # The probe changes with the tests, so its archive is keyed by a hash of its source.
 probe_hash="$( (echo "$probe_image"; cat "$here/probe/go.mod" "$here/probe/main.go") | sha256sum | cut -c1-12)"
-if [[ ! -s "$bin/probe-$probe_hash.oci.tar" ]]; then
+if [[ $have_umoci -eq 1 && ! -s "$bin/probe-$probe_hash.oci.tar" ]]; then
     t0=$SECONDS
     scratch="$(mktemp -d)"
     (cd "$here/probe" && go build -trimpath -ldflags "-s -w" -o "$scratch/probe" .)
