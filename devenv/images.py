@@ -74,6 +74,9 @@ HOST_LEFTOVERS = (
 PACKAGES = ("buildah", "mmdebstrap", "runc", "umoci")
 """Debian packages this module and tests/images need (umoci: the tests unpack images)."""
 
+PRUNE_ABOVE = 4 * 2**30
+"""Bytes of buildah storage above which a build prunes superseded images."""
+
 BUILD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -414,8 +417,9 @@ def _export(image: RootfsImage | DockerfileImage, buildah: Buildah, archive: Pat
         index_path = layout / "index.json"
         index = json.loads(index_path.read_text())
         for manifest in index["manifests"]:
-            # ctr names an imported image by this annotation; with only the OCI ref name it
-            # would prefix it ("import-<date>/...").
+            # containerd names an imported image by this annotation first. ctr 1.6 also takes
+            # the full reference from the OCI ref name (tried), but a plain tag there (what
+            # other tools write) it would prefix; the annotation says it in containerd's words.
             manifest.setdefault("annotations", {})["io.containerd.image.name"] = image.ref
         index_path.write_text(json.dumps(index))
         partial = archive.with_suffix(".partial")
@@ -478,7 +482,24 @@ def build_images(
             chains = [pool.submit(python_images), pool.submit(rootfs_images)]
             for chain in chains:
                 out.update(chain.result())
+        _prune_if_large(buildah)
     return {image.ref: out[image.ref] for image in images}
+
+
+def _prune_if_large(buildah: Buildah) -> None:
+    """Drop the layers of superseded builds once storage outgrows ``PRUNE_ABOVE``.
+
+    Each source change leaves the previous final images (two copies of the virtualenv)
+    behind. Pruning also drops the cached dependency layer of the build stages, which the
+    next build then reinstalls (about a minute), so it waits until the space is worth it.
+    """
+    used = sum(
+        os.lstat(Path(dirpath) / name).st_blocks * 512
+        for dirpath, _, names in os.walk(buildah.root)
+        for name in names
+    )
+    if used > PRUNE_ABOVE:
+        buildah.run("rmi", "--prune")
 
 
 def _build_one(

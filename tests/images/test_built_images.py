@@ -72,14 +72,22 @@ def archives() -> dict[str, Path]:
     return build_images(report=False)
 
 
+class Bundles(dict[str, Bundle]):
+    """Image reference -> unpacked bundle, unpacked on first use (about 20 s each)."""
+
+    def __init__(self, archives: dict[str, Path], factory: pytest.TempPathFactory) -> None:
+        super().__init__()
+        self.archives, self.factory = archives, factory
+
+    def __missing__(self, ref: str) -> Bundle:
+        dest = self.factory.mktemp(ref.split("/")[-1].replace(":", "-"))
+        bundle = self[ref] = unpack(self.archives[ref], dest)
+        return bundle
+
+
 @pytest.fixture(scope="session")
-def bundles(
-    archives: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Bundle]:
-    return {
-        ref: unpack(archive, tmp_path_factory.mktemp(ref.split("/")[-1].replace(":", "-")))
-        for ref, archive in archives.items()
-    }
+def bundles(archives: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Bundles:
+    return Bundles(archives, tmp_path_factory)
 
 
 @pytest.fixture
