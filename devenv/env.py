@@ -75,6 +75,10 @@ class DevEnvironment:
     state_dir: Path = field(default_factory=default_state_dir)
     operator_metrics_port: int = field(default=0, init=False)
     """Where the operator of ``start_operator`` serves /metrics."""
+    _plane: ControlPlane | None = field(default=None, init=False, repr=False)
+    _redis: RedisServer | None = field(default=None, init=False, repr=False)
+    """What this object's ``up`` started, kept (with their Popen handles) until ``down``
+    stops and reaps them: dropped while they ran, they were a ResourceWarning each."""
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).absolute()
@@ -170,7 +174,8 @@ class DevEnvironment:
             plane = ControlPlane(
                 self.control_plane_dir, node_ip=network.NODE_IP if mode == "real" else None
             ).start(timeout=timeout)
-            redis = RedisServer(data_dir=self.state_dir / "redis").start()
+            self._plane = plane
+            redis = self._redis = RedisServer(data_dir=self.state_dir / "redis").start()
             assert redis.process is not None
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "redis.pid").write_text(f"{redis.process.pid}\n")
@@ -232,10 +237,16 @@ class DevEnvironment:
         if kubelet_pid is not None:
             terminate(kubelet_pid, self.marker, timeout=20)  # it stops its pods' processes
         self._stop_leftover_pods()
-        if (self.control_plane_dir / "controlplane.json").exists():
+        if self._plane is not None:
+            self._plane.stop()
+            self._plane = None
+        elif (self.control_plane_dir / "controlplane.json").exists():
             ControlPlane.attach(self.control_plane_dir).stop()
         else:
             ControlPlane(self.control_plane_dir).stop()
+        if self._redis is not None:
+            self._redis.stop(keep_data=True)  # its directory goes with the rest below
+            self._redis = None
         redis_pid = read_pidfile(self.run_dir / "redis.pid")
         if redis_pid is not None:
             terminate(redis_pid, self.marker)
