@@ -226,10 +226,10 @@ def test_outcomes_reach_the_resource_when_the_worker_cannot_write_them(
     task_workers(1, "--report-status", "none")
     tasks.create("quiet", "test.add", args=[20, 22])
     tasks.create("quiet-fail", "kubetasks.fail", kwargs={"permanent": True, "message": "no"})
-    status = tasks.wait_phase("quiet", "Succeeded", "Failed", timeout=30)
+    status = tasks.wait_phase("quiet", "Succeeded", "Failed", timeout=60)
     assert (status["phase"], status["result"], status["attempts"]) == ("Succeeded", 42, 1)
     assert "worker" not in status, "the worker wrote nothing: repair did"
-    status = tasks.wait_phase("quiet-fail", "Failed", "Succeeded", timeout=30)
+    status = tasks.wait_phase("quiet-fail", "Failed", "Succeeded", timeout=60)
     assert status["error"]["type"] == "PermanentTaskError"
     assert status["error"]["message"] == "no"
     assert repairing_operator.metrics()[REPAIRED] == 2
