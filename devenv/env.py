@@ -12,6 +12,7 @@ A second ``up`` reuses a healthy environment and replaces a broken or stale one
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -28,7 +29,6 @@ from devenv.kubeapi import ApiError, JsonApi
 from devenv.kubelet import DEFAULT_NODE_NAME, KUBELET_ENV
 from devenv.node import COMPONENTS as NODE_COMPONENTS
 from devenv.node import RealNode, check_machine
-from devenv.node import cleanup as cleanup_node
 from devenv.processes import ManagedProcess, is_running, read_pidfile, terminate
 from devenv.redis_server import RedisServer, free_port
 
@@ -104,9 +104,13 @@ class DevEnvironment:
         """The real node's containerd socket (there only while ``up(kubelet="real")`` runs)."""
         return self.node.containerd_address
 
-    @property
+    @functools.cached_property
     def node(self) -> RealNode:
-        """The real node of this environment (its processes run only with ``kubelet="real"``)."""
+        """The real node of this environment (its processes run only with ``kubelet="real"``).
+
+        One object per environment: the one that started the node's processes keeps their
+        Popen handles until ``down``; a fresh one per access dropped them while the processes
+        ran (a ResourceWarning, an error under the tests' ``filterwarnings = error``)."""
         return RealNode(self.state_dir, self.run_dir, self.log_dir)
 
     @property
@@ -240,8 +244,10 @@ class DevEnvironment:
         operator_pid = read_pidfile(self.run_dir / "operator.pid")
         if operator_pid is not None:
             terminate(operator_pid, self.marker, timeout=20)
-        if _kubelet_mode(self._saved().get("kubelet", "none")) == "real" or self.node.dir.exists():
-            cleanup_node(self.state_dir, self.run_dir, self.log_dir)
+        node = self.node  # the object that started the node holds (and reaps) its processes
+        real = _kubelet_mode(self._saved().get("kubelet", "none")) == "real"
+        if real or node.dir.exists() or any(node.pids().values()):
+            node.stop()
         kubelet_pid = read_pidfile(self.run_dir / "kubelet.pid")
         if kubelet_pid is not None:
             terminate(kubelet_pid, self.marker, timeout=20)  # it stops its pods' processes
