@@ -58,7 +58,7 @@ HELM_SETS = [
 
 T = TypeVar("T")
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.images]
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float, every: float = 0.5) -> T:
