@@ -359,7 +359,33 @@ class ControlPlane:
             # No node runs the `kubernetes` Service's endpoints, and a loopback address is not
             # a valid endpoint: skip maintaining them instead of logging errors forever.
             args.append("--endpoint-reconciler-type=none")
+        else:
+            args.append(f"--admission-control-config-file={self._write_pod_security()}")
         return args
+
+    def _write_pod_security(self) -> Path:
+        """Pod Security ``baseline`` enforced in every namespace by default (a namespace label
+        can still opt out). With a real node this keeps pods off the host's network: a
+        ``hostNetwork`` pod's packets are the host's own, and the pod network's firewall
+        (:mod:`devenv.network`) would not see them."""
+        config = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "AdmissionConfiguration",
+            "plugins": [
+                {
+                    "name": "PodSecurity",
+                    "configuration": {
+                        "apiVersion": "pod-security.admission.config.k8s.io/v1",
+                        "kind": "PodSecurityConfiguration",
+                        "defaults": {"enforce": "baseline", "enforce-version": "latest"},
+                        "exemptions": {"usernames": [], "runtimeClasses": [], "namespaces": []},
+                    },
+                }
+            ],
+        }
+        path = self.state_dir / "admission.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
 
     def _kcm_args(self, kubeconfig: Path) -> list[str]:
         pki = self.pki

@@ -7,6 +7,7 @@ run a node (here: nothing built) gets the exact reason.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -90,6 +91,7 @@ def up_and_down(state: Path, forward_before: str, files_before: set[str]) -> Non
     assert f"export KUBETASKS_CONTAINERD_ADDRESS={socket}" in up.stdout
     assert f"export KUBECONFIG={state / 'controlplane' / 'kubeconfig'}" in up.stdout
     assert "kubelet: real" in up.stderr
+    assert json.loads((state / "env.json").read_text())["containerd_address"] == str(socket)
     print(f"dev up --kubelet real took {started:.1f}s")
 
     status = dev("status", "--state-dir", state)

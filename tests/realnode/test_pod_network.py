@@ -6,7 +6,8 @@
   through a Service whose endpoint points there (kube-proxy's DNAT happens first, and the
   firewall still sees a destination outside the pod network), and a packet counter in the
   outside namespace proves that not one packet from the pod subnet arrived. No test sends
-  anything to a real outside address.
+  anything to a real outside address. A pod on the host's network, which would send as the
+  host itself, is refused at admission (Pod Security ``baseline``).
 * **Inside the cluster everything works**: a pod reaches the API server as
   ``kubernetes.default.svc`` over HTTPS with its own service-account token, resolves Service
   names through the cluster DNS (and nothing outside the cluster), reaches another pod
@@ -226,3 +227,17 @@ def test_a_pod_reaches_another_through_a_service_and_kubectl_shows_it(pods: Pods
     logs = pods.node.kubectl("-n", pods.namespace, "logs", "server")
     assert logs.returncode == 0, logs.stderr
     assert "GET /hello" in logs.stdout
+
+
+def test_a_pod_on_the_host_network_is_refused(pods: Pods) -> None:
+    """The firewall guards the pod network; a hostNetwork pod would send as the host itself,
+    so Pod Security ``baseline`` (enforced by default on the real node) refuses it."""
+    manifest = _pod("on-host", ["sleep"])
+    spec = manifest["spec"]
+    assert isinstance(spec, dict)
+    spec["hostNetwork"] = True
+    created = pods.node.kubectl(
+        "-n", pods.namespace, "apply", "-f", "-", input=json.dumps(manifest)
+    )
+    assert created.returncode != 0
+    assert "violates PodSecurity" in created.stderr and "hostNetwork" in created.stderr
