@@ -68,6 +68,12 @@ class Outside:
         )
 
 
+def _nat_rules() -> str:
+    return subprocess.run(
+        ["iptables", "-w", "-t", "nat", "-S"], capture_output=True, text=True, timeout=20
+    ).stdout
+
+
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
 
@@ -193,7 +199,13 @@ def test_a_pod_cannot_reach_the_outside_host(outside: Outside, pods: Pods) -> No
     assert "connection refused" in direct.stderr, direct.stderr  # our reject, not a timeout
     # Through the Service the reset carries the endpoint's address, which the pod never
     # dialled, so its connect times out instead of being refused: either way, nothing got out.
-    via_service = pods.exec("client", "connect", f"{pods.cluster_ip('outside')}:{OUTSIDE_PORT}")
+    service_ip = pods.cluster_ip("outside")
+    # Only once kube-proxy has its DNAT rule does this test the translated path.
+    deadline = time.monotonic() + 30
+    while f"-d {service_ip}/32" not in _nat_rules():
+        assert time.monotonic() < deadline, f"kube-proxy never programmed {service_ip}"
+        time.sleep(0.2)
+    via_service = pods.exec("client", "connect", f"{service_ip}:{OUTSIDE_PORT}")
     assert via_service.returncode != 0
     assert "connected" not in via_service.stdout, via_service.stdout
     assert outside.packets_from_pods() == 0
