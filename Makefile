@@ -71,7 +71,7 @@ test-latest: controlplane node images  ## lint and test against the newest versi
 test-fast: install  ## the tests that need only Redis
 	$(BIN)/pytest -m 'not controlplane and not realnode and not images'
 
-demo: install controlplane  ## the product end to end on a local control plane (ARGS=--keep to stay up)
+demo: install controlplane node  ## the product end to end: the chart on the real node where this machine can run one, else the process kubelet (ARGS=--keep to stay up, ARGS='--kubelet process')
 	$(PY) -m devenv.demo $(ARGS)
 
 crds: install  ## regenerate crds/ from the models and the chart's copies from crds/

@@ -1,12 +1,17 @@
 """``make demo``: the whole product on this machine, no Docker, no cluster needed.
 
 It starts (or reuses) the local environment of ``kubetasks dev up``: etcd, kube-apiserver and
-kube-controller-manager built from the Kubernetes modules, a Redis, and the process kubelet
-that runs worker pods as local processes. Then it runs the operator, applies ``examples/``
-(a WorkerPool at zero, a Task, a Task that fails twice then succeeds, a dependency chain, a
-PeriodicTask, a burst of 40 Tasks), and shows what ``kubectl get`` shows while it happens,
-until everything has finished and the pool is back at zero. On a real cluster the same
-manifests run after ``helm install`` (see README.md).
+kube-controller-manager built from the Kubernetes modules, and a node. Where the machine can
+run one (root, ``make node`` built), that is the real node (containerd, kubelet, kube-proxy,
+scheduler, CoreDNS): the images ``make images`` built from the Dockerfiles are loaded into its
+containerd and the chart is installed with ``helm install`` as a user installs it, so the
+operator, the bundled Redis and every worker run as containers. Elsewhere it is the process
+kubelet (worker pods as local ``kubetasks worker`` processes) with the operator as a local
+process; the demo says which, and why. Then it applies ``examples/`` (a WorkerPool at zero, a
+Task, a Task that fails twice then succeeds, a dependency chain, a PeriodicTask, a burst of 40
+Tasks) and shows what ``kubectl get`` shows while it happens, until everything has finished
+and the pool is back at zero. It is complete only if the operator's repair wrote no outcome:
+every status comes from the workers.
 """
 
 from __future__ import annotations
@@ -22,12 +27,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devenv.binaries import find_kubectl
-from devenv.controlplane import ControlPlaneError
+from devenv.binaries import find_binary, find_kubectl
 from devenv.env import DevEnvironment, default_state_dir
+from devenv.node import NodeUnavailableError, check_machine
+from kubetasks.errors import ConfigurationError
 
 REPO = Path(__file__).resolve().parents[1]
 NAMESPACE = "kubetasks-demo"
+RELEASE = "kubetasks"
+CHART = REPO / "charts" / "kubetasks"
+#: The chart on the local real node: the built images, the CRDs ``dev up`` applied, no volume.
+LOCAL_VALUES = CHART / "ci" / "local-node-values.yaml"
+REPAIRED = "kubetasks_operator_repaired_outcomes_total"
 WORKER_ACCOUNT = "kubetasks-worker"
 #: What the chart gives worker pods (templates/worker/rbac.yaml): read Tasks, patch their
 #: status, nothing else. Without it the workers' status writes are refused (403).
@@ -99,10 +110,25 @@ class Progress:
         return wanted
 
 
+def choose_kubelet(requested: str, state_dir: Path) -> tuple[str, str]:
+    """``(kubelet, why)``: the real node where this machine can run one, else the process
+    kubelet; ``requested`` is ``auto``, ``real`` or ``process``."""
+    if requested == "process":
+        return "process", "asked for with --kubelet process"
+    try:
+        check_machine(state_dir)
+    except NodeUnavailableError as exc:
+        if requested == "real":
+            raise
+        return "process", str(exc)
+    return "real", "this machine can run one"
+
+
 class Demo:
-    def __init__(self, env: DevEnvironment, timeout: float) -> None:
+    def __init__(self, env: DevEnvironment, timeout: float, kubelet: str) -> None:
         self.env = env
         self.timeout = timeout
+        self.kubelet = kubelet
         self.kubectl_bin = str(find_kubectl())
         self.kubeconfig = str(env.status().kubeconfig)
         self.progress = Progress()
@@ -155,7 +181,8 @@ class Demo:
         parts.append(f"burst (40 Tasks, label batch=burst): {summary or 'not created yet'}")
         pods = self.kubectl("get", "pods", *ns, "-l", "kubetasks.dev/worker-pool", check=False)
         running = sum(1 for line in pods.splitlines()[1:] if " Running " in line)
-        parts.append(f"worker pods running (local processes): {running}")
+        where = "containers on the real node" if self.kubelet == "real" else "local processes"
+        parts.append(f"worker pods running ({where}): {running}")
         return "\n\n".join(parts)
 
     def watch(self) -> bool:
@@ -176,18 +203,10 @@ class Demo:
             time.sleep(2)
 
     def run(self) -> bool:
-        self.step(f"namespace {NAMESPACE}")
-        self.kubectl("create", "namespace", NAMESPACE, check=False)
-        self.step(f"worker service account {WORKER_ACCOUNT}: read Tasks, patch their status")
-        self.kubectl("apply", "-n", NAMESPACE, "-f", "-", stdin=WORKER_RBAC)
-        self.step("the operator (kubetasks operator), watching the demo namespace")
-        operator = self.env.start_operator(
-            [NAMESPACE],
-            # The production resync (60 s): the demo must not lean on repair to finish.
-            {"KUBETASKS_WORKER_SERVICE_ACCOUNT": WORKER_ACCOUNT},
-        )
-        print(f"  pid {operator.pid}, log {operator.log_file}")
-        print(f"  metrics: http://127.0.0.1:{self.env.operator_metrics_port}/metrics")
+        if self.kubelet == "real":
+            self.install_chart()
+        else:
+            self.start_local_operator()
         self.step("examples/: a WorkerPool at zero, Tasks, a chain, a PeriodicTask, a burst")
         for path in sorted((REPO / "examples").glob("*.yaml")):
             self.apply(path)
@@ -209,14 +228,53 @@ class Demo:
         print("=" * 78)
         return ok and repaired == 0
 
+    def install_chart(self) -> None:
+        """The release as a user installs it: the operator, Redis and workers as pods."""
+        from devenv.images import build_images, load_images
+
+        self.step("images from the Dockerfiles (make images: buildah, cached), into containerd")
+        address = self.env.containerd_address
+        assert address is not None
+        load_images(address, build_images())
+        self.step(f"helm install {RELEASE} charts/kubetasks -n {NAMESPACE} (operator, Redis)")
+        argv = [str(find_binary("helm")), "upgrade", "--install", RELEASE, str(CHART),
+                "--namespace", NAMESPACE, "--create-namespace", "--kubeconfig", self.kubeconfig,
+                "--values", str(LOCAL_VALUES), "--wait", "--timeout", "5m"]  # fmt: skip
+        print(f"$ helm upgrade --install {RELEASE} charts/kubetasks --namespace {NAMESPACE}"
+              f" --values {LOCAL_VALUES.relative_to(REPO)} --wait")  # fmt: skip
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            raise SystemExit(f"helm install failed:\n{done.stderr}")
+        print(self.kubectl("get", "pods", "-n", NAMESPACE).rstrip())
+
+    def start_local_operator(self) -> None:
+        self.step(f"namespace {NAMESPACE}")
+        self.kubectl("create", "namespace", NAMESPACE, check=False)
+        self.step(f"worker service account {WORKER_ACCOUNT}: read Tasks, patch their status")
+        self.kubectl("apply", "-n", NAMESPACE, "-f", "-", stdin=WORKER_RBAC)
+        self.step("the operator (kubetasks operator), watching the demo namespace")
+        operator = self.env.start_operator(
+            [NAMESPACE],
+            # The production resync (60 s): the demo must not lean on repair to finish.
+            {"KUBETASKS_WORKER_SERVICE_ACCOUNT": WORKER_ACCOUNT},
+        )
+        print(f"  pid {operator.pid}, log {operator.log_file}")
+        print(f"  metrics: http://127.0.0.1:{self.env.operator_metrics_port}/metrics")
+
     def repaired_outcomes(self) -> int:
         """The operator's count of outcomes it copied from Redis because no worker wrote them."""
-        url = f"http://127.0.0.1:{self.env.operator_metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            for line in response.read().decode().splitlines():
-                if line.startswith("kubetasks_operator_repaired_outcomes_total "):
-                    return int(float(line.split()[1]))
-        raise LookupError(f"{url} has no kubetasks_operator_repaired_outcomes_total")
+        if self.kubelet == "real":  # the operator pod's metrics, through the API server
+            where = (f"/api/v1/namespaces/{NAMESPACE}/services/{RELEASE}-operator-metrics:"
+                     "metrics/proxy/metrics")  # fmt: skip
+            text = self.kubectl("get", "--raw", where)
+        else:
+            where = f"http://127.0.0.1:{self.env.operator_metrics_port}/metrics"
+            with urllib.request.urlopen(where, timeout=5) as response:
+                text = response.read().decode()
+        for line in text.splitlines():
+            if line.startswith(f"{REPAIRED} "):
+                return int(float(line.split()[1]))
+        raise LookupError(f"{where} has no {REPAIRED}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,21 +285,36 @@ def main(argv: list[str] | None = None) -> int:
         help="where the environment lives (default ~/.cache/kubetasks/demo)",
     )  # fmt: skip
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for the end")
+    parser.add_argument(
+        "--kubelet", choices=("auto", "real", "process"), default="auto",
+        help="auto (default): the real node where this machine can run one, else the process"
+        " kubelet",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     env = DevEnvironment(args.state_dir)
-    print("==> local control plane, Redis and the process kubelet (kubetasks dev up)")
+    try:
+        kubelet, why = choose_kubelet(args.kubelet, env.state_dir)
+    except NodeUnavailableError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
+    if kubelet == "real":
+        print("==> kubelet: the real node (containerd, kubelet, kube-proxy, scheduler, CoreDNS):"
+              f" {why}")  # fmt: skip
+    else:
+        print(f"==> kubelet: the process kubelet (worker pods as local processes), because {why}")
+    print(f"==> local control plane, Redis and the node (kubetasks dev up --kubelet {kubelet})")
     started = time.monotonic()
     try:
-        status = env.up(kubelet=True, crds=REPO / "crds")
-    except ControlPlaneError as exc:
+        status = env.up(kubelet=kubelet, crds=REPO / "crds")
+    except ConfigurationError as exc:
         print(f"cannot start the local environment: {exc}", file=sys.stderr)
         return 1
     how = "reused" if status.reused else f"started in {time.monotonic() - started:.1f}s"
     print(f"  {how}; state in {args.state_dir}")
     ok = False
     try:
-        ok = Demo(env, args.timeout).run()
+        ok = Demo(env, args.timeout, kubelet).run()
     finally:
         if args.keep:
             print("\nEverything is still running. To use it:")
@@ -251,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             env.down()
             print("\nStopped everything (run with --keep, i.e. `make demo ARGS=--keep`, to stay).")
-    print("demo: " + ("complete" if ok else "INCOMPLETE"))
+    print(f"demo ({kubelet} kubelet): " + ("complete" if ok else "INCOMPLETE"))
     return 0 if ok else 1
 
 

@@ -23,14 +23,25 @@ from devenv.env import DevEnvironment
 def test_make_demo_runs_the_examples_to_completion(tmp_path: Path) -> None:
     state = tmp_path / "demo"
     done = subprocess.run(
-        [sys.executable, "-m", "devenv.demo", "--state-dir", str(state), "--timeout", "300"],
+        [
+            sys.executable,
+            "-m",
+            "devenv.demo",
+            "--state-dir",
+            str(state),
+            "--timeout",
+            "300",
+            "--kubelet",
+            "process",
+        ],
         capture_output=True,
         text=True,
         timeout=400,
     )
     out = done.stdout
     assert done.returncode == 0, out[-6000:] + done.stderr[-3000:]
-    assert "demo: complete" in out
+    assert "demo (process kubelet): complete" in out
+    assert "kubelet: the process kubelet (worker pods as local processes), because asked for" in out
     assert "hello: Succeeded after 1 attempt(s)" in out
     assert "flaky: Succeeded after 3 attempt(s)" in out
     assert 'greet: Succeeded after 1 attempt(s), result {"args": ["Ada", "says hello"]' in out
