@@ -36,8 +36,9 @@ def cmd_up(ns: argparse.Namespace) -> int:
 
 
 def cmd_down(ns: argparse.Namespace) -> int:
-    DevEnvironment(ns.state_dir).down()
-    print(f"# stopped the local environment in {Path(ns.state_dir).absolute()}", file=sys.stderr)
+    env = DevEnvironment(ns.state_dir)
+    env.down()
+    print(f"# stopped the local environment in {env.state_dir}", file=sys.stderr)
     return 0
 
 
@@ -83,7 +84,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     common.add_argument(
         "--state-dir",
         type=Path,
-        default=default_state_dir(),
+        default=None,  # resolved when a dev command runs: any kubetasks command parses this
         help="where all state lives (default: $KUBETASKS_DEV_DIR or ~/.cache/kubetasks/dev)",
     )
     up = sub.add_parser(

@@ -81,7 +81,7 @@ class DevEnvironment:
     stops and reaps them: dropped while they ran, they were a ResourceWarning each."""
 
     def __post_init__(self) -> None:
-        self.state_dir = Path(self.state_dir).absolute()
+        self.state_dir = Path(self.state_dir or default_state_dir()).absolute()
 
     @property
     def control_plane_dir(self) -> Path:
