@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from devenv.controlplane import ControlPlane
-from devenv.env import KUBELETS, DevEnvironment, default_state_dir
+from devenv.env import KUBELETS, DevEnvironment
 from devenv.kubelet import DEFAULT_NODE_NAME, ProcessKubelet
 from kubetasks.errors import KubetasksError
 

@@ -47,6 +47,7 @@ from devenv import network
 from devenv.binaries import bin_dir
 from devenv.controlplane import ClusterAccess, ControlPlane
 from devenv.kubeapi import ApiError, JsonApi
+from devenv.pki import ClientCert
 from devenv.processes import ManagedProcess, is_running, read_pidfile, rss_kib, terminate
 from devenv.redis_server import free_port
 from kubetasks.errors import ConfigurationError
@@ -215,8 +216,7 @@ class RealNode:
         (self.dir / "ports.json").write_text(json.dumps(ports, indent=2))
         binaries = bin_dir()
 
-        def kubeconfig(name: str, user: str, creds: object) -> Path:
-            assert isinstance(creds, type(pki.admin))
+        def kubeconfig(name: str, user: str, creds: ClientCert) -> Path:
             return ClusterAccess(plane.server, pki.ca_cert, creds).write_kubeconfig(
                 self.dir / name / "kubeconfig", user=user
             )
@@ -384,7 +384,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         path.write_text(text)
         return path
 
-    def _write_kubelet_config(self, ca_cert: Path, serving: object, ports: dict[str, int]) -> Path:
+    def _write_kubelet_config(
+        self, ca_cert: Path, serving: ClientCert, ports: dict[str, int]
+    ) -> Path:
         directory = self.dir / "kubelet"
         (directory / "pod-logs").mkdir(parents=True, exist_ok=True)
         resolv = directory / "resolv.conf"
@@ -404,8 +406,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 "x509": {"clientCAFile": str(ca_cert)},
             },
             "authorization": {"mode": "Webhook"},
-            "tlsCertFile": str(getattr(serving, "cert")),  # noqa: B009
-            "tlsPrivateKeyFile": str(getattr(serving, "key")),  # noqa: B009
+            "tlsCertFile": str(serving.cert),
+            "tlsPrivateKeyFile": str(serving.key),
             "containerRuntimeEndpoint": f"unix://{self.containerd_address}",
             "cgroupDriver": "cgroupfs",
             "failSwapOn": False,
