@@ -18,6 +18,10 @@ class ConfigurationError(KubetasksError):
     """A setting, flag or argument is invalid; the message names it."""
 
 
+class InvalidQueueError(ConfigurationError):
+    """A queue name breaks the rule in ``kubetasks.queuename``; the message names the field."""
+
+
 class BrokerUnavailableError(KubetasksError, ConnectionError):
     """Redis cannot be reached (or failed over mid-command); safe to retry later."""
 

@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from kubetasks.errors import ConfigurationError
+from kubetasks.queuename import validate_queue_name
 
 REDIS_URL_ENV = "KUBETASKS_REDIS_URL"
 REDIS_PASSWORD_ENV = "KUBETASKS_REDIS_PASSWORD"
@@ -53,6 +54,7 @@ def parse_queues(text: str) -> tuple[QueueWeight, ...]:
             raise ConfigurationError(f"queue weight in {part!r} must be an integer") from None
         if w < 1:
             raise ConfigurationError(f"queue weight in {part!r} must be >= 1")
+        validate_queue_name(name, "--queues")
         if any(q.name == name for q in queues):
             raise ConfigurationError(f"queue {name!r} is listed twice")
         queues.append(QueueWeight(name, w))

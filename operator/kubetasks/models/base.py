@@ -14,14 +14,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
+from kubetasks.queuename import MAX_QUEUE_NAME, QUEUE_NAME_PATTERN
+
 #: Longest name of an object (DNS subdomain, RFC 1123).
 MAX_NAME = 253
 #: A DNS-1123 label: lower case alphanumerics and '-', at most 63 characters.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 #: A DNS-1123 subdomain, the form of most Kubernetes object names.
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-#: Queue names: what Redis keys and worker ``--queues`` flags accept.
-QUEUE_NAME = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+#: Queue names: the broker's own rule (``kubetasks.queuename``), so the API server refuses
+#: at admission exactly what Redis keys and worker ``--queues`` flags would refuse later.
+QUEUE_NAME = QUEUE_NAME_PATTERN
+MAX_QUEUE = MAX_QUEUE_NAME
 
 
 #: An RFC 3339 time, as Kubernetes writes them (``2026-11-23T10:00:00Z``).

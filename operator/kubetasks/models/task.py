@@ -17,6 +17,7 @@ from kubetasks.models.base import (
     CONDITIONS,
     DNS_SUBDOMAIN,
     MAX_NAME,
+    MAX_QUEUE,
     QUEUE_NAME,
     Condition,
     Model,
@@ -100,7 +101,7 @@ class TaskSpec(Model):
     """Keyword arguments passed to the handler: an object of JSON values (at most 64 keys)."""
     queue: str = Field(
         default="default",
-        max_length=63,
+        max_length=MAX_QUEUE,
         pattern=QUEUE_NAME,
     )
     """Queue to put the Task on; only WorkerPools serving this queue run it. Default

@@ -18,6 +18,7 @@ from kubetasks.models.base import (
     CONDITIONS,
     DNS_SUBDOMAIN,
     MAX_NAME,
+    MAX_QUEUE,
     QUEUE_NAME,
     Annotations,
     Condition,
@@ -35,7 +36,7 @@ _K8S_OBJECT: JsonDict = {"type": "object", **ANY_JSON}
 class PoolQueue(Model):
     """A queue the pool's workers take tasks from."""
 
-    name: str = Field(max_length=63, pattern=QUEUE_NAME)
+    name: str = Field(max_length=MAX_QUEUE, pattern=QUEUE_NAME)
     """The queue's name, as Tasks give it in ``spec.queue``."""
     weight: int = Field(default=1, ge=1, le=100)
     """Share of the workers' attention: a queue of weight 3 is asked three times as often as

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from importlib import resources
@@ -31,6 +32,9 @@ from kubetasks.queue.message import (
     TaskInfo,
     TaskMessage,
 )
+from kubetasks.queuename import is_queue_name
+
+log = logging.getLogger("kubetasks.broker")
 
 #: Default seconds a finished task's record (result, error) is kept.
 DEFAULT_RETENTION = 24 * 3600
@@ -99,6 +103,8 @@ class Broker:
         self.retention = retention
         self._keys: dict[str, QueueKeys] = {}
         self._known_queues: set[str] = set()
+        #: Invalid names found in the queue registry and removed from it.
+        self.evicted_queues = 0
         self._scripts: dict[str, AsyncScript] = {
             name: client.register_script(_load_source(name)) for name in _SCRIPT_NAMES
         }
@@ -147,6 +153,9 @@ class Broker:
             order.append(msg)
         if not order:
             return []
+        # Every name is checked before the first write: a refused queue must not reach the
+        # registry, which every loop of the operator walks.
+        queue_keys = {queue: self.keys(queue) for queue in by_queue}
         new_queues = by_queue.keys() - self._known_queues
         if new_queues:
             await self.redis.sadd(keys.QUEUES, *new_queues)
@@ -155,7 +164,7 @@ class Broker:
         calls: list[tuple[list[str], list[Any]]] = []
         batches: list[list[TaskMessage]] = []
         for queue, msgs in by_queue.items():
-            qk = self.keys(queue)
+            qk = queue_keys[queue]
             for start in range(0, len(msgs), ENQUEUE_CHUNK):
                 chunk = msgs[start : start + ENQUEUE_CHUNK]
                 args: list[Any] = [
@@ -485,4 +494,13 @@ class Broker:
 
     @_unavailable
     async def queues(self) -> list[str]:
-        return sorted(cast(set[str], await self.redis.smembers(keys.QUEUES)))
+        """The registry of queues ever used, without invalid names: one written by an older
+        version (which registered a queue before checking it) is logged, removed and
+        counted in ``evicted_queues``, so no loop over the queues trips on it."""
+        names = cast(set[str], await self.redis.smembers(keys.QUEUES))
+        bad = [name for name in names if not is_queue_name(name)]
+        if bad:
+            await self.redis.srem(keys.QUEUES, *bad)
+            self.evicted_queues += len(bad)
+            log.warning("removed invalid queue names from the registry: %s", sorted(bad))
+        return sorted(names.difference(bad))

@@ -22,27 +22,13 @@ Layout of queue ``q``::
 
 from __future__ import annotations
 
-import re
-
-from kubetasks.errors import ConfigurationError
+from kubetasks.queuename import validate_queue_name
 
 ROOT = "kubetasks"
 QUEUES = f"{ROOT}:queues"
 #: Pub/sub channel on which every enqueue publishes its queue's name.
 ENQUEUED = f"{ROOT}:enqueued"
 WORKERS = f"{ROOT}:workers"
-
-_QUEUE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$")
-
-
-def validate_queue(name: str) -> str:
-    """Queue names are short DNS-label-like words (they appear in keys, metrics and labels)."""
-    if not _QUEUE_NAME.match(name):
-        raise ConfigurationError(
-            f"invalid queue name {name!r}: use 1-63 lowercase letters, digits, '-', '_' or '.',"
-            " starting and ending with a letter or digit"
-        )
-    return name
 
 
 class QueueKeys:
@@ -63,7 +49,7 @@ class QueueKeys:
     )
 
     def __init__(self, queue: str) -> None:
-        self.name = validate_queue(queue)
+        self.name = validate_queue_name(queue)
         self.prefix = f"{ROOT}:{{{queue}}}:"
         self.pending = self.prefix + "pending"
         self.scheduled = self.prefix + "scheduled"

@@ -14,6 +14,7 @@ from typing import Any
 
 from kubetasks.errors import ConfigurationError
 from kubetasks.outcome import BackoffPolicy
+from kubetasks.queuename import validate_queue_name
 
 #: States a task moves through in Redis. Terminal ones never change again.
 PENDING, SCHEDULED, ACTIVE, RETRYING = "pending", "scheduled", "active", "retrying"
@@ -58,6 +59,7 @@ class TaskMessage:
     """``namespace/name`` of the Task resource, when the task came through Kubernetes."""
 
     def __post_init__(self) -> None:
+        validate_queue_name(self.queue)
         if not -1000 <= self.priority <= 1000:
             raise ConfigurationError(f"priority {self.priority} is outside [-1000, 1000]")
         if self.max_retries < 0:
