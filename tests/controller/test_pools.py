@@ -5,6 +5,7 @@ repeating work."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections import Counter
@@ -13,13 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from kubernetes import client as k8s
 
 from devenv.controlplane import ControlPlane
 from devenv.kubelet import ProcessKubelet
-from fixtures.operator import Operator, kube_env
+from fixtures.controlplane import Kubectl
+from fixtures.operator import Operator, Tasks, kube_env
 from kubetasks.client import AsyncClient, TaskRequest
-from kubetasks.queue import Broker
+from kubetasks.queue import Broker, keys
+from kubetasks.queuename import QUEUE_NAME_PATTERN
 
 GROUP, VERSION = "kubetasks.dev", "v1alpha1"
 TESTS = Path(__file__).resolve().parents[1]
@@ -287,3 +291,63 @@ def test_pod_overrides_reach_the_deployment_and_an_unusable_spec_is_reported(
     fixed = pools.wait("the Deployment", lambda: pools.deployment("broken"), timeout=20)
     assert fixed.spec.replicas == 1
     pools.wait("the condition cleared", lambda: rejected() is None, timeout=20)
+
+
+TASK_CRD = "tasks.kubetasks.dev"
+#: The Task CRD's queue pattern before it took the broker's rule (it allowed upper case).
+LOOSE_QUEUE = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+
+
+def _set_task_queue_pattern(kubectl: Kubectl, pattern: str) -> None:
+    crd = json.loads(kubectl("get", "crd", TASK_CRD, "-o", "json").stdout)
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    spec["properties"]["queue"]["pattern"] = pattern
+    replaced = kubectl("replace", "-f", "-", input=json.dumps(crd))
+    assert replaced.returncode == 0, replaced.stderr
+
+
+def test_a_task_stored_with_an_invalid_queue_fails_naming_it_and_others_keep_working(
+    pool_operator: Operator, process_kubelet: ProcessKubelet, pools: Pools, tasks: Tasks,
+    kubectl: Kubectl, redis_url: str, namespace: str,
+) -> None:  # fmt: skip
+    pools.create("idle", "default", concurrency=2, minReplicas=0, maxReplicas=1,
+                 scaleDownStabilizationSeconds=3)  # fmt: skip
+    assert pools.wait("the Deployment at zero", lambda: pools.replicas("idle") == 0)
+    # What an older version left: it registered `Default` in Redis before refusing it.
+    with redis.Redis.from_url(redis_url, decode_responses=True) as r:
+        r.sadd(keys.QUEUES, "Default")
+    # A Task stored while the CRD was looser, as on a cluster upgraded from it.
+    _set_task_queue_pattern(kubectl, LOOSE_QUEUE)
+    try:
+        legacy = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Task",
+                  "metadata": {"name": "legacy"},
+                  "spec": {"handler": "kubetasks.echo", "queue": "Default"}}  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:  # the API server takes the new schema up within moments
+            try:
+                tasks.create_body(legacy)
+                break
+            except k8s.ApiException as exc:
+                assert exc.status == 422 and time.monotonic() < deadline, exc
+                time.sleep(0.2)
+    finally:
+        _set_task_queue_pattern(kubectl, QUEUE_NAME_PATTERN)
+    status = tasks.wait_phase("legacy", "Failed", "Queued", "Succeeded")
+    assert status["phase"] == "Failed", status
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "InvalidSpec"
+    assert "spec.queue" in failed["message"] and "'Default'" in failed["message"]
+    # Beside it, a healthy Task wakes the pool from zero and runs in its pod. (These pods'
+    # service account may not write Task status: what the worker recorded in Redis shows it.)
+    uid = tasks.create("healthy", "test.add", args=[2, 3])["metadata"]["uid"]
+    with redis.Redis.from_url(redis_url, decode_responses=True) as r:
+        record = f"kubetasks:{{default}}:t:{uid}"
+        ran = pools.wait("the healthy Task done", lambda: r.hget(record, "state") == "succeeded"
+                         and r.hmget(record, "worker", "result"))  # fmt: skip
+        assert ran[0].startswith("idle-") and ran[1] == "5", ran
+        assert r.smembers(keys.QUEUES) == {"default"}
+        assert not r.keys("kubetasks:{Default}:*")
+    # And the schema refuses the name again, naming the field.
+    refused = kubectl("create", "-n", namespace, "-f", "-",
+                      input=json.dumps(legacy | {"metadata": {"name": "again"}}))  # fmt: skip
+    assert refused.returncode != 0 and 'spec.queue: Invalid value: "Default"' in refused.stderr

@@ -13,6 +13,7 @@ from typing import Any
 from kubetasks.errors import ConfigurationError
 from kubetasks.outcome import BackoffPolicy
 from kubetasks.queue import TaskMessage
+from kubetasks.queuename import validate_queue_name
 from kubetasks.transitions import QUEUED, SCHEDULED, SUCCEEDED, TERMINAL, parse_timestamp
 
 
@@ -53,11 +54,14 @@ def build_message(
         elif mode == "Kwarg":
             kwargs["results"] = dependency_results
     unique_for = spec.get("uniqueForSeconds")
+    # Checked here too, not only by the schema: a Task stored under an older, looser CRD
+    # must fail naming its field before anything of it reaches Redis.
+    queue = validate_queue_name(spec.get("queue", "default"), "spec.queue")
     try:
         return TaskMessage(
             id=body["metadata"]["uid"],
             handler=spec["handler"],
-            queue=spec.get("queue", "default"),
+            queue=queue,
             args=args,
             kwargs=kwargs,
             priority=int(spec.get("priority", 0)),

@@ -28,6 +28,7 @@ from kubetasks.controller.dependents import Dependents, Outcome, outcome
 from kubetasks.controller.state import OperatorState
 from kubetasks.errors import ConfigurationError
 from kubetasks.k8s.api import GROUP, TASKS, VERSION
+from kubetasks.queuename import is_queue_name
 from kubetasks.transitions import (
     CANCELLED,
     FAILED,
@@ -81,8 +82,9 @@ async def task_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any)
         dependents.deleted(obj)
         if phase not in TERMINAL:
             # Deleted before it got a finalizer (within the grace): clean up here.
-            queue = (obj.get("spec") or {}).get("queue", "default")
-            await state.broker.forget(queue, meta["uid"])
+            queue = queue_of(obj)
+            if queue is not None:
+                await state.broker.forget(queue, meta["uid"])
         return
     ready = dependents.observe(obj)  # before admitting: see controller/dependents.py
     if meta.get("deletionTimestamp"):
@@ -103,6 +105,14 @@ async def task_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any)
 
 
 # -- actions ----------------------------------------------------------------------------------
+
+
+def queue_of(body: dict[str, Any]) -> str | None:
+    """The Task's queue, or None when its name is invalid (a Task stored under an older,
+    looser schema): nothing of such a Task was ever written to Redis, so there is nothing
+    there to cancel or forget."""
+    queue = (body.get("spec") or {}).get("queue", "default")
+    return queue if is_queue_name(queue) else None
 
 
 async def admit(
@@ -191,8 +201,10 @@ async def set_phase(
 async def cancel(state: OperatorState, body: dict[str, Any]) -> None:
     """``spec.cancel: true``: a waiting task ends Cancelled now; a running one is told to
     stop, and its worker reports Cancelled."""
-    queue = (body.get("spec") or {}).get("queue", "default")
-    result = await state.broker.cancel(queue, body["metadata"]["uid"])
+    queue = queue_of(body)
+    result = (
+        "missing" if queue is None else await state.broker.cancel(queue, body["metadata"]["uid"])
+    )
     if result in ("cancelled", "missing"):
         await set_phase(state, body, CANCELLED, "Cancelled", "cancelled by spec.cancel")
 
@@ -201,6 +213,7 @@ async def finalize(state: OperatorState, body: dict[str, Any]) -> None:
     """A deleted Task: drop it from Redis (cancel it if running), then let it go."""
     if FINALIZER not in (body["metadata"].get("finalizers") or []):
         return
-    queue = (body.get("spec") or {}).get("queue", "default")
-    await state.broker.forget(queue, body["metadata"]["uid"])
+    queue = queue_of(body)
+    if queue is not None:
+        await state.broker.forget(queue, body["metadata"]["uid"])
     await state.tasks.remove_finalizer(body, FINALIZER)
