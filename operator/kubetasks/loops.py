@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Protocol
 
+from kubetasks.errors import BrokerUnavailableError
+
 log = logging.getLogger("kubetasks.loops")
+
+
+@contextlib.contextmanager
+def isolated(logger: logging.Logger, what: str, *args: object) -> Iterator[None]:
+    """One item of a loop over queues or Tasks: an error is logged and the loop goes on with
+    the next item, so one bad item never stops the pass for the others. A lost Redis still
+    ends the pass: every other item would fail the same way."""
+    try:
+        yield
+    except BrokerUnavailableError:
+        raise
+    except Exception:
+        logger.exception("skipped " + what, *args)
 
 
 class Component(Protocol):

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 from kubernetes.client import ApiException
 
 from kubetasks.clock import FakeClock
@@ -16,7 +17,7 @@ from kubetasks.controller.autoscaling import PoolAutoscaler
 from kubetasks.controller.workloads import WorkloadDefaults
 from kubetasks.k8s.deployments import DeploymentState
 from kubetasks.metrics import OperatorMetrics
-from kubetasks.queue import Broker, TaskMessage
+from kubetasks.queue import Broker, TaskMessage, keys
 
 NS = "team"
 
@@ -335,3 +336,17 @@ async def test_enqueues_on_a_refused_pool_at_zero_retry_it_at_a_bounded_rate(
     finally:
         stop.set()
         await asyncio.wait_for(listener, 2)
+
+
+async def test_an_invalid_name_in_the_queue_registry_does_not_stop_the_poll(
+    harness: Harness, raw: aioredis.Redis
+) -> None:
+    # An older version registered `Default` before refusing it; every poll walked it.
+    await harness.scaler.upsert(pool("p", "q", maxReplicas=4, concurrency=10))
+    assert harness.deployments.replicas == {"p": 0}
+    await harness.enqueue("q", 3)
+    await raw.sadd(keys.QUEUES, "Default")
+    await harness.scaler.tick()
+    assert harness.deployments.replicas == {"p": 1}  # the pool at zero woke on its queue
+    assert harness.sample("kubetasks_queue_pending", queue="q") == 3
+    assert await raw.smembers(keys.QUEUES) == {"q"}

@@ -30,6 +30,7 @@ from kubetasks.controller.workloads import POOL_LABEL, WorkloadDefaults, deploym
 from kubetasks.k8s.api import reason_text
 from kubetasks.k8s.deployments import DeploymentState, DeploymentWriter
 from kubetasks.k8s.status import PoolStatusWriter
+from kubetasks.loops import isolated
 from kubetasks.metrics import OperatorMetrics
 from kubetasks.queue import Broker, QueueStats
 from kubetasks.transitions import timestamp
@@ -135,7 +136,8 @@ class PoolAutoscaler:
         if self.metrics is not None:
             # Every queue, served by a pool or not: HPA or KEDA may scale on these instead.
             for queue in await self.broker.queues():
-                _export(self.metrics, await self.broker.stats(queue))
+                with isolated(log, "metrics of queue %s", queue):
+                    _export(self.metrics, await self.broker.stats(queue))
         for key in list(self.pools):
             try:
                 await self.evaluate(key, "poll")

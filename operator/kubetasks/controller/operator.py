@@ -25,7 +25,7 @@ from kubetasks.k8s.deployments import DeploymentWriter
 from kubetasks.k8s.periodic import PeriodicApi
 from kubetasks.k8s.status import PoolStatusWriter, TaskStatusWriter
 from kubetasks.k8s.tasks import TaskApi
-from kubetasks.loops import run_every
+from kubetasks.loops import isolated, run_every
 from kubetasks.metrics import OperatorMetrics
 from kubetasks.metrics import serve as serve_metrics
 from kubetasks.outcome import ended_outcome
@@ -130,13 +130,18 @@ async def worker_pod_gone(event: kopf.RawEvent, name: str, memo: Any, **_: Any) 
         return
     state: OperatorState = memo.state
     for queue in await state.broker.queues():
-        requeued, dead = await state.broker.reclaim(queue, worker_id=worker_id_for_pod(name))
-        if requeued or dead:
-            log.warning(
-                "pod %s vanished holding %d tasks of queue %s", name, requeued + len(dead), queue
-            )
-        for leased in dead:
-            await report_ended(state, leased)
+        with isolated(log, "reclaim for pod %s on queue %s", name, queue):
+            requeued, dead = await state.broker.reclaim(queue, worker_id=worker_id_for_pod(name))
+            if requeued or dead:
+                log.warning(
+                    "pod %s vanished holding %d tasks of queue %s",
+                    name,
+                    requeued + len(dead),
+                    queue,
+                )
+            for leased in dead:
+                with isolated(log, "report of task %s", leased.message.id):
+                    await report_ended(state, leased)
 
 
 async def report_ended(state: OperatorState, leased: Leased) -> None:

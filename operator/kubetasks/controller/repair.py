@@ -26,6 +26,7 @@ from kubetasks.controller import tasks
 from kubetasks.controller.admission import build_message
 from kubetasks.controller.deferred import DeferredWrites
 from kubetasks.controller.state import OperatorState
+from kubetasks.loops import isolated
 from kubetasks.metrics import OperatorMetrics
 from kubetasks.transitions import (
     PENDING,
@@ -95,17 +96,24 @@ class Repairer:
             meta = body["metadata"]
             phase = (body.get("status") or {}).get("phase")
             spec = body.get("spec") or {}
-            if meta.get("deletionTimestamp"):
-                await tasks.finalize(self.state, body)
-            elif phase in TERMINAL or spec.get("cancel"):
-                continue
-            elif phase is None or phase == WAITING or (phase == PENDING and spec.get("dependsOn")):
-                await tasks.admit(self.state, body, lookup, self.deferred)
-            else:
-                by_queue[spec.get("queue", "default")].append(body)
+            with isolated(log, "repair of task %s/%s", meta["namespace"], meta["name"]):
+                if meta.get("deletionTimestamp"):
+                    await tasks.finalize(self.state, body)
+                elif phase in TERMINAL or spec.get("cancel"):
+                    continue
+                elif (
+                    phase is None
+                    or phase == WAITING
+                    or (phase == PENDING and spec.get("dependsOn"))
+                    or tasks.queue_of(body) is None  # admission fails it, naming spec.queue
+                ):
+                    await tasks.admit(self.state, body, lookup, self.deferred)
+                else:
+                    by_queue[spec.get("queue", "default")].append(body)
         settled: dict[str, int] = {}
         for queue, bodies in by_queue.items():
-            settled[queue] = await self._restore(queue, bodies)
+            with isolated(log, "restore of queue %s", queue):
+                settled[queue] = await self._restore(queue, bodies)
         await self._sweep({t["metadata"]["uid"] for t in items}, listed_at)
         repaired = sum(settled.values())
         self.settled += repaired
@@ -184,17 +192,23 @@ class Repairer:
 
         Only tasks enqueued before the listing count: one admitted since is not in it."""
         namespaces = set(self.state.settings.namespaces)
+        for queue in await self.state.broker.queues():
+            with isolated(log, "sweep of queue %s", queue):
+                await self._sweep_queue(queue, uids, listed_at, namespaces)
+
+    async def _sweep_queue(
+        self, queue: str, uids: set[str], listed_at: float, namespaces: set[str]
+    ) -> None:
         broker = self.state.broker
-        for queue in await broker.queues():
-            for task_id in set(await broker.live_ids(queue)) - uids:
-                info = await broker.get_task(queue, task_id)
-                resource = info.message.resource if info is not None else None
-                if info is None or not resource or (info.enqueued_at or listed_at) >= listed_at:
-                    continue  # a fast-path task (no resource), or too new to judge
-                if namespaces and resource.partition("/")[0] not in namespaces:
-                    continue  # another operator's namespace
-                await broker.forget(queue, task_id)
-                self.swept += 1
-                log.warning(
-                    "forgot task %s of queue %s: its resource %s is gone", task_id, queue, resource
-                )
+        for task_id in set(await broker.live_ids(queue)) - uids:
+            info = await broker.get_task(queue, task_id)
+            resource = info.message.resource if info is not None else None
+            if info is None or not resource or (info.enqueued_at or listed_at) >= listed_at:
+                continue  # a fast-path task (no resource), or too new to judge
+            if namespaces and resource.partition("/")[0] not in namespaces:
+                continue  # another operator's namespace
+            await broker.forget(queue, task_id)
+            self.swept += 1
+            log.warning(
+                "forgot task %s of queue %s: its resource %s is gone", task_id, queue, resource
+            )

@@ -20,6 +20,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from kubetasks.loops import isolated
 from kubetasks.queue import Broker, Leased
 from kubetasks.settings import WorkerSettings
 
@@ -46,17 +47,22 @@ class Reclaimer:
 
     async def tick(self) -> None:
         for queue in self.settings.queues:
-            requeued, dead = await self.broker.reclaim(queue.name)
-            if requeued or dead:
-                self.reclaimed += requeued + len(dead)
-                log.warning(
-                    "queue %s: took back %d tasks with expired leases (%d had no attempts left)",
-                    queue.name,
-                    requeued + len(dead),
-                    len(dead),
-                )
-            if self.report is not None:
-                for leased in dead:
+            with isolated(log, "reclaim on queue %s", queue.name):
+                await self._reclaim_expired(queue.name)
+
+    async def _reclaim_expired(self, queue: str) -> None:
+        requeued, dead = await self.broker.reclaim(queue)
+        if requeued or dead:
+            self.reclaimed += requeued + len(dead)
+            log.warning(
+                "queue %s: took back %d tasks with expired leases (%d had no attempts left)",
+                queue,
+                requeued + len(dead),
+                len(dead),
+            )
+        if self.report is not None:
+            for leased in dead:
+                with isolated(log, "report of task %s", leased.message.id):
                     await self.report(leased)
 
     async def take_back_own(self) -> int:
