@@ -67,16 +67,25 @@ async def test_enqueue_checks_every_queue_before_writing_anything(
         await broker.enqueue([good, bad])
     assert await dump(raw) == {}  # not even the registry, nor the valid message's queue
     await broker.enqueue([good])
-    assert await raw.smembers(keys.QUEUES) == {"default"}
+    assert await raw.smembers(keys.QUEUES) == {"default/default"}
 
 
 async def test_invalid_names_in_the_registry_are_dropped_not_served(
     broker: Broker, raw: aioredis.Redis
 ) -> None:
-    # What an older version left behind: it registered a queue before checking its name.
-    await raw.sadd(keys.QUEUES, "Default", "default", "my queue!", "emails")
+    # What older versions left behind: a queue registered before its name was checked, and
+    # bare names of the layout before queues had namespaces.
+    await raw.sadd(
+        keys.QUEUES, "default/Default", "default/default", "default/my queue!", "Team/x",
+        "default", "default/emails", "team-b/emails",
+    )  # fmt: skip
     assert await broker.queues() == ["default", "emails"]
-    assert await raw.smembers(keys.QUEUES) == {"default", "emails"}
-    assert broker.evicted_queues == 2
-    assert await broker.queues() == ["default", "emails"]
-    assert broker.evicted_queues == 2
+    assert await broker.all_queues() == [
+        ("default", "default"), ("default", "emails"), ("team-b", "emails")
+    ]  # fmt: skip
+    assert await raw.smembers(keys.QUEUES) == {
+        "default/default", "default/emails", "team-b/emails"
+    }  # fmt: skip
+    assert broker.evicted_queues == 4
+    assert await broker.in_namespace("team-b").queues() == ["emails"]
+    assert broker.evicted_queues == 4

@@ -13,7 +13,7 @@ from kubetasks.clock import FakeClock
 from kubetasks.queue import Broker, TaskMessage
 
 NOW = 1_800_000_000_000  # ms, the fake clock's start
-Q = "kubetasks:{default}:"
+Q = "kubetasks:{default/default}:"
 PRIO = 1099511627776  # 2**40: one priority step in the pending score
 
 
@@ -46,7 +46,7 @@ async def test_enqueue_new_tasks_by_priority_then_fifo(broker: Broker, raw: aior
     )
     assert [r.outcome for r in results] == ["queued", "queued", "scheduled"]
     assert await dump(raw) == {
-        "kubetasks:queues": ["default"],
+        "kubetasks:queues": ["default/default"],
         Q + "notify": ["1", "1", "1"],
         Q + "pending": [("b", -5 * PRIO + 2), ("a", 1)],
         Q + "scheduled": [("c", NOW + 60_000)],

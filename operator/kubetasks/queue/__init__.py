@@ -3,8 +3,10 @@
 from kubetasks.outcome import BackoffPolicy
 from kubetasks.queue.broker import Broker
 from kubetasks.queue.message import (
+    Dequeued,
     EnqueueResult,
     Leased,
+    QueueSettings,
     QueueStats,
     TaskInfo,
     TaskMessage,
@@ -13,8 +15,10 @@ from kubetasks.queue.message import (
 __all__ = [
     "BackoffPolicy",
     "Broker",
+    "Dequeued",
     "EnqueueResult",
     "Leased",
+    "QueueSettings",
     "QueueStats",
     "TaskInfo",
     "TaskMessage",

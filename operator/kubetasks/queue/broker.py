@@ -9,6 +9,8 @@ server clock and tests can drive them with fake time.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import functools
 import json
 import logging
@@ -26,13 +28,15 @@ from kubetasks.errors import BrokerUnavailableError
 from kubetasks.queue import keys
 from kubetasks.queue.keys import QueueKeys
 from kubetasks.queue.message import (
+    Dequeued,
     EnqueueResult,
     Leased,
+    QueueSettings,
     QueueStats,
     TaskInfo,
     TaskMessage,
 )
-from kubetasks.queuename import is_queue_name
+from kubetasks.queuename import DEFAULT_NAMESPACE, split_qualified, validate_namespace
 
 log = logging.getLogger("kubetasks.broker")
 
@@ -55,7 +59,10 @@ _SCRIPT_NAMES = (
     "reclaim",
     "cancel",
     "forget",
+    "configure",
 )
+#: Pending tasks looked at to find the oldest one waiting (the stats' ``oldest_pending``).
+OLDEST_SCAN = 1000
 
 
 P = ParamSpec("P")
@@ -88,26 +95,61 @@ def _num(value: str | None) -> float | None:
     return None if value is None or value in ("", "0") else int(value) / 1000
 
 
+class _Shared:
+    """What every namespace view of one broker shares."""
+
+    def __init__(self) -> None:
+        self.known_queues: set[str] = set()
+        """Qualified names this process has registered already."""
+        self.evicted_queues = 0
+        self.views: dict[str, Broker] = {}
+
+
 class Broker:
-    """Async access to the queues in one Redis server (or Sentinel/Cluster-routed client)."""
+    """Async access to the queues of one namespace in one Redis server (or Sentinel- or
+    Cluster-routed client).
+
+    Every queue a broker names is a queue of its ``namespace``: a worker's broker is bound
+    to its pod's namespace, a client's to the namespace it was given. The operator, which
+    serves every namespace, holds one broker and takes a view per namespace with
+    :meth:`in_namespace` (the views share the connection pool and the loaded scripts).
+    """
 
     def __init__(
         self,
         client: aioredis.Redis,
         *,
+        namespace: str = DEFAULT_NAMESPACE,
         clock: Clock = SYSTEM_CLOCK,
         retention: int = DEFAULT_RETENTION,
     ) -> None:
         self.redis = client
+        self.namespace = validate_namespace(namespace)
         self.clock = clock
         self.retention = retention
         self._keys: dict[str, QueueKeys] = {}
-        self._known_queues: set[str] = set()
-        #: Invalid names found in the queue registry and removed from it.
-        self.evicted_queues = 0
+        self._shared = _Shared()
+        self._shared.views[self.namespace] = self
         self._scripts: dict[str, AsyncScript] = {
             name: client.register_script(_load_source(name)) for name in _SCRIPT_NAMES
         }
+
+    def in_namespace(self, namespace: str) -> Broker:
+        """The same broker, addressing the queues of ``namespace``."""
+        view = self._shared.views.get(namespace)
+        if view is None:
+            view = copy.copy(self)
+            view.namespace = validate_namespace(namespace)
+            view._keys = {}
+            self._shared.views[namespace] = view
+        return view
+
+    @property
+    def evicted_queues(self) -> int:
+        """Entries of the queue registry removed because they name no valid queue (written
+        by an older version: a name that failed the queue-name rule, or one of the layout
+        before namespaces)."""
+        return self._shared.evicted_queues
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Broker:
@@ -125,8 +167,14 @@ class Broker:
     def keys(self, queue: str) -> QueueKeys:
         qk = self._keys.get(queue)
         if qk is None:
-            qk = self._keys[queue] = QueueKeys(queue)
+            qk = self._keys[queue] = QueueKeys(self.namespace, queue)
         return qk
+
+    async def _register(self, queue_keys: Iterable[QueueKeys]) -> None:
+        new_queues = {qk.qualified for qk in queue_keys} - self._shared.known_queues
+        if new_queues:
+            await self.redis.sadd(keys.QUEUES, *new_queues)
+            self._shared.known_queues |= new_queues
 
     def _now_ms(self) -> int:
         return to_ms(self.clock.now())
@@ -156,10 +204,7 @@ class Broker:
         # Every name is checked before the first write: a refused queue must not reach the
         # registry, which every loop of the operator walks.
         queue_keys = {queue: self.keys(queue) for queue in by_queue}
-        new_queues = by_queue.keys() - self._known_queues
-        if new_queues:
-            await self.redis.sadd(keys.QUEUES, *new_queues)
-            self._known_queues |= new_queues
+        await self._register(queue_keys.values())
         now = self._now_ms()
         calls: list[tuple[list[str], list[Any]]] = []
         batches: list[list[TaskMessage]] = []
@@ -168,7 +213,7 @@ class Broker:
             for start in range(0, len(msgs), ENQUEUE_CHUNK):
                 chunk = msgs[start : start + ENQUEUE_CHUNK]
                 args: list[Any] = [
-                    now, qk.task_prefix, qk.unique_prefix, NOTIFY_CAP, keys.ENQUEUED, queue
+                    now, qk.task_prefix, qk.unique_prefix, NOTIFY_CAP, keys.ENQUEUED, qk.qualified
                 ]  # fmt: skip
                 for m in chunk:
                     args += (
@@ -209,11 +254,18 @@ class Broker:
     async def dequeue(
         self, queue: str, worker_id: str, count: int, lease_seconds: float
     ) -> list[Leased]:
+        """Lease up to ``count`` tasks (see :meth:`lease` for why there may be fewer)."""
+        return (await self.lease(queue, worker_id, count, lease_seconds)).tasks
+
+    @_unavailable
+    async def lease(self, queue: str, worker_id: str, count: int, lease_seconds: float) -> Dequeued:
+        """Lease up to ``count`` pending tasks within the queue's settings (pause, cap on
+        tasks in flight, rate limit), each with the timeout the queue allows it."""
         qk = self.keys(queue)
         now = self._now_ms()
-        flat = await self._run(
+        hold, wait, default_timeout, max_timeout, flat = await self._run(
             "dequeue",
-            [qk.pending, qk.active, qk.dead, qk.stats],
+            [qk.pending, qk.active, qk.dead, qk.stats, qk.config, qk.bucket],
             [
                 now,
                 now + to_ms(lease_seconds),
@@ -224,14 +276,22 @@ class Broker:
                 self.retention,
             ],
         )
-        return [
-            Leased(
-                TaskMessage.decode(flat[i + 1]),
-                int(flat[i + 2]),
-                None if flat[i + 3] == "active" else flat[i + 3],
+        limits = None
+        if int(default_timeout) or int(max_timeout):
+            limits = QueueSettings(
+                default_timeout=int(default_timeout) or None, max_timeout=int(max_timeout) or None
             )
-            for i in range(0, len(flat), 4)
-        ]
+        tasks = []
+        for i in range(0, len(flat), 4):
+            message = TaskMessage.decode(flat[i + 1])
+            if limits is not None:
+                timeout = limits.timeout_for(message.timeout)
+                if timeout != message.timeout:
+                    message = dataclasses.replace(message, timeout=timeout)
+            tasks.append(
+                Leased(message, int(flat[i + 2]), None if flat[i + 3] == "active" else flat[i + 3])
+            )
+        return Dequeued(tasks, hold or None, int(wait) / 1000)
 
     @_unavailable
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> bool:
@@ -270,7 +330,7 @@ class Broker:
         ]
         for item in done:
             args.extend(item)
-        return list(await self._run("ack", [qk.active, qk.stats], args))
+        return list(await self._run("ack", [qk.active, qk.stats, qk.config], args))
 
     @_unavailable
     async def retry(
@@ -302,7 +362,7 @@ class Broker:
         return bool(
             await self._run(
                 "fail",
-                [qk.active, qk.dead, qk.stats],
+                [qk.active, qk.dead, qk.stats, qk.config],
                 [
                     self._now_ms(),
                     qk.task_prefix,
@@ -350,7 +410,7 @@ class Broker:
         qk = self.keys(queue)
         requeued, dead = await self._run(
             "reclaim",
-            [qk.active, qk.pending, qk.dead, qk.stats, qk.notify],
+            [qk.active, qk.pending, qk.dead, qk.stats, qk.notify, qk.config],
             [
                 self._now_ms(),
                 qk.task_prefix,
@@ -373,7 +433,7 @@ class Broker:
         return str(
             await self._run(
                 "cancel",
-                [qk.pending, qk.scheduled, qk.active],
+                [qk.pending, qk.scheduled, qk.active, qk.config],
                 [self._now_ms(), qk.task_prefix, qk.unique_prefix, self.retention, task_id],
             )
         )
@@ -437,16 +497,27 @@ class Broker:
         )
 
     @_unavailable
-    async def stats(self, queue: str) -> QueueStats:
+    async def stats(self, queue: str, *, detail: bool = False) -> QueueStats:
+        """Counts of one queue; ``detail`` adds its settings and the age of its oldest
+        pending task (two more round trips: for status and the CLI, not every poll)."""
         qk = self.keys(queue)
+        now = self._now_ms()
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zcard(qk.pending)
             pipe.zcard(qk.scheduled)
-            pipe.zcount(qk.scheduled, "-inf", self._now_ms())
+            pipe.zcount(qk.scheduled, "-inf", now)
             pipe.zcard(qk.active)
             pipe.zcard(qk.dead)
             pipe.hmget(qk.stats, "processed", "failed")
-            pending, scheduled, due, active, dead, (processed, failed) = await pipe.execute()
+            if detail:
+                pipe.hgetall(qk.config)
+                pipe.zrange(qk.pending, 0, OLDEST_SCAN - 1)
+            found = await pipe.execute()
+        pending, scheduled, due, active, dead, (processed, failed) = found[:6]
+        settings, oldest = None, None
+        if detail:
+            settings = QueueSettings.from_fields(found[6])
+            oldest = await self._oldest(qk, found[7], now)
         return QueueStats(
             queue=queue,
             pending=pending,
@@ -456,17 +527,54 @@ class Broker:
             dead=dead,
             processed=int(processed or 0),
             failed=int(failed or 0),
+            namespace=self.namespace,
+            oldest_pending=oldest,
+            settings=settings,
         )
 
-    async def enqueued(self) -> AsyncIterator[str]:
-        """Queue names as tasks are enqueued on them (pub/sub; may miss messages while
-        disconnected, so use it to react faster, never as the only trigger)."""
+    async def _oldest(self, qk: QueueKeys, ids: list[str], now: int) -> float | None:
+        """Seconds the oldest of ``ids`` (the first pending tasks in line) has waited. Within
+        one priority the line is in enqueue order, so the first is the oldest."""
+        if not ids:
+            return None
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in ids:
+                pipe.hget(qk.task(task_id), "enqueued_at")
+            times = [int(t) for t in await pipe.execute() if t]
+        return max(now - min(times), 0) / 1000 if times else None
+
+    @_unavailable
+    async def settings(self, queue: str) -> QueueSettings | None:
+        """The queue's settings (None: it has none, so the defaults apply)."""
+        fields = cast(dict[str, str], await self.redis.hgetall(self.keys(queue).config))
+        return QueueSettings.from_fields(fields)
+
+    @_unavailable
+    async def configure(self, queue: str, settings: QueueSettings | None) -> int:
+        """Set the queue's settings (None: back to the defaults) and wake idle workers when
+        it may start tasks; returns the wake-up tokens pushed."""
+        qk = self.keys(queue)
+        fields = settings.to_fields() if settings is not None else []
+        if settings is not None:
+            # A queue configured before any task came is still one the operator watches.
+            await self._register([qk])
+        woken = await self._run(
+            "configure", [qk.config, qk.pending, qk.notify], [NOTIFY_CAP, *fields]
+        )
+        return int(woken)
+
+    async def enqueued(self) -> AsyncIterator[tuple[str, str]]:
+        """(namespace, queue) of every namespace as tasks are enqueued on them (pub/sub; may
+        miss messages while disconnected, so use it to react faster, never as the only
+        trigger)."""
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(keys.ENQUEUED)
             async for message in pubsub.listen():
                 if message.get("type") == "message":
-                    yield str(message["data"])
+                    queue = split_qualified(str(message["data"]))
+                    if queue is not None:
+                        yield queue
         except (redis.exceptions.ConnectionError, OSError) as exc:
             raise BrokerUnavailableError(f"Redis is unreachable: {exc}") from exc
         finally:
@@ -494,13 +602,20 @@ class Broker:
 
     @_unavailable
     async def queues(self) -> list[str]:
-        """The registry of queues ever used, without invalid names: one written by an older
-        version (which registered a queue before checking it) is logged, removed and
-        counted in ``evicted_queues``, so no loop over the queues trips on it."""
+        """The queues of this broker's namespace ever used."""
+        return [name for namespace, name in await self.all_queues() if namespace == self.namespace]
+
+    @_unavailable
+    async def all_queues(self) -> list[tuple[str, str]]:
+        """(namespace, queue) of every queue ever used, in every namespace, without invalid
+        entries: one written by an older version (a name registered before it was checked,
+        or a bare name of the layout before namespaces) is logged, removed and counted in
+        ``evicted_queues``, so no loop over the queues trips on it."""
         names = cast(set[str], await self.redis.smembers(keys.QUEUES))
-        bad = [name for name in names if not is_queue_name(name)]
+        found = {name: split_qualified(name) for name in names}
+        bad = [name for name, queue in found.items() if queue is None]
         if bad:
             await self.redis.srem(keys.QUEUES, *bad)
-            self.evicted_queues += len(bad)
+            self._shared.evicted_queues += len(bad)
             log.warning("removed invalid queue names from the registry: %s", sorted(bad))
-        return sorted(names.difference(bad))
+        return sorted(queue for queue in found.values() if queue is not None)

@@ -1,11 +1,13 @@
 """Every Redis key kubetasks uses, built in one place.
 
-All keys start with ``kubetasks:``. Every key of one queue carries the hash tag ``{queue}``
-so a queue lives in one Redis Cluster slot and each Lua script touches one slot only.
+All keys start with ``kubetasks:``. A queue is (namespace, name), and every key of one queue
+carries both in the hash tag ``{namespace/name}``: a queue lives in one Redis Cluster slot,
+each Lua script touches one slot only, and nothing of one namespace's queue (tasks, unique
+locks, counters, settings) shares a key with another namespace's queue of the same name.
 Scripts that address per-task keys receive a *prefix* from here and append the task id or
 unique key; they never invent a key layout of their own.
 
-Layout of queue ``q``::
+Layout of queue ``q`` of namespace ``ns`` (``{q}`` below stands for ``{ns/q}``)::
 
     kubetasks:{q}:pending      ZSET  id -> -priority * 2**40 + seq   (highest priority, then FIFO)
     kubetasks:{q}:scheduled    ZSET  id -> due time (ms)             (delayed tasks and retries)
@@ -16,13 +18,20 @@ Layout of queue ``q``::
     kubetasks:{q}:stats        HASH  processed, failed (cumulative counters)
     kubetasks:{q}:t:<id>       HASH  one task: message, state, attempts, result, error, ...
     kubetasks:{q}:u:<key>      STRING  unique-key lock -> task id (with TTL)
-    kubetasks:queues           SET   names of all queues ever used (outside any slot)
-    kubetasks:enqueued         pub/sub channel: the queue name, on each enqueue
+    kubetasks:{q}:config       HASH  the queue's settings from its Queue resource (paused,
+                                     max_in_flight, rate, burst, timeouts, retention)
+    kubetasks:{q}:bucket       HASH  rate-limit token bucket: tokens, at (ms)
+    kubetasks:queues           SET   ``ns/q`` of all queues ever used (outside any slot)
+    kubetasks:enqueued         pub/sub channel: ``ns/q``, on each enqueue
+    kubetasks:worker:<id>      HASH  one worker's load report (ids are ``ns/pod`` in a pod)
+
+Keys of the layout before namespaces (``kubetasks:{q}:...``, registry entries without a
+``/``) are never read: see the README's upgrade note.
 """
 
 from __future__ import annotations
 
-from kubetasks.queuename import validate_queue_name
+from kubetasks.queuename import qualified, validate_namespace, validate_queue_name
 
 ROOT = "kubetasks"
 QUEUES = f"{ROOT}:queues"
@@ -36,11 +45,15 @@ class QueueKeys:
 
     __slots__ = (
         "active",
+        "bucket",
+        "config",
         "dead",
         "name",
+        "namespace",
         "notify",
         "pending",
         "prefix",
+        "qualified",
         "scheduled",
         "seq",
         "stats",
@@ -48,9 +61,11 @@ class QueueKeys:
         "unique_prefix",
     )
 
-    def __init__(self, queue: str) -> None:
+    def __init__(self, namespace: str, queue: str) -> None:
+        self.namespace = validate_namespace(namespace)
         self.name = validate_queue_name(queue)
-        self.prefix = f"{ROOT}:{{{queue}}}:"
+        self.qualified = qualified(namespace, queue)
+        self.prefix = f"{ROOT}:{{{self.qualified}}}:"
         self.pending = self.prefix + "pending"
         self.scheduled = self.prefix + "scheduled"
         self.active = self.prefix + "active"
@@ -58,6 +73,8 @@ class QueueKeys:
         self.seq = self.prefix + "seq"
         self.notify = self.prefix + "notify"
         self.stats = self.prefix + "stats"
+        self.config = self.prefix + "config"
+        self.bucket = self.prefix + "bucket"
         self.task_prefix = self.prefix + "t:"
         self.unique_prefix = self.prefix + "u:"
 

@@ -129,6 +129,17 @@ class Leased:
 
 
 @dataclass(frozen=True, slots=True)
+class Dequeued:
+    """What one dequeue call gave: the tasks, and what held the queue back, if anything."""
+
+    tasks: list[Leased]
+    held: str | None = None
+    """'paused', 'capped' (its maxInFlight is reached) or 'throttled' (its rate limit)."""
+    retry_after: float = 0.0
+    """For 'capped' and 'throttled': seconds until a start may be possible again."""
+
+
+@dataclass(frozen=True, slots=True)
 class TaskInfo:
     """Everything Redis knows about one task."""
 
@@ -152,6 +163,62 @@ class TaskInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueSettings:
+    """What a Queue resource sets for its queue, as the Lua transitions read it from the
+    queue's ``config`` hash. None everywhere means "no limit" / "the default"."""
+
+    paused: bool = False
+    max_in_flight: int | None = None
+    """Most tasks of the queue running at once, across every worker."""
+    rate: float | None = None
+    """Starts per second across every worker (a token bucket)."""
+    burst: int | None = None
+    """Starts the bucket may save up (default 1: the rate is never exceeded)."""
+    default_timeout: float | None = None
+    max_timeout: float | None = None
+    retention: int | None = None
+    """Seconds finished records stay in Redis (default: the broker's)."""
+
+    _FIELDS = ("max_in_flight", "rate", "burst", "default_timeout", "max_timeout", "retention")
+
+    def to_fields(self) -> list[str]:
+        """Field, value, ... for the config hash (unset fields are left out)."""
+        out: list[str] = ["paused", "1"] if self.paused else []
+        for name in self._FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                out += [name, str(value)]
+        return out
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, str]) -> QueueSettings | None:
+        if not fields:
+            return None
+
+        def num(name: str, kind: type[int] | type[float]) -> Any:
+            raw = fields.get(name)
+            return None if raw is None else kind(float(raw))
+
+        return cls(
+            paused=fields.get("paused") == "1",
+            max_in_flight=num("max_in_flight", int),
+            rate=num("rate", float),
+            burst=num("burst", int),
+            default_timeout=num("default_timeout", float),
+            max_timeout=num("max_timeout", float),
+            retention=num("retention", int),
+        )
+
+    def timeout_for(self, asked: float | None) -> float | None:
+        """The timeout one attempt runs with: what the task asked for, else the queue's
+        default, never more than the queue's maximum."""
+        timeout = asked if asked is not None else self.default_timeout
+        if self.max_timeout is not None:
+            timeout = self.max_timeout if timeout is None else min(timeout, self.max_timeout)
+        return timeout
+
+
+@dataclass(frozen=True, slots=True)
 class QueueStats:
     queue: str
     pending: int
@@ -163,6 +230,12 @@ class QueueStats:
     processed: int
     failed: int
     """Failed attempts, retried or not."""
+    namespace: str = "default"
+    oldest_pending: float | None = None
+    """Seconds the oldest of the first tasks in line has waited (None: nothing pending).
+    Exact while a queue has at most ``OLDEST_SCAN`` pending tasks or one priority."""
+    settings: QueueSettings | None = None
+    """The queue's settings from its Queue resource (None: it has none)."""
 
     @property
     def depth(self) -> int:

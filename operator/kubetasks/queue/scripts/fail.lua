@@ -1,7 +1,7 @@
 -- fail: end an attempt for good: 'failed' or 'deadline_exceeded' (kept in the dead set),
 -- or 'cancelled' (a running task that honoured its cancellation).
--- KEYS[1] active   KEYS[2] dead   KEYS[3] stats
--- ARGV[1] now (ms)  ARGV[2] task prefix  ARGV[3] unique prefix  ARGV[4] retention (s)
+-- KEYS[1] active   KEYS[2] dead   KEYS[3] stats   KEYS[4] config
+-- ARGV[1] now (ms)  ARGV[2] task prefix  ARGV[3] unique prefix  ARGV[4] default retention (s)
 -- ARGV[5] worker id  ARGV[6] task id  ARGV[7] attempt  ARGV[8] final state  ARGV[9] error (JSON)
 -- Returns 1, or 0 when the worker no longer holds that attempt (nothing changed).
 local id = ARGV[6]
@@ -9,7 +9,7 @@ local tkey = ARGV[2] .. id
 local f = redis.call('HMGET', tkey, 'state', 'worker', 'attempts')
 if f[1] ~= 'active' or f[2] ~= ARGV[5] or f[3] ~= ARGV[7] then return 0 end
 redis.call('ZREM', KEYS[1], id)
-finish(tkey, ARGV[3], id, ARGV[8], tonumber(ARGV[1]), ARGV[4], 'error', ARGV[9])
+finish(tkey, ARGV[3], id, ARGV[8], tonumber(ARGV[1]), retention_of(KEYS[4], ARGV[4]), 'error', ARGV[9])
 if ARGV[8] ~= 'cancelled' then
   redis.call('ZADD', KEYS[2], ARGV[1], id)
   redis.call('HINCRBY', KEYS[3], 'failed', 1)

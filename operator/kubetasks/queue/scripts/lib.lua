@@ -33,6 +33,12 @@ local function wake(notify, count, cap)
   end
 end
 
+-- Seconds finished records are kept: the queue's own setting (its Queue resource), else
+-- the broker's default.
+local function retention_of(config, default)
+  return tonumber(redis.call('HGET', config, 'retention')) or tonumber(default)
+end
+
 local function error_json(kind, message)
   return cjson.encode({type = kind, message = message})
 end

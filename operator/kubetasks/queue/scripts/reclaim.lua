@@ -2,10 +2,12 @@
 -- by one named worker (its pod was deleted). Each goes back to pending, or to the dead set
 -- when it has used all its attempts (a task that kills its worker every time must stop).
 -- KEYS[1] active   KEYS[2] pending   KEYS[3] dead   KEYS[4] stats   KEYS[5] notify
--- ARGV[1] now (ms)  ARGV[2] task prefix  ARGV[3] unique prefix  ARGV[4] retention (s)
+-- KEYS[6] config
+-- ARGV[1] now (ms)  ARGV[2] task prefix  ARGV[3] unique prefix  ARGV[4] default retention (s)
 -- ARGV[5] max count  ARGV[6] worker id ('' = every expired lease)  ARGV[7] notify cap
 -- Returns {number returned to pending, {id, message, attempts, ... of the tasks moved to dead}}.
 local now = tonumber(ARGV[1])
+local retention = retention_of(KEYS[6], ARGV[4])
 local ids
 if ARGV[6] == '' then
   ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[5])
@@ -21,7 +23,7 @@ for _, id in ipairs(ids) do
     if f[4] then
       local why = 'worker ' .. tostring(f[1]) .. ' stopped holding the task (lease expired or pod gone)'
       if tonumber(f[2]) > tonumber(f[3]) then
-        finish(tkey, ARGV[3], id, 'failed', now, ARGV[4], 'error', error_json('WorkerLost', why))
+        finish(tkey, ARGV[3], id, 'failed', now, retention, 'error', error_json('WorkerLost', why))
         redis.call('ZADD', KEYS[3], now, id)
         redis.call('HINCRBY', KEYS[4], 'failed', 1)
         dead[#dead + 1] = id
@@ -36,7 +38,7 @@ for _, id in ipairs(ids) do
   end
 end
 wake(KEYS[5], requeued, tonumber(ARGV[7]))
-if tonumber(ARGV[4]) > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[4]) * 1000)
+if retention > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - retention * 1000)
 end
 return {requeued, dead}
