@@ -8,6 +8,13 @@ with the stabilization of the Kubernetes HPA: scaling up goes to the lowest coun
 the scale-up window (0 s by default: at once), scaling down to the highest count wanted over
 the scale-down window, so a short lull does not remove pods. A pool at zero with work waiting
 always gets its first replica at once.
+
+A queue's settings (its Queue resource) bound what its load can use (:func:`usable`): a
+paused queue counts only its running tasks, so its pools go to their minimum once those
+end; a queue with ``maxInFlight`` never counts more than that many tasks; and a rate limit
+is capacity, not backlog: of the waiting tasks only those the rate lets start within
+:data:`RATE_HORIZON` seconds count, so a throttled queue with a long backlog does not scale
+its pools to the maximum for work that could not start anyway.
 """
 
 from __future__ import annotations
@@ -37,6 +44,33 @@ class QueueDepth:
     @property
     def load(self) -> int:
         return self.pending + self.due_scheduled + self.active
+
+
+#: Seconds of starts a rate-limited queue's backlog counts for.
+RATE_HORIZON = 1.0
+
+
+@dataclass(frozen=True)
+class QueueLimits:
+    """What a queue's Queue resource sets that bounds the workers it can use."""
+
+    paused: bool = False
+    max_in_flight: int | None = None
+    rate: float | None = None
+    """Starts per second."""
+
+
+def usable(depth: QueueDepth, limits: QueueLimits) -> QueueDepth:
+    """The part of one queue's load that workers can take on: all of it without limits."""
+    if limits.paused:
+        return QueueDepth(0, 0, depth.active)
+    room = depth.pending + depth.due_scheduled
+    if limits.rate is not None:
+        room = min(room, math.ceil(limits.rate * RATE_HORIZON))
+    if limits.max_in_flight is not None:
+        room = min(room, max(limits.max_in_flight - depth.active, 0))
+    pending = min(depth.pending, room)
+    return QueueDepth(pending, min(depth.due_scheduled, room - pending), depth.active)
 
 
 @dataclass(frozen=True)

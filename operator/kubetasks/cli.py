@@ -24,8 +24,9 @@ from kubetasks.client import Client, TaskRequest
 from kubetasks.errors import ConfigurationError, KubetasksError
 from kubetasks.metrics import WorkerMetrics
 from kubetasks.metrics import serve as serve_metrics
-from kubetasks.queue import Broker
-from kubetasks.settings import WorkerSettings, parse_queues, redis_url
+from kubetasks.queue import Broker, QueueStats
+from kubetasks.settings import WorkerSettings, parse_queues, redis_url, worker_namespace
+from kubetasks.settings import namespace as namespace_setting
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -54,6 +55,7 @@ def cmd_worker(ns: argparse.Namespace) -> int:
     if ns.allow_shell:
         builtins.enable_shell()
     registry.import_modules(m for arg in ns.imports for m in arg.split(",") if m)
+    namespace = worker_namespace(ns.namespace)
     settings = WorkerSettings(
         queues=parse_queues(ns.queues),
         concurrency=ns.concurrency,
@@ -68,7 +70,7 @@ def cmd_worker(ns: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        broker = Broker.from_url(redis_url(ns.redis_url))
+        broker = Broker.from_url(redis_url(ns.redis_url), namespace=namespace)
         sink, api = _status_sink(ns.report_status)
         metrics = WorkerMetrics()
         serve_metrics(metrics.registry, ns.metrics_port)
@@ -144,7 +146,7 @@ def cmd_enqueue(ns: argparse.Namespace) -> int:
         unique_for=ns.unique_for,
         task_id=ns.id,
     )
-    with Client(ns.redis_url) as client:
+    with Client(ns.redis_url, namespace=ns.namespace) as client:
         (handle,) = client.enqueue_many([request])
         if handle.outcome == "duplicate":
             print(
@@ -157,22 +159,106 @@ def cmd_enqueue(ns: argparse.Namespace) -> int:
     return 0
 
 
+#: Columns of ``kubetasks queues``: header, then how to read it from a queue's stats.
+_QUEUE_COLUMNS: tuple[tuple[str, Callable[[QueueStats], Any]], ...] = (
+    ("NAMESPACE", lambda s: s.namespace),
+    ("QUEUE", lambda s: s.queue),
+    ("PAUSED", lambda s: bool(s.settings and s.settings.paused)),
+    ("MAX-IN-FLIGHT", lambda s: s.settings and s.settings.max_in_flight),
+    ("RATE", lambda s: s.settings and s.settings.rate),
+    ("PENDING", lambda s: s.pending),
+    ("SCHEDULED", lambda s: s.scheduled),
+    ("DUE", lambda s: s.due),
+    ("ACTIVE", lambda s: s.active),
+    ("DEAD", lambda s: s.dead),
+    ("PROCESSED", lambda s: s.processed),
+    ("FAILED", lambda s: s.failed),
+    ("OLDEST", lambda s: s.oldest_pending),
+)
+
+
+def _queue_json(stats: QueueStats) -> dict[str, Any]:
+    settings = stats.settings
+    return {
+        "namespace": stats.namespace,
+        "queue": stats.queue,
+        "pending": stats.pending,
+        "scheduled": stats.scheduled,
+        "due": stats.due,
+        "active": stats.active,
+        "dead": stats.dead,
+        "processed": stats.processed,
+        "failed": stats.failed,
+        "oldestPendingSeconds": stats.oldest_pending,
+        "paused": bool(settings and settings.paused),
+        "maxInFlight": settings.max_in_flight if settings else None,
+        "rateLimit": (
+            {"perSecond": settings.rate, "burst": settings.burst or 1}
+            if settings and settings.rate
+            else None
+        ),
+        "defaultTimeoutSeconds": settings.default_timeout if settings else None,
+        "maxTimeoutSeconds": settings.max_timeout if settings else None,
+        "retentionSeconds": settings.retention if settings else None,
+    }
+
+
+def _cell(value: Any) -> str:
+    if value is None or value is False:
+        return "-" if value is None else "false"
+    if value is True:
+        return "true"
+    if isinstance(value, float):
+        return f"{value:.1f}" if value < 100 else f"{value:.0f}"
+    return str(value)
+
+
 def cmd_queues(ns: argparse.Namespace) -> int:
-    with Client(ns.redis_url) as client:
-        stats = client.queues()
-    columns = ("QUEUE", "PENDING", "SCHEDULED", "DUE", "ACTIVE", "DEAD", "PROCESSED", "FAILED")
-    rows = [
-        (s.queue, s.pending, s.scheduled, s.due, s.active, s.dead, s.processed, s.failed)
-        for s in stats
-    ]
-    widths = [max(len(str(r[i])) for r in [columns, *rows]) for i in range(len(columns))]
-    for row in [columns, *rows]:
-        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    with Client(ns.redis_url, namespace=ns.namespace) as client:
+        stats = client.queues(all_namespaces=ns.all_namespaces)
+    if ns.output == "json":
+        print(json.dumps([_queue_json(s) for s in stats], indent=2))
+        return 0
+    header = [name for name, _ in _QUEUE_COLUMNS]
+    rows = [[_cell(read(s)) for _, read in _QUEUE_COLUMNS] for s in stats]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_pause(ns: argparse.Namespace) -> int:
+    return _set_paused(ns, paused=True)
+
+
+def cmd_resume(ns: argparse.Namespace) -> int:
+    return _set_paused(ns, paused=False)
+
+
+def _set_paused(ns: argparse.Namespace, *, paused: bool) -> int:
+    """Pausing is the Queue resource's ``spec.paused``, so Kubernetes RBAC decides who may,
+    the operator applies it, and ``kubectl get queues`` shows it."""
+    from kubetasks.k8s.api import KubeApi
+    from kubetasks.k8s.queues import QueueApi
+    from kubetasks.queuename import validate_queue_name
+
+    queue = validate_queue_name(ns.queue, "QUEUE")
+    namespace = namespace_setting(ns.namespace)
+
+    async def apply() -> None:
+        api = KubeApi()
+        try:
+            await QueueApi(api).set_paused(namespace, queue, paused)
+        finally:
+            await api.close()
+
+    asyncio.run(apply())
+    print(f"queue {namespace}/{queue} {'paused' if paused else 'resumed'}")
     return 0
 
 
 def cmd_status(ns: argparse.Namespace) -> int:
-    with Client(ns.redis_url) as client:
+    with Client(ns.redis_url, namespace=ns.namespace) as client:
         info = client.status(ns.id, ns.queue)
     if info is None:
         print(f"task {ns.id} is not known on queue {ns.queue!r}", file=sys.stderr)
@@ -196,7 +282,7 @@ def cmd_status(ns: argparse.Namespace) -> int:
 
 
 def cmd_cancel(ns: argparse.Namespace) -> int:
-    with Client(ns.redis_url) as client:
+    with Client(ns.redis_url, namespace=ns.namespace) as client:
         print(client.cancel(ns.id, ns.queue))
     return 0
 
@@ -212,8 +298,19 @@ def build_parser() -> argparse.ArgumentParser:
     def redis_flag(p: argparse.ArgumentParser) -> None:
         p.add_argument("--redis-url", help="Redis URL (default: $KUBETASKS_REDIS_URL)")
 
+    def namespace_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "-n",
+            "--namespace",
+            help="namespace of the queue (default: $KUBETASKS_NAMESPACE, the pod's, or default)",
+        )
+
     w = sub.add_parser("worker", help="run handlers for the tasks of some queues")
     redis_flag(w)
+    w.add_argument(
+        "--namespace",
+        help="namespace whose queues to serve, outside a pod (in a pod: always the pod's own)",
+    )
     w.add_argument("--queues", default="default", help="queues with weights: high:3,default:1")
     w.add_argument("--strict", action="store_true", help="serve queues strictly by weight")
     w.add_argument("--concurrency", type=int, default=10, help="tasks run at once (default 10)")
@@ -257,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("enqueue", help="submit one task straight to Redis")
     redis_flag(e)
+    namespace_flag(e)
     e.add_argument("handler")
     e.add_argument("args", nargs="*", help="positional arguments, each JSON or a bare string")
     e.add_argument("--kwargs", help="keyword arguments as a JSON object")
@@ -270,18 +368,32 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--wait", type=float, metavar="SECONDS", help="wait for and print the result")
     e.set_defaults(func=cmd_enqueue)
 
-    q = sub.add_parser("queues", help="depth and counters of every queue")
+    q = sub.add_parser("queues", help="depth, counters and settings of every queue")
     redis_flag(q)
+    namespace_flag(q)
+    q.add_argument("-A", "--all-namespaces", action="store_true", help="queues of every namespace")
+    q.add_argument("-o", "--output", choices=("table", "json"), default="table")
     q.set_defaults(func=cmd_queues)
+
+    for name, func, what in (
+        ("pause", cmd_pause, "start no task of QUEUE until resumed (running ones finish)"),
+        ("resume", cmd_resume, "let QUEUE start tasks again"),
+    ):
+        p = sub.add_parser(name, help=f"{what}: sets the Queue resource's spec.paused")
+        namespace_flag(p)
+        p.add_argument("queue", metavar="QUEUE")
+        p.set_defaults(func=func)
 
     s = sub.add_parser("status", help="one task's state, result or error")
     redis_flag(s)
+    namespace_flag(s)
     s.add_argument("id")
     s.add_argument("--queue", default="default")
     s.set_defaults(func=cmd_status)
 
     c = sub.add_parser("cancel", help="cancel a task (a running one is told to stop)")
     redis_flag(c)
+    namespace_flag(c)
     c.add_argument("id")
     c.add_argument("--queue", default="default")
     c.set_defaults(func=cmd_cancel)

@@ -25,6 +25,7 @@ from kubetasks.errors import (
 from kubetasks.outcome import BackoffPolicy
 from kubetasks.queue import Broker, EnqueueResult, QueueStats, TaskInfo, TaskMessage
 from kubetasks.queue.message import SUCCEEDED, dumps
+from kubetasks.settings import namespace as namespace_setting
 from kubetasks.settings import redis_url
 
 T = TypeVar("T")
@@ -115,8 +116,15 @@ class AsyncTaskHandle:
 
 
 class AsyncClient:
-    def __init__(self, url: str | None = None, *, clock: Clock = SYSTEM_CLOCK) -> None:
-        self.broker = Broker.from_url(redis_url(url), clock=clock)
+    """Submit to and read the queues of one namespace: ``namespace``, else
+    ``$KUBETASKS_NAMESPACE``, else the pod's own, else ``default``. A task is run by the
+    workers of that namespace only."""
+
+    def __init__(
+        self, url: str | None = None, *, namespace: str | None = None, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        self.namespace = namespace_setting(namespace)
+        self.broker = Broker.from_url(redis_url(url), namespace=self.namespace, clock=clock)
 
     async def close(self) -> None:
         await self.broker.close()
@@ -150,10 +158,16 @@ class AsyncClient:
         return await self.broker.cancel(queue, task_id)
 
     async def queue_stats(self, queue: str) -> QueueStats:
-        return await self.broker.stats(queue)
+        return await self.broker.stats(queue, detail=True)
 
-    async def queues(self) -> list[QueueStats]:
-        return [await self.broker.stats(q) for q in await self.broker.queues()]
+    async def queues(self, *, all_namespaces: bool = False) -> list[QueueStats]:
+        """Every queue of the client's namespace (or of all namespaces), with its settings
+        and the age of its oldest pending task."""
+        if all_namespaces:
+            found = await self.broker.all_queues()
+        else:
+            found = [(self.namespace, q) for q in await self.broker.queues()]
+        return [await self.broker.in_namespace(ns).stats(q, detail=True) for ns, q in found]
 
     async def wait_result(self, queue: str, task_id: str, timeout: float | None = None) -> Any:
         loop = asyncio.get_running_loop()
@@ -211,9 +225,12 @@ class Client:
     to be called from inside a running one.
     """
 
-    def __init__(self, url: str | None = None, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self, url: str | None = None, *, namespace: str | None = None, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self._loop = asyncio.new_event_loop()
-        self._async = AsyncClient(url, clock=clock)
+        self._async = AsyncClient(url, namespace=namespace, clock=clock)
+        self.namespace = self._async.namespace
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         try:
@@ -249,5 +266,5 @@ class Client:
     def queue_stats(self, queue: str) -> QueueStats:
         return self._run(self._async.queue_stats(queue))
 
-    def queues(self) -> list[QueueStats]:
-        return self._run(self._async.queues())
+    def queues(self, *, all_namespaces: bool = False) -> list[QueueStats]:
+        return self._run(self._async.queues(all_namespaces=all_namespaces))

@@ -46,7 +46,7 @@ class WorkerMetrics:
 class OperatorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        labels = ["queue"]
+        labels = ["namespace", "queue"]
         self.pending = Gauge(
             "kubetasks_queue_pending", "Tasks waiting to run now", labels, registry=self.registry
         )

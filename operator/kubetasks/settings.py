@@ -8,9 +8,18 @@ import uuid
 from dataclasses import dataclass, field
 
 from kubetasks.errors import ConfigurationError
-from kubetasks.queuename import validate_queue_name
+from kubetasks.queuename import (
+    DEFAULT_NAMESPACE,
+    qualified,
+    validate_namespace,
+    validate_queue_name,
+)
 
 REDIS_URL_ENV = "KUBETASKS_REDIS_URL"
+NAMESPACE_ENV = "KUBETASKS_NAMESPACE"
+#: Set in every worker pod from the downward API (metadata.namespace) by the operator.
+POD_NAMESPACE_ENV = "POD_NAMESPACE"
+POD_NAME_ENV = "POD_NAME"
 REDIS_PASSWORD_ENV = "KUBETASKS_REDIS_PASSWORD"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -63,23 +72,52 @@ def parse_queues(text: str) -> tuple[QueueWeight, ...]:
     return tuple(queues)
 
 
-def worker_id_for_pod(pod: str) -> str:
-    """The worker identity of the worker container of pod ``pod``: the one rule that the
-    worker (naming itself) and the operator (taking back what a deleted pod held) share.
+def namespace(explicit: str | None = None) -> str:
+    """The namespace whose queues a client or the CLI addresses: the explicit one, else
+    ``$KUBETASKS_NAMESPACE``, else the pod's own (``$POD_NAMESPACE``), else ``default``."""
+    chosen = (
+        explicit
+        or os.environ.get(NAMESPACE_ENV)
+        or os.environ.get(POD_NAMESPACE_ENV)
+        or DEFAULT_NAMESPACE
+    )
+    return validate_namespace(chosen, "--namespace" if explicit else NAMESPACE_ENV)
+
+
+def worker_namespace(explicit: str | None = None) -> str:
+    """The namespace whose queues a worker serves. In a pod it is the pod's namespace and
+    nothing else: a worker never takes the tasks of another namespace, which would run them
+    with this pod's image, service account, secrets and network position. Outside a pod it
+    is chosen as for a client."""
+    pod = os.environ.get(POD_NAMESPACE_ENV)
+    if pod:
+        if explicit and explicit != pod:
+            raise ConfigurationError(
+                f"--namespace {explicit!r}: a worker in a pod serves the queues of its own"
+                f" namespace ({pod!r}) only"
+            )
+        return validate_namespace(pod, POD_NAMESPACE_ENV)
+    return namespace(explicit)
+
+
+def worker_id_for_pod(namespace: str, pod: str) -> str:
+    """The worker identity of the worker container of pod ``pod`` in ``namespace``: the one
+    rule that the worker (naming itself) and the operator (taking back what a deleted pod
+    held) share. Unique across the cluster: pods of two namespaces may share a name.
 
     The identity is stable across restarts of the container in the same pod, and that is
     what lets a restarted worker take back at once what its previous incarnation held.
     """
-    return pod
+    return qualified(namespace, pod)
 
 
 def default_worker_id() -> str:
     """The pod's worker identity in Kubernetes (stable per pod), else host, pid and a random
     suffix (unique per process, so a process outside a pod never takes back another's tasks).
     """
-    pod = os.environ.get("POD_NAME")
+    pod = os.environ.get(POD_NAME_ENV)
     if pod:
-        return worker_id_for_pod(pod)
+        return worker_id_for_pod(worker_namespace(), pod)
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
@@ -91,7 +129,7 @@ def operator_identity() -> str:
     (``getpass.getuser()``), which raises for a UID without a passwd entry: the images run
     as UID 65532 and have none.
     """
-    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    return os.environ.get(POD_NAME_ENV) or f"{socket.gethostname()}-{os.getpid()}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from kubetasks.controller.autoscaling import PoolAutoscaler
 from kubetasks.controller.workloads import WorkloadDefaults
 from kubetasks.k8s.deployments import DeploymentState
 from kubetasks.metrics import OperatorMetrics
-from kubetasks.queue import Broker, TaskMessage, keys
+from kubetasks.queue import Broker, QueueSettings, TaskMessage, keys
 
 NS = "team"
 
@@ -87,7 +87,8 @@ def pool(name: str, queue: str, generation: int = 1, **spec: Any) -> dict[str, A
 
 class Harness:
     def __init__(self, broker: Broker, clock: FakeClock) -> None:
-        self.broker, self.clock = broker, clock
+        # The pools' namespace: the autoscaler reads each pool's queues there.
+        self.broker, self.clock = broker.in_namespace(NS), clock
         self.deployments = FakeDeployments()
         self.statuses = FakeStatuses()
         self.metrics = OperatorMetrics()
@@ -160,10 +161,12 @@ async def test_scale_in_waits_for_the_window_and_marks_busy_pods_costly(
     assert harness.deployments.replicas["p"] == 4
     harness.deployments.pod_names["p"] = ["pod-a", "pod-b", "pod-c", "pod-d"]
     # pod-a takes every task and finishes six: two still run there, the queue is empty.
-    leased = await broker.dequeue("q", "pod-a", 8, lease_seconds=600)
-    await broker.ack("q", "pod-a", [(m.message.id, m.attempt, "null") for m in leased[:6]])
-    await broker.report_worker("pod-a", 2, ttl=600)
-    await broker.report_worker("pod-b", 0, ttl=600)
+    team = harness.broker
+    leased = await team.dequeue("q", "team/pod-a", 8, lease_seconds=600)
+    await team.ack("q", "team/pod-a", [(m.message.id, m.attempt, "null") for m in leased[:6]])
+    await team.report_worker("team/pod-a", 2, ttl=600)
+    await team.report_worker("team/pod-b", 0, ttl=600)
+    await team.report_worker("pod-c", 5, ttl=600)  # a pod of that name elsewhere: not ours
     clock.advance(2)
     await harness.scaler.tick()
     status = harness.statuses.written["p"]
@@ -183,7 +186,7 @@ async def test_scale_in_waits_for_the_window_and_marks_busy_pods_costly(
     assert status["desiredReplicas"] == 1 and "scale down" in status["lastScaleReason"]
     assert status["lastScaleTime"].endswith("Z")
     assert harness.sample("kubetasks_pool_in_flight", namespace=NS, pool="p") == 2
-    assert harness.sample("kubetasks_queue_in_flight", queue="q") == 2
+    assert harness.sample("kubetasks_queue_in_flight", namespace=NS, queue="q") == 2
 
 
 async def test_a_refused_deployment_is_a_condition_not_a_crash(
@@ -345,8 +348,44 @@ async def test_an_invalid_name_in_the_queue_registry_does_not_stop_the_poll(
     await harness.scaler.upsert(pool("p", "q", maxReplicas=4, concurrency=10))
     assert harness.deployments.replicas == {"p": 0}
     await harness.enqueue("q", 3)
-    await raw.sadd(keys.QUEUES, "Default")
+    await raw.sadd(keys.QUEUES, "team/Default", "q")  # and a name of the layout before
     await harness.scaler.tick()
     assert harness.deployments.replicas == {"p": 1}  # the pool at zero woke on its queue
-    assert harness.sample("kubetasks_queue_pending", queue="q") == 3
-    assert await raw.smembers(keys.QUEUES) == {"q"}
+    assert harness.sample("kubetasks_queue_pending", namespace=NS, queue="q") == 3
+    assert await raw.smembers(keys.QUEUES) == {"team/q"}
+
+
+async def test_queue_settings_bound_the_replicas_a_backlog_gets(harness: Harness) -> None:
+    await harness.scaler.upsert(pool("p", "q", maxReplicas=4, concurrency=10))
+    await harness.enqueue("q", 1000)
+    await harness.broker.configure("q", QueueSettings(paused=True))
+    await harness.scaler.tick()
+    assert harness.deployments.replicas == {"p": 0}, "paused: nothing would start"
+    await harness.broker.configure("q", QueueSettings(max_in_flight=5))
+    await harness.scaler.tick()
+    assert harness.deployments.replicas == {"p": 1}, "five tasks fill one pod of ten"
+    await harness.broker.configure("q", QueueSettings(rate=25))
+    harness.clock.advance(2)
+    await harness.scaler.tick()
+    assert harness.deployments.replicas == {"p": 3}, "25 starts a second, not 1000 tasks"
+    await harness.broker.configure("q", None)
+    harness.clock.advance(2)
+    await harness.scaler.tick()
+    assert harness.deployments.replicas == {"p": 4}
+
+
+async def test_a_pool_never_scales_on_another_namespaces_queue_of_the_same_name(
+    harness: Harness,
+) -> None:
+    await harness.scaler.upsert(pool("p", "default", maxReplicas=4, concurrency=10))
+    elsewhere = harness.broker.in_namespace("other-team")
+    await elsewhere.enqueue(TaskMessage(id=f"o{i}", handler="h") for i in range(50))
+    stop = asyncio.Event()
+    listener = asyncio.create_task(harness.scaler.listen(stop))
+    await asyncio.sleep(0.2)  # subscribed
+    await elsewhere.enqueue([TaskMessage(id="late", handler="h")])
+    await asyncio.sleep(0.2)
+    await harness.scaler.tick()
+    stop.set()
+    await asyncio.wait_for(listener, 2)
+    assert harness.deployments.replicas == {"p": 0}

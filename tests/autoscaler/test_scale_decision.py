@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from kubetasks.autoscaler import History, QueueDepth, ScalePolicy, decide, recommend
+from kubetasks.autoscaler import (
+    History,
+    QueueDepth,
+    QueueLimits,
+    ScalePolicy,
+    decide,
+    recommend,
+    usable,
+)
 
 POLICY = ScalePolicy(min_replicas=0, max_replicas=4, target_per_replica=10, scale_down_window=60)
 
@@ -88,3 +96,30 @@ def test_history_keeps_only_the_window() -> None:
     for t in range(0, 300, 2):
         _, history = decide(depth(pending=5), 1, POLICY, history, float(t))
     assert len(history.recommendations) <= 31
+
+
+# -- a queue's settings bound what its load can use -------------------------------------------
+
+
+def test_a_paused_queue_counts_only_its_running_tasks() -> None:
+    paused = QueueLimits(paused=True)
+    assert usable(depth(pending=500, due=20, active=3), paused) == depth(active=3)
+    assert recommend(usable(depth(pending=500), paused), POLICY) == POLICY.min_replicas
+
+
+def test_max_in_flight_bounds_the_load_whatever_the_backlog() -> None:
+    capped = QueueLimits(max_in_flight=5)
+    assert usable(depth(pending=1000), capped) == depth(pending=5)
+    assert usable(depth(pending=1000, active=5), capped) == depth(active=5)
+    assert usable(depth(pending=2, due=10, active=1), capped) == depth(pending=2, due=2, active=1)
+    # 4 pods of concurrency 10 for a cap of 5: one is enough.
+    assert recommend(usable(depth(pending=1000), capped), POLICY) == 1
+
+
+def test_a_rate_limit_is_capacity_not_backlog() -> None:
+    throttled = QueueLimits(rate=20)
+    assert usable(depth(pending=1000, active=4), throttled) == depth(pending=20, active=4)
+    assert recommend(usable(depth(pending=1000, active=4), throttled), POLICY) == 3
+    assert recommend(depth(pending=1000, active=4), POLICY) == POLICY.max_replicas
+    # Long tasks pile up running under a rate: those count in full.
+    assert recommend(usable(depth(pending=1000, active=35), throttled), POLICY) == 4

@@ -110,7 +110,7 @@ async def test_a_woken_worker_asks_redis_once_per_task(
     async with run_worker(idle_wait=5.0, promote_interval=30.0) as worker:
         await asyncio.sleep(0.3)  # started: the first promote is behind us
         calls: Counter[str] = Counter()
-        for name in ("dequeue", "promote"):
+        for name in ("lease", "promote"):
             real = getattr(worker.broker, name)
 
             async def counted(*args: Any, _real: Any = real, _name: str = name) -> Any:
@@ -122,7 +122,7 @@ async def test_a_woken_worker_asks_redis_once_per_task(
             handle = await client.enqueue("test.record", f"t{i}")
             await handle.result(timeout=5)
     # One wake-up token, one lease, no second look at an empty queue, no promoter round trip.
-    assert calls == {"dequeue": 10}, calls
+    assert calls == {"lease": 10}, calls
 
 
 async def test_failures_retry_with_exponential_backoff(

@@ -33,6 +33,7 @@ from kubetasks.k8s.status import PoolStatusWriter
 from kubetasks.loops import isolated
 from kubetasks.metrics import OperatorMetrics
 from kubetasks.queue import Broker, QueueStats
+from kubetasks.settings import worker_id_for_pod
 from kubetasks.transitions import timestamp
 
 log = logging.getLogger("kubetasks.autoscaler")
@@ -135,22 +136,23 @@ class PoolAutoscaler:
     async def tick(self) -> None:
         if self.metrics is not None:
             # Every queue, served by a pool or not: HPA or KEDA may scale on these instead.
-            for queue in await self.broker.queues():
-                with isolated(log, "metrics of queue %s", queue):
-                    _export(self.metrics, await self.broker.stats(queue))
+            for namespace, queue in await self.broker.all_queues():
+                with isolated(log, "metrics of queue %s/%s", namespace, queue):
+                    _export(self.metrics, await self.broker.in_namespace(namespace).stats(queue))
         for key in list(self.pools):
             try:
                 await self.evaluate(key, "poll")
             except Exception:
                 log.exception("autoscaling pool %s/%s failed", *key)
 
-    async def on_enqueue(self, queue: str) -> None:
-        """Tasks arrived on ``queue``: wake pools at zero that serve it now, and let the
-        others grow before the next poll (each at most every ``ENQUEUE_GAP_SECONDS``, so a
-        stream of enqueues does not turn into a stream of API calls)."""
+    async def on_enqueue(self, namespace: str, queue: str) -> None:
+        """Tasks arrived on ``queue`` of ``namespace``: wake pools at zero that serve it now,
+        and let the others grow before the next poll (each at most every
+        ``ENQUEUE_GAP_SECONDS``, so a stream of enqueues does not turn into a stream of API
+        calls). Only pools of the same namespace serve it."""
         now = self.clock.now()
         for key, pool in list(self.pools.items()):
-            if queue not in pool.queues:
+            if key[0] != namespace or queue not in pool.queues:
                 continue
             # A pool whose Deployment is refused stays at zero: it is retried at the gap too.
             waking = not pool.desired and pool.problem is None
@@ -172,11 +174,12 @@ class PoolAutoscaler:
                     pool.desired = found.replicas
                     pool.history = autoscaler.History(((now, found.replicas),))
                 pool.adopted = True
-            stats = [await self.broker.stats(q) for q in pool.queues]
+            broker = self.broker.in_namespace(key[0])
+            depths = [_usable(await broker.stats(q)) for q in pool.queues]
             depth = autoscaler.QueueDepth(
-                pending=sum(s.pending for s in stats),
-                due_scheduled=sum(s.due for s in stats),
-                active=sum(s.active for s in stats),
+                pending=sum(d.pending for d in depths),
+                due_scheduled=sum(d.due_scheduled for d in depths),
+                active=sum(d.active for d in depths),
             )
             current = pool.desired or 0
             decision, pool.history = autoscaler.decide(
@@ -252,9 +255,11 @@ class PoolAutoscaler:
         (a worker that has not reported lately counts as idle)."""
         namespace, name = key
         pods = await self.deployments.pods(namespace, f"{POOL_LABEL}={name}")
-        loads = await self.broker.worker_loads([p["name"] for p in pods])
+        loads = await self.broker.worker_loads(
+            [worker_id_for_pod(namespace, p["name"]) for p in pods]
+        )
         for pod in pods:
-            cost = loads.get(pod["name"]) or 0
+            cost = loads.get(worker_id_for_pod(namespace, pod["name"])) or 0
             if pod["cost"] != str(cost):
                 await self.deployments.set_deletion_cost(namespace, pod["name"], cost)
 
@@ -319,20 +324,30 @@ class PoolAutoscaler:
                 await asyncio.wait_for(stop.wait(), 1.0)
 
     async def _follow(self) -> None:
-        async for queue in self.broker.enqueued():
+        async for namespace, queue in self.broker.enqueued():
             try:
-                await self.on_enqueue(queue)
+                await self.on_enqueue(namespace, queue)
             except Exception:
-                log.exception("reacting to an enqueue on %s failed", queue)
+                log.exception("reacting to an enqueue on %s/%s failed", namespace, queue)
+
+
+def _usable(stats: QueueStats) -> autoscaler.QueueDepth:
+    depth = autoscaler.QueueDepth(stats.pending, stats.due, stats.active)
+    settings = stats.settings
+    if settings is None:
+        return depth
+    limits = autoscaler.QueueLimits(settings.paused, settings.max_in_flight, settings.rate)
+    return autoscaler.usable(depth, limits)
 
 
 def _export(metrics: OperatorMetrics, stats: QueueStats) -> None:
-    metrics.pending.labels(stats.queue).set(stats.pending + stats.due)
-    metrics.scheduled.labels(stats.queue).set(stats.scheduled)
-    metrics.active.labels(stats.queue).set(stats.active)
-    metrics.dead.labels(stats.queue).set(stats.dead)
-    metrics.processed.labels(stats.queue).set(stats.processed)
-    metrics.failed.labels(stats.queue).set(stats.failed)
+    labels = (stats.namespace, stats.queue)
+    metrics.pending.labels(*labels).set(stats.pending + stats.due)
+    metrics.scheduled.labels(*labels).set(stats.scheduled)
+    metrics.active.labels(*labels).set(stats.active)
+    metrics.dead.labels(*labels).set(stats.dead)
+    metrics.processed.labels(*labels).set(stats.processed)
+    metrics.failed.labels(*labels).set(stats.failed)
 
 
 def _api_message(exc: BaseException) -> str:

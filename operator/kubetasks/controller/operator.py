@@ -20,6 +20,7 @@ from kubetasks.controller.periodic import Scheduling  # also registers the Perio
 from kubetasks.controller.reaper import Reaper
 from kubetasks.controller.repair import Repairer
 from kubetasks.controller.state import OperatorSettings, OperatorState
+from kubetasks.controller.workloads import POOL_LABEL
 from kubetasks.k8s.api import KubeApi
 from kubetasks.k8s.deployments import DeploymentWriter
 from kubetasks.k8s.periodic import PeriodicApi
@@ -34,9 +35,6 @@ from kubetasks.settings import operator_identity, redis_url, worker_id_for_pod
 from kubetasks.transitions import finished_patch
 
 log = logging.getLogger("kubetasks.operator")
-
-#: Label every worker pod carries (set by the WorkerPool controller); its value is the pool.
-WORKER_POOL_LABEL = "kubetasks.dev/worker-pool"
 
 _settings = OperatorSettings()
 
@@ -121,20 +119,33 @@ async def cleanup(memo: Any, **_: Any) -> None:
     await memo.state.api.close()
 
 
-@kopf.on.event("", "v1", "pods", labels={WORKER_POOL_LABEL: kopf.PRESENT})
-async def worker_pod_gone(event: kopf.RawEvent, name: str, memo: Any, **_: Any) -> None:
+@kopf.on.event("", "v1", "pods", labels={POOL_LABEL: kopf.PRESENT})
+async def worker_pod_gone(
+    event: kopf.RawEvent, body: kopf.Body, name: str, namespace: str | None, memo: Any, **_: Any
+) -> None:
     """A worker pod is gone: return what it still held at once, without waiting for leases
     to expire. (A pod that shut down cleanly handed its tasks back itself; this is for pods
-    that were killed or whose node vanished.)"""
-    if event.get("type") != "DELETED":
+    that were killed or whose node vanished.)
+
+    Only for pods of the Deployments the operator made, and only on the queues of the pod's
+    namespace: the worker id is namespace and pod, so a pod elsewhere that shares a worker's
+    name, or a pod that merely carries the label, takes back nothing of anyone's."""
+    if event.get("type") != "DELETED" or namespace is None:
+        return
+    if not _runs_a_pool(dict(body), namespace, memo.autoscaler):
+        log.info("pod %s/%s carries the worker label but no pool of ours runs it", namespace,
+                 name)  # fmt: skip
         return
     state: OperatorState = memo.state
-    for queue in await state.broker.queues():
-        with isolated(log, "reclaim for pod %s on queue %s", name, queue):
-            requeued, dead = await state.broker.reclaim(queue, worker_id=worker_id_for_pod(name))
+    broker = state.broker.in_namespace(namespace)
+    worker_id = worker_id_for_pod(namespace, name)
+    for queue in await broker.queues():
+        with isolated(log, "reclaim for pod %s on queue %s/%s", name, namespace, queue):
+            requeued, dead = await broker.reclaim(queue, worker_id=worker_id)
             if requeued or dead:
                 log.warning(
-                    "pod %s vanished holding %d tasks of queue %s",
+                    "pod %s/%s vanished holding %d tasks of queue %s",
+                    namespace,
                     name,
                     requeued + len(dead),
                     queue,
@@ -142,6 +153,21 @@ async def worker_pod_gone(event: kopf.RawEvent, name: str, memo: Any, **_: Any) 
             for leased in dead:
                 with isolated(log, "report of task %s", leased.message.id):
                     await report_ended(state, leased)
+
+
+def _runs_a_pool(pod: dict[str, Any], namespace: str, autoscaler: PoolAutoscaler) -> bool:
+    """The pod belongs to a known pool's Deployment: its pool label names a pool of its
+    namespace and its controller is a ReplicaSet of that pool's Deployment."""
+    meta = pod.get("metadata") or {}
+    pool = (meta.get("labels") or {}).get(POOL_LABEL)
+    if (namespace, pool) not in autoscaler.pools:
+        return False
+    return any(
+        ref.get("kind") == "ReplicaSet"
+        and ref.get("controller")
+        and str(ref.get("name", "")).startswith(f"{pool}-")
+        for ref in meta.get("ownerReferences") or []
+    )
 
 
 async def report_ended(state: OperatorState, leased: Leased) -> None:

@@ -28,6 +28,7 @@ from kubetasks.controller.deferred import DeferredWrites
 from kubetasks.controller.state import OperatorState
 from kubetasks.loops import isolated
 from kubetasks.metrics import OperatorMetrics
+from kubetasks.queue import Broker
 from kubetasks.transitions import (
     PENDING,
     QUEUED,
@@ -91,7 +92,7 @@ class Repairer:
         async def lookup(namespace: str, name: str) -> tuple[str | None, Any]:
             return known.get((namespace, name), (None, None))
 
-        by_queue: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        by_queue: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         for body in items:
             meta = body["metadata"]
             phase = (body.get("status") or {}).get("phase")
@@ -109,11 +110,12 @@ class Repairer:
                 ):
                     await tasks.admit(self.state, body, lookup, self.deferred)
                 else:
-                    by_queue[spec.get("queue", "default")].append(body)
+                    by_queue[meta["namespace"], spec.get("queue", "default")].append(body)
         settled: dict[str, int] = {}
-        for queue, bodies in by_queue.items():
-            with isolated(log, "restore of queue %s", queue):
-                settled[queue] = await self._restore(queue, bodies)
+        for (namespace, queue), bodies in by_queue.items():
+            with isolated(log, "restore of queue %s/%s", namespace, queue):
+                broker = self.state.broker.in_namespace(namespace)
+                settled[f"{namespace}/{queue}"] = await self._restore(broker, queue, bodies)
         await self._sweep({t["metadata"]["uid"] for t in items}, listed_at)
         repaired = sum(settled.values())
         self.settled += repaired
@@ -129,13 +131,13 @@ class Repairer:
                 self.settled,
             )
 
-    async def _restore(self, queue: str, bodies: list[dict[str, Any]]) -> int:
+    async def _restore(self, broker: Broker, queue: str, bodies: list[dict[str, Any]]) -> int:
         """Re-enqueue the Tasks of one queue that Redis does not know; settle the others.
         Returns how many outcomes were settled."""
-        broker = self.state.broker
         by_uid = {b["metadata"]["uid"]: b for b in bodies}
         missing = await broker.missing(queue, list(by_uid))
-        settled = await self._settle(queue, [b for uid, b in by_uid.items() if uid not in missing])
+        known = [b for uid, b in by_uid.items() if uid not in missing]
+        settled = await self._settle(broker, queue, known)
         if not missing:
             return settled
         now = self.state.clock.now()
@@ -152,7 +154,12 @@ class Repairer:
         self.restored += len(messages)
         if self.metrics is not None:
             self.metrics.restored_tasks.inc(len(messages))
-        log.warning("restored %d tasks of queue %s that Redis had lost", len(messages), queue)
+        log.warning(
+            "restored %d tasks of queue %s/%s that Redis had lost",
+            len(messages),
+            broker.namespace,
+            queue,
+        )
         for message in messages:
             body = by_uid[message.id]
             if (body.get("status") or {}).get("phase") == PENDING:
@@ -167,13 +174,13 @@ class Repairer:
                 await self.state.writer.write(meta["namespace"], meta["name"], patch)
         return settled
 
-    async def _settle(self, queue: str, bodies: list[dict[str, Any]]) -> int:
+    async def _settle(self, broker: Broker, queue: str, bodies: list[dict[str, Any]]) -> int:
         """Write the outcome Redis recorded onto unfinished resources that lack it, once
         the worker has had :data:`SETTLE_AFTER` seconds to write it itself."""
         settled = 0
         now = self.state.clock.now()
         for body in bodies:
-            info = await self.state.broker.get_task(queue, body["metadata"]["uid"])
+            info = await broker.get_task(queue, body["metadata"]["uid"])
             if info is None or not info.done:
                 continue
             if info.finished_at is not None and now - info.finished_at < SETTLE_AFTER:
@@ -192,23 +199,27 @@ class Repairer:
 
         Only tasks enqueued before the listing count: one admitted since is not in it."""
         namespaces = set(self.state.settings.namespaces)
-        for queue in await self.state.broker.queues():
-            with isolated(log, "sweep of queue %s", queue):
-                await self._sweep_queue(queue, uids, listed_at, namespaces)
+        for namespace, queue in await self.state.broker.all_queues():
+            if namespaces and namespace not in namespaces:
+                continue  # another operator's namespace
+            with isolated(log, "sweep of queue %s/%s", namespace, queue):
+                broker = self.state.broker.in_namespace(namespace)
+                await self._sweep_queue(broker, queue, uids, listed_at)
 
     async def _sweep_queue(
-        self, queue: str, uids: set[str], listed_at: float, namespaces: set[str]
+        self, broker: Broker, queue: str, uids: set[str], listed_at: float
     ) -> None:
-        broker = self.state.broker
         for task_id in set(await broker.live_ids(queue)) - uids:
             info = await broker.get_task(queue, task_id)
             resource = info.message.resource if info is not None else None
             if info is None or not resource or (info.enqueued_at or listed_at) >= listed_at:
                 continue  # a fast-path task (no resource), or too new to judge
-            if namespaces and resource.partition("/")[0] not in namespaces:
-                continue  # another operator's namespace
             await broker.forget(queue, task_id)
             self.swept += 1
             log.warning(
-                "forgot task %s of queue %s: its resource %s is gone", task_id, queue, resource
+                "forgot task %s of queue %s/%s: its resource %s is gone",
+                task_id,
+                broker.namespace,
+                queue,
+                resource,
             )

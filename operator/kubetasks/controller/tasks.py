@@ -84,7 +84,7 @@ async def task_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any)
             # Deleted before it got a finalizer (within the grace): clean up here.
             queue = queue_of(obj)
             if queue is not None:
-                await state.broker.forget(queue, meta["uid"])
+                await state.broker.in_namespace(meta["namespace"]).forget(queue, meta["uid"])
         return
     ready = dependents.observe(obj)  # before admitting: see controller/dependents.py
     if meta.get("deletionTimestamp"):
@@ -153,7 +153,8 @@ async def admit(
         return
     spent = int(status.get("attempts") or 0)
     try:
-        (outcome,) = await state.broker.enqueue([message], spent={message.id: spent})
+        broker = state.broker.in_namespace(namespace)
+        (outcome,) = await broker.enqueue([message], spent={message.id: spent})
     except ConnectionError as exc:
         state.redis_ok = False
         state.repair_soon.set()
@@ -202,9 +203,9 @@ async def cancel(state: OperatorState, body: dict[str, Any]) -> None:
     """``spec.cancel: true``: a waiting task ends Cancelled now; a running one is told to
     stop, and its worker reports Cancelled."""
     queue = queue_of(body)
-    result = (
-        "missing" if queue is None else await state.broker.cancel(queue, body["metadata"]["uid"])
-    )
+    meta = body["metadata"]
+    broker = state.broker.in_namespace(meta["namespace"])
+    result = "missing" if queue is None else await broker.cancel(queue, meta["uid"])
     if result in ("cancelled", "missing"):
         await set_phase(state, body, CANCELLED, "Cancelled", "cancelled by spec.cancel")
 
@@ -214,6 +215,7 @@ async def finalize(state: OperatorState, body: dict[str, Any]) -> None:
     if FINALIZER not in (body["metadata"].get("finalizers") or []):
         return
     queue = queue_of(body)
+    meta = body["metadata"]
     if queue is not None:
-        await state.broker.forget(queue, body["metadata"]["uid"])
+        await state.broker.in_namespace(meta["namespace"]).forget(queue, meta["uid"])
     await state.tasks.remove_finalizer(body, FINALIZER)

@@ -12,8 +12,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+#: Label every worker pod carries; its value is the pool.
 POOL_LABEL = "kubetasks.dev/worker-pool"
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+#: Environment variables of the worker container a pool's ``podTemplate.env`` cannot set.
+IDENTITY_ENV = frozenset({"POD_NAME", "POD_NAMESPACE", "KUBETASKS_NAMESPACE"})
 #: Seconds a worker keeps for itself at the end of the grace period to hand tasks back.
 HANDBACK_SECONDS = 5
 #: Pod spec fields a pool's ``podTemplate`` sets as given (Kubernetes' own shapes).
@@ -91,7 +94,9 @@ def deployment(pool: dict[str, Any], replicas: int, defaults: WorkloadDefaults) 
                 "valueFrom": {"secretKeyRef": {"name": defaults.redis_secret, "key": "password"}},
             }
         )
-    env += overrides.get("env") or []
+    # The pod's identity is the worker's: a pool that set POD_NAMESPACE itself would have its
+    # workers serve (and run with this pod's secrets) the queues of another namespace.
+    env += [e for e in overrides.get("env") or [] if e.get("name") not in IDENTITY_ENV]
     container: dict[str, Any] = {
         "name": "worker",
         "image": spec.get("image") or defaults.image,

@@ -26,6 +26,7 @@ from kubetasks.errors import ConfigurationError, KubetasksError
 GROUP = "kubetasks.dev"
 VERSION = "v1alpha1"
 TASKS, PERIODIC_TASKS, WORKER_POOLS = "tasks", "periodictasks", "workerpools"
+QUEUES = "queues"
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"

@@ -498,8 +498,8 @@ class Broker:
 
     @_unavailable
     async def stats(self, queue: str, *, detail: bool = False) -> QueueStats:
-        """Counts of one queue; ``detail`` adds its settings and the age of its oldest
-        pending task (two more round trips: for status and the CLI, not every poll)."""
+        """Counts and settings of one queue; ``detail`` adds the age of its oldest pending
+        task (one more round trip: for status and the CLI, not every poll)."""
         qk = self.keys(queue)
         now = self._now_ms()
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -509,15 +509,13 @@ class Broker:
             pipe.zcard(qk.active)
             pipe.zcard(qk.dead)
             pipe.hmget(qk.stats, "processed", "failed")
+            pipe.hgetall(qk.config)
             if detail:
-                pipe.hgetall(qk.config)
                 pipe.zrange(qk.pending, 0, OLDEST_SCAN - 1)
             found = await pipe.execute()
-        pending, scheduled, due, active, dead, (processed, failed) = found[:6]
-        settings, oldest = None, None
-        if detail:
-            settings = QueueSettings.from_fields(found[6])
-            oldest = await self._oldest(qk, found[7], now)
+        pending, scheduled, due, active, dead, (processed, failed), config = found[:7]
+        settings = QueueSettings.from_fields(config)
+        oldest = await self._oldest(qk, found[7], now) if detail else None
         return QueueStats(
             queue=queue,
             pending=pending,

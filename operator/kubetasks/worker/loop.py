@@ -94,6 +94,8 @@ class Worker:
         """Set when a slot frees up (a full worker waits for it) and when stopping."""
         self._stopping = asyncio.Event()
         """Set once the worker is told to stop: no more fetching, an idle wait ends."""
+        self._held_until: float | None = None
+        """When a queue held back by its cap or rate limit may start a task again."""
         self.promoter = Promoter(broker, settings)
         self.reclaimer = Reclaimer(broker, settings, report=self._report_ended)
         self.heartbeat = Heartbeat(
@@ -181,11 +183,19 @@ class Worker:
                     await self._report_ended(item)
 
     async def _fetch(self, want: int) -> list[Leased]:
+        """Lease up to ``want`` tasks from the queues in their order. A queue held back by
+        its settings (paused, at its cap, out of rate tokens) is skipped; when it said how
+        soon it may start again, the idle wait ends by then."""
         got: list[Leased] = []
+        self._held_until = None
         for queue in queue_order(self.settings.queues, self.settings.strict_priority, self.rand):
-            got += await self.broker.dequeue(
+            dequeued = await self.broker.lease(
                 queue, self.worker_id, want - len(got), self.settings.lease_seconds
             )
+            got += dequeued.tasks
+            if dequeued.retry_after > 0:
+                again = self.clock.now() + dequeued.retry_after
+                self._held_until = min(again, self._held_until or again)
             if len(got) >= want:
                 break
         return got
@@ -205,6 +215,13 @@ class Worker:
         if self.promoter.next_due is not None:
             timeout = min(timeout, max(self.promoter.next_due - self.clock.now(), 0.0))
         if timeout <= 0:
+            return
+        if self._held_until is not None:
+            # A queue at its cap or out of tokens has work waiting whose wake-up tokens were
+            # spent already: sleep until it may start again instead of waiting for a token.
+            held = min(timeout, max(self._held_until - self.clock.now(), 0.0))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), held)
             return
         waiter = asyncio.create_task(
             self.broker.wait_for_work([q.name for q in self.settings.queues], timeout)

@@ -1,0 +1,48 @@
+"""The one module that reads and writes Queue resources.
+
+The CLI pauses and resumes a queue by applying ``spec.paused`` (server-side apply, its own
+field manager, so it creates the Queue when there is none and touches no other field); the
+operator lists Queues and writes their status.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubetasks.k8s.api import APPLY_PATCH, GROUP, QUEUES, VERSION, KubeApi, custom_path, status_code
+
+#: Field manager of ``kubetasks pause`` / ``resume``.
+CLI_FIELD_MANAGER = "kubetasks-cli"
+
+
+class QueueApi:
+    def __init__(self, api: KubeApi) -> None:
+        self.api = api
+
+    async def set_paused(self, namespace: str, name: str, paused: bool) -> dict[str, Any]:
+        """Pause or resume queue ``name`` of ``namespace``; returns the Queue as stored."""
+        manifest = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Queue",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"paused": paused},
+        }
+        return await self.api.patch(
+            custom_path(QUEUES, namespace, name),
+            manifest,
+            APPLY_PATCH,
+            fieldManager=CLI_FIELD_MANAGER,
+            force=True,
+        )
+
+    async def list(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Every Queue of ``namespace`` (None: of every namespace)."""
+        found = await self.api.get(custom_path(QUEUES, namespace))
+        return list(found.get("items") or [])
+
+    async def write_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        try:
+            await self.api.patch(custom_path(QUEUES, namespace, name, "status"), {"status": status})
+        except Exception as exc:
+            if status_code(exc) != 404:  # deleted meanwhile
+                raise
