@@ -1,12 +1,13 @@
 """Write the CRDs in ``crds/`` from the pydantic models, or check that they match.
 
-The models in :mod:`kubetasks.models` are the single source of the three CRDs: their field
+The models in :mod:`kubetasks.models` are the single source of the CRDs: their field
 docstrings become the schema's descriptions (what ``kubectl explain`` prints), their
 constraints the bounds and patterns, their ``rules`` the CEL validations. This module turns
 pydantic's JSON Schema into a Kubernetes *structural* schema: references inlined, ``null``
 alternatives folded into optional fields, free-form JSON marked
-``x-kubernetes-preserve-unknown-fields``, and defaults kept only where the API server should
-fill them in.
+``x-kubernetes-preserve-unknown-fields``, exclusive bounds in OpenAPI v3.0's form, and
+defaults kept only where the API server should fill them in. A model's ``rules`` on the
+resource as a whole go on the schema's root, where CEL can see ``metadata.name``.
 
 Usage: ``python -m kubetasks.crdgen [--out crds] [--check]``.
 """
@@ -21,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from kubetasks.models import PeriodicTask, Task, WorkerPool
+from kubetasks.models import PeriodicTask, Queue, Task, WorkerPool
 from kubetasks.models.base import Model
 from kubetasks.models.task import SPEC_UPDATE_RULES
 
@@ -110,6 +111,29 @@ KINDS = (
             _column("Last Scale", ".status.lastScaleTime", "date", priority=1),
         ),
     ),
+    Kind(
+        Queue,
+        "Queue",
+        "queues",
+        ("ktq", "ktqueue"),
+        (
+            _column("Paused", ".spec.paused", "boolean"),
+            _column("Max In Flight", ".spec.maxInFlight", "integer"),
+            _column("Rate", ".spec.rateLimit.perSecond", "number"),
+            _column("Pending", ".status.pending", "integer"),
+            _column("Running", ".status.running", "integer"),
+            _column("Scheduled", ".status.scheduled", "integer"),
+            _column("Dead", ".status.dead", "integer"),
+            _column("Processed", ".status.processed", "integer"),
+            _column("Failed", ".status.failed", "integer"),
+            _column("Oldest", ".status.oldestPendingSeconds", "number"),
+            AGE,
+            _column("Burst", ".spec.rateLimit.burst", "integer", priority=1),
+            _column("Default Timeout", ".spec.defaultTimeoutSeconds", "integer", priority=1),
+            _column("Max Timeout", ".spec.maxTimeoutSeconds", "integer", priority=1),
+            _column("Retention", ".spec.retentionSeconds", "integer", priority=1),
+        ),
+    ),
 )
 
 #: JSON Schema keywords pydantic writes that a structural schema has no use for.
@@ -153,6 +177,10 @@ def structural(schema: Json, defs: Json, *, defaults: bool = True) -> Json:
             out[key] = {
                 name: structural(sub, defs, defaults=defaults) for name, sub in value.items()
             }
+        elif key in ("exclusiveMinimum", "exclusiveMaximum"):
+            # JSON Schema's `exclusiveMinimum: 0` is OpenAPI v3.0's `minimum: 0` plus a flag.
+            out[key.replace("exclusiveM", "m")] = value
+            out[key] = True
         elif key == "items":
             out[key] = structural(value, defs, defaults=defaults)
         elif key == "additionalProperties":
@@ -180,7 +208,7 @@ def openapi_schema(kind: Kind) -> Json:
         spec["x-kubernetes-validations"] = [*spec.get("x-kubernetes-validations", [])]
         spec["x-kubernetes-validations"] += kind.spec_rules
     status = structural(props["status"], defs, defaults=False)
-    return {
+    root: Json = {
         "type": "object",
         "description": _describe(kind.model.__doc__ or kind.kind),
         "required": ["spec"],
@@ -195,6 +223,9 @@ def openapi_schema(kind: Kind) -> Json:
             "status": status,
         },
     }
+    if "x-kubernetes-validations" in schema:
+        root["x-kubernetes-validations"] = schema["x-kubernetes-validations"]
+    return root
 
 
 def crd(kind: Kind) -> Json:

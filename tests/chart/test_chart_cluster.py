@@ -43,7 +43,8 @@ from fixtures.controlplane import Impersonate, Kubectl
 
 GROUP, VERSION = "kubetasks.dev", "v1alpha1"
 RBAC_API = "/apis/rbac.authorization.k8s.io/v1"
-KUBETASKS_CRDS = ("periodictasks.kubetasks.dev", "tasks.kubetasks.dev", "workerpools.kubetasks.dev")
+KUBETASKS_CRDS = ("periodictasks.kubetasks.dev", "queues.kubetasks.dev", "tasks.kubetasks.dev",
+                  "workerpools.kubetasks.dev")  # fmt: skip
 
 # Stand-in for the Prometheus Operator's CRD, so that the ServiceMonitor of the observability
 # variant can be dry-run. It checks apiVersion, kind and metadata only, not the spec.

@@ -236,13 +236,14 @@ def test_default_renders_the_crds_and_keeps_them(default: Rendered) -> None:
     names = sorted(c["metadata"]["name"] for c in crds)
     assert names == [
         "periodictasks.kubetasks.dev",
+        "queues.kubetasks.dev",
         "tasks.kubetasks.dev",
         "workerpools.kubetasks.dev",
     ]
     for crd in crds:
         assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     unkept = render(sets=["crds.keep=false"]).kinds("CustomResourceDefinition")
-    assert len(unkept) == 3
+    assert len(unkept) == len(names)
     for crd in unkept:
         assert "helm.sh/resource-policy" not in (crd["metadata"].get("annotations") or {})
 

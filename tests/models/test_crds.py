@@ -49,7 +49,7 @@ def test_drift_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "tasks.kubetasks.dev.yaml" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("kind", ["Task", "PeriodicTask", "WorkerPool"])
+@pytest.mark.parametrize("kind", ["Task", "PeriodicTask", "WorkerPool", "Queue"])
 def test_every_field_is_described_and_bounded(kind: str) -> None:
     schema = schemas()[kind]
     undocumented, unbounded = [], []

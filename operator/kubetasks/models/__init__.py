@@ -2,6 +2,7 @@
 
 from kubetasks.models.base import Condition, Model
 from kubetasks.models.periodictask import PeriodicTask, PeriodicTaskSpec, PeriodicTaskStatus
+from kubetasks.models.queue import Queue, QueueSpec, QueueStatus, RateLimit
 from kubetasks.models.task import FINAL_PHASES, RetryBackoff, Task, TaskSpec, TaskStatus
 from kubetasks.models.workerpool import PoolQueue, WorkerPool, WorkerPoolSpec, WorkerPoolStatus
 
@@ -13,6 +14,10 @@ __all__ = [
     "PeriodicTaskSpec",
     "PeriodicTaskStatus",
     "PoolQueue",
+    "Queue",
+    "QueueSpec",
+    "QueueStatus",
+    "RateLimit",
     "RetryBackoff",
     "Task",
     "TaskSpec",
