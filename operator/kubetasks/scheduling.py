@@ -4,6 +4,15 @@ Why this module exists: the controller must agree with itself across restarts an
 second operator running at the same time, so every answer here is a function of its
 arguments only: the parsed schedule, the time zone, the last slot that ran and "now".
 
+What croniter does and what stays here
+    croniter expands the cron fields and walks the wall clock from one matching reading to
+    the next. This module keeps only what CronJob does differently, each part with a test
+    of croniter's own answer beside it (tests/scheduling/test_croniter_differences.py):
+    robfig/cron's grammar and messages (croniter also takes L, W, #, H, wrapping ranges and
+    a year field, and reads an equal range such as ``5-5`` as the whole cycle), turning
+    wall readings into instants across daylight-saving changes, ``@every`` and what runs
+    after missed slots.
+
 Schedules
     A 5-field cron expression (``minute hour day-of-month month day-of-week``), a 6-field one
     with seconds first (``*/2 * * * * *`` is every two seconds), a macro (``@yearly``,
@@ -42,16 +51,19 @@ Missed slots (as CronJob)
 
 from __future__ import annotations
 
-import bisect
+import copy
+import functools
 import hashlib
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from fractions import Fraction
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import CroniterBadDateError, CroniterError, croniter
 
 from kubetasks.errors import ConfigurationError
 
@@ -82,7 +94,8 @@ class InvalidTimeZoneError(ConfigurationError):
 
 @dataclass(frozen=True)
 class CronSchedule:
-    """A cron expression expanded into the sorted values each field allows."""
+    """A cron expression checked against robfig/cron's grammar, its fields expanded by
+    croniter into the sorted values each allows."""
 
     expression: str
     seconds: tuple[int, ...]
@@ -96,6 +109,10 @@ class CronSchedule:
     days_star: bool
     """Day-of-month was ``*``/``?``: then days and weekdays must both match (else either)."""
     weekdays_star: bool
+    croniter_expression: str
+    """The same schedule in the part of croniter's dialect that reads as robfig/cron does:
+    six fields with seconds first, numbers only, no equal ranges, and ``*`` only where the
+    field is unrestricted (croniter decides "either day field" on the ``*``)."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +146,8 @@ class _Field:
     high: int
     names: dict[str, int]
     question_mark: bool = False
+    end: int | None = None
+    """Where ``*`` and ``N/step`` stop, when not at ``high``."""
 
 
 _SECOND = _Field("second", 0, 59, {})
@@ -136,8 +155,14 @@ _MINUTE = _Field("minute", 0, 59, {})
 _HOUR = _Field("hour", 0, 23, {})
 _DOM = _Field("day-of-month", 1, 31, {}, question_mark=True)
 _MONTH = _Field("month", 1, 12, {n: i + 1 for i, n in enumerate(_MONTH_NAMES)})
-# 7 is Sunday too (as in most crontabs); folded onto 0 after parsing.
-_DOW = _Field("day-of-week", 0, 7, {n: i for i, n in enumerate(_DAY_NAMES)}, question_mark=True)
+# 7 is Sunday too (as in most crontabs; croniter folds it onto 0). "*" and "N/step" end at
+# Saturday, as in robfig/cron.
+_DOW = _Field(
+    "day-of-week", 0, 7, {n: i for i, n in enumerate(_DAY_NAMES)}, question_mark=True, end=6
+)
+#: The fields as written (seconds first) and in the order croniter expands them.
+_FIELDS = (_SECOND, _MINUTE, _HOUR, _DOM, _MONTH, _DOW)
+_CRONITER_ORDER = (_MINUTE, _HOUR, _DOM, _MONTH, _DOW, _SECOND)
 
 #: Days each month can have (February: 29, which leap years give).
 _MONTH_DAYS = dict(enumerate([31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], start=1))
@@ -172,26 +197,33 @@ def _parse_cron(expression: str, fields: list[str]) -> CronSchedule:
             f"schedule {expression!r} has {len(fields)} fields; expected 5 "
             "(minute hour day-of-month month day-of-week) or 6 (second first)"
         )
-    seconds, _ = _parse_field(fields[0], _SECOND, expression)
-    minutes, _ = _parse_field(fields[1], _MINUTE, expression)
-    hours, _ = _parse_field(fields[2], _HOUR, expression)
-    days, days_star = _parse_field(fields[3], _DOM, expression)
-    months, _ = _parse_field(fields[4], _MONTH, expression)
-    weekdays, weekdays_star = _parse_field(fields[5], _DOW, expression)
-    weekdays = {0 if day == 7 else day for day in weekdays}
+    checked = [
+        _check_field(text, field, expression) for text, field in zip(fields, _FIELDS, strict=True)
+    ]
+    translated = " ".join(terms for terms, _ in checked)
+    try:
+        expanded, _ = croniter.expand(translated, second_at_beginning=True)
+    except CroniterError as exc:  # not expected: the check admits only what croniter reads
+        raise InvalidScheduleError(f"schedule {expression!r}: {exc}") from exc
+    minutes, hours, days, months, weekdays, seconds = (
+        _values(values, field) for values, field in zip(expanded, _CRONITER_ORDER, strict=True)
+    )
+    days_star, weekdays_star = checked[3][1], checked[5][1]
     parsed = CronSchedule(
         expression=expression,
-        seconds=tuple(sorted(seconds)),
-        minutes=tuple(sorted(minutes)),
-        hours=tuple(sorted(hours)),
-        days=tuple(sorted(days)),
-        months=tuple(sorted(months)),
+        seconds=seconds,
+        minutes=minutes,
+        hours=hours,
+        days=days,
+        months=months,
         weekdays=frozenset(weekdays),
         days_star=days_star,
         weekdays_star=weekdays_star,
+        croniter_expression=translated,
     )
     # Only "restricted day-of-month, any weekday" can be impossible: a weekday restriction
-    # alone is met every week, and with both restricted either one is enough.
+    # alone is met every week, and with both restricted either one is enough. (croniter
+    # would accept the schedule and search fifty years for a 30 February.)
     possible = any(day <= _MONTH_DAYS[month] for month in parsed.months for day in parsed.days)
     if weekdays_star and not days_star and not possible:
         raise InvalidScheduleError(
@@ -201,10 +233,16 @@ def _parse_cron(expression: str, fields: list[str]) -> CronSchedule:
     return parsed
 
 
-def _parse_field(text: str, field: _Field, expression: str) -> tuple[set[int], bool]:
-    """The values a field allows, and whether it is unrestricted (``*`` or ``?``, no step)."""
-    values: set[int] = set()
+def _check_field(text: str, field: _Field, expression: str) -> tuple[str, bool]:
+    """Check one field against robfig/cron's grammar (croniter also takes ``L``, ``W``,
+    ``#``, ``H``, wrapping ranges such as ``5-1`` and a year field, which CronJob refuses).
+
+    Returns the field in croniter's words and whether it is unrestricted (``*`` or ``?``
+    without a step: robfig/cron's star bit, which decides how the two day fields combine).
+    """
+    terms: list[str] = []
     star = False
+    end = field.high if field.end is None else field.end
     for term in text.split(","):
         where = f"schedule {expression!r}, {field.name} field {text!r}"
         if not term:
@@ -218,18 +256,23 @@ def _parse_field(text: str, field: _Field, expression: str) -> tuple[set[int], b
         if span in ("*", "?"):
             if span == "?" and not field.question_mark:
                 raise InvalidScheduleError(f"{where}: '?' is only allowed in the day fields")
-            low, high = field.low, (6 if field is _DOW else field.high)
             star = star or step == 1
+            low, high = field.low, end
         else:
             first, dash, last = span.partition("-")
             low = _value(first, field, where)
-            # "N/step" runs from N to the field's end (Saturday for weekdays, as robfig/cron).
-            end = 6 if field is _DOW else field.high
+            # "N/step" runs from N to the field's end.
             high = _value(last, field, where) if dash else (end if slash else low)
             if low > high:
                 raise InvalidScheduleError(f"{where}: range {span!r} runs backwards")
-        values.update(range(low, high + 1, step))
-    return values, star
+        # croniter reads an equal range ("5-5", "SUN-SUN") as the whole cycle, robfig/cron
+        # as the one value: a single value goes over alone. A stepped "*" goes over as its
+        # range, since croniter takes a "*" in either day field for "unrestricted".
+        if low == high:
+            terms.append(str(low))
+        else:
+            terms.append(f"{low}-{high}" if step == 1 else f"{low}-{high}/{step}")
+    return ("*" if star else ",".join(terms)), star
 
 
 def _value(text: str, field: _Field, where: str) -> int:
@@ -247,6 +290,13 @@ def _value(text: str, field: _Field, where: str) -> int:
     return value
 
 
+def _values(expanded: list[int | str], field: _Field) -> tuple[int, ...]:
+    """croniter's expansion of one field as sorted numbers (``["*"]`` is every value)."""
+    if expanded == ["*"]:
+        return tuple(range(field.low, (field.high if field.end is None else field.end) + 1))
+    return tuple(sorted({int(value) for value in expanded}))
+
+
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)")
 _UNIT_SECONDS = {
     "ns": Fraction(1, 10**9),
@@ -261,7 +311,10 @@ _UNIT_SECONDS = {
 
 
 def _parse_every(text: str) -> int:
-    """Go's ``time.ParseDuration`` syntax (``1h30m``, ``90s``, ``1.5h``), whole seconds only."""
+    """Go's ``time.ParseDuration`` syntax (``1h30m``, ``90s``, ``1.5h``), whole seconds only.
+
+    croniter has no ``@every``: a cron step restarts at every hour or day, a duration does
+    not, so these slots are counted on the epoch grid here."""
     duration = text.removeprefix("@every").strip()
     if not duration:
         raise InvalidScheduleError("@every needs a duration, for example '@every 30s'")
@@ -297,7 +350,6 @@ def load_zone(name: str) -> ZoneInfo:
 
 # -- slot arithmetic --------------------------------------------------------------------------
 
-_NAIVE_EPOCH = datetime(1970, 1, 1)
 _DAY = 86_400
 
 
@@ -306,21 +358,7 @@ def next_after(schedule: Schedule, tz: ZoneInfo, t: float) -> int | None:
     :data:`SEARCH_YEARS` years."""
     if isinstance(schedule, EverySchedule):
         return (math.floor(t) // schedule.period + 1) * schedule.period
-    current = math.floor(t) + 1
-    limit = current + (SEARCH_YEARS + 1) * 366 * _DAY
-    while current <= limit:
-        offset = _offset(tz, current)
-        wall = _next_wall(schedule, _NAIVE_EPOCH + timedelta(seconds=current + offset))
-        if wall is None:
-            return None
-        candidate = int((wall - _NAIVE_EPOCH).total_seconds()) - offset
-        change = _offset_change(tz, current, candidate, offset)
-        if change is None:
-            return candidate
-        # The clock jumped before the candidate: read the wall clock again from the jump on
-        # (forward: the skipped wall times never happen; back: the repeated ones happen again).
-        current = change
-    return None
+    return next(_cron_slots(schedule, tz, t), None)
 
 
 def latest_at_or_before(schedule: Schedule, tz: ZoneInfo, after: float, t: float) -> int | None:
@@ -329,15 +367,18 @@ def latest_at_or_before(schedule: Schedule, tz: ZoneInfo, after: float, t: float
         slot = math.floor(t) // schedule.period * schedule.period
         return slot if slot > after else None
     # Look back over a doubling window: the first window with a slot in it holds the latest
-    # one, and only a few slots (those in its older half) need walking through.
-    span = 1.0
+    # one, and only a few slots (those in its older half) need walking through. croniter's
+    # step back on the wall clock sizes the first window; only a hint, as a change of UTC
+    # offset can move the slot out of it, and then the window widens.
+    span = max(1.0, t - _wall_hint(schedule, tz, t) + 1)
     while True:
         start = max(after, t - span)
-        first = next_after(schedule, tz, start)
-        if first is not None and first <= t:
-            latest = first
-            while (following := next_after(schedule, tz, latest)) is not None and following <= t:
-                latest = following
+        latest = None
+        for slot in _cron_slots(schedule, tz, start):
+            if slot > t:
+                break
+            latest = slot
+        if latest is not None:
             return latest
         if start <= after:
             return None
@@ -354,14 +395,71 @@ def count_between(schedule: Schedule, tz: ZoneInfo, after: float, before: float)
         high = math.ceil(before / schedule.period) - 1
         return max(0, high - low + 1)
     count = 0
-    slot = first = next_after(schedule, tz, after)
-    while slot is not None and slot < before:
+    first = 0
+    for slot in _cron_slots(schedule, tz, after):
+        if slot >= before:
+            break
         count += 1
-        if count == COUNT_CAP and first is not None:
+        if count == 1:
+            first = slot
+        elif count == COUNT_CAP:
             average = (slot - first) / (count - 1)
             return count + int((before - slot) / average) if average > 0 else count
-        slot = next_after(schedule, tz, slot)
     return count
+
+
+def _wall_hint(schedule: CronSchedule, tz: ZoneInfo, t: float) -> int:
+    """The instant of the latest matching wall reading at or before ``t``'s, if the UTC
+    offset at ``t`` had always held (``t`` if croniter finds none)."""
+    now = math.floor(t)
+    offset = _offset(tz, now)
+    walls = copy.copy(_walker(schedule.croniter_expression))
+    walls.set_current(now + offset + 1)  # croniter steps back to strictly before this
+    try:
+        return int(walls.get_prev(float)) - offset
+    except CroniterBadDateError:
+        return now
+
+
+def _cron_slots(schedule: CronSchedule, tz: ZoneInfo, t: float) -> Iterator[int]:
+    """The slots strictly after ``t``, in order.
+
+    croniter walks the wall clock as if it never jumped (it is given no time zone); each
+    reading becomes the instant that shows it under the UTC offset in force. When the
+    offset changes before that instant, the walk starts again from the change with the new
+    offset: so a reading inside a spring-forward gap never happens, and after a fall-back
+    the repeated readings come round again (robfig/cron's rules, in the module docstring).
+    croniter's own time-zone handling moves a skipped reading to the end of the gap instead,
+    and misses the repeat when the clock goes back by half an hour (Australia/Lord_Howe).
+    """
+    current = math.floor(t) + 1
+    limit = current + (SEARCH_YEARS + 1) * 366 * _DAY
+    while current <= limit:
+        offset = _offset(tz, current)
+        steady = current  # the offset is `offset` from `current` through `steady`
+        change: int | None = None  # the first instant after that with another offset
+        walls = copy.copy(_walker(schedule.croniter_expression))
+        walls.set_current(current + offset - 1)  # croniter starts strictly after this reading
+        for wall in walls.all_next(float):
+            slot = int(wall) - offset
+            if change is None and slot > steady:
+                horizon = max(slot, steady + _DAY)
+                change = _offset_change(tz, steady, horizon, offset)
+                steady = horizon
+            if change is not None and slot >= change:
+                current = change
+                break
+            yield slot
+        else:
+            return  # croniter found nothing within SEARCH_YEARS
+
+
+@functools.lru_cache(maxsize=1024)
+def _walker(expression: str) -> Any:
+    """croniter over ``expression`` (six fields, seconds first), to be copied and started:
+    reading the expression costs several times what a step costs, and callers step a few
+    slots at a time. A copy shares only what croniter never changes after reading."""
+    return croniter(expression, 0, second_at_beginning=True, max_years_between_matches=SEARCH_YEARS)
 
 
 def _offset(tz: ZoneInfo, t: int) -> int:
@@ -391,60 +489,6 @@ def _offset_change(tz: ZoneInfo, low: int, high: int, offset: int) -> int | None
         else:
             probe = middle
     return probe
-
-
-def _next_wall(schedule: CronSchedule, start: datetime) -> datetime | None:
-    """The first wall-clock time at or after ``start`` (naive, no time zone) that matches."""
-    t = start
-    last_year = start.year + SEARCH_YEARS
-    while t.year <= last_year:
-        if t.month not in schedule.months:
-            month = _following(schedule.months, t.month)
-            t = datetime(t.year, month, 1) if month else datetime(t.year + 1, schedule.months[0], 1)
-            continue
-        if not _day_matches(schedule, t):
-            t = datetime(t.year, t.month, t.day) + timedelta(days=1)
-            continue
-        if t.hour not in schedule.hours:
-            hour = _following(schedule.hours, t.hour)
-            t = (
-                t.replace(hour=hour, minute=0, second=0)
-                if hour is not None
-                else datetime(t.year, t.month, t.day) + timedelta(days=1)
-            )
-            continue
-        if t.minute not in schedule.minutes:
-            minute = _following(schedule.minutes, t.minute)
-            t = (
-                t.replace(minute=minute, second=0)
-                if minute is not None
-                else t.replace(minute=0, second=0) + timedelta(hours=1)
-            )
-            continue
-        if t.second not in schedule.seconds:
-            second = _following(schedule.seconds, t.second)
-            t = (
-                t.replace(second=second)
-                if second is not None
-                else t.replace(second=0) + timedelta(minutes=1)
-            )
-            continue
-        return t
-    return None
-
-
-def _following(values: tuple[int, ...], current: int) -> int | None:
-    """The smallest allowed value above ``current``, or None."""
-    index = bisect.bisect_right(values, current)
-    return values[index] if index < len(values) else None
-
-
-def _day_matches(schedule: CronSchedule, t: datetime) -> bool:
-    day = t.day in schedule.days
-    weekday = (t.weekday() + 1) % 7 in schedule.weekdays
-    if schedule.days_star or schedule.weekdays_star:
-        return day and weekday
-    return day or weekday
 
 
 # -- what to do now ---------------------------------------------------------------------------
