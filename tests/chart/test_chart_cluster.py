@@ -322,6 +322,7 @@ def worker_probes(ns: str, other: str) -> list[Probe]:
         ("delete", "tasks.kubetasks.dev", ns, False),
         ("get", "workerpools.kubetasks.dev", ns, False),
         ("patch", "periodictasks.kubetasks.dev", ns, False),
+        ("get", "queues.kubetasks.dev", ns, False),
         ("get", "secrets", ns, False),
         ("list", "secrets", ns, False),
         ("get", "configmaps", ns, False),
@@ -349,6 +350,11 @@ def operator_probes(ns: str, other: str, outside: str | None) -> list[Probe]:
             ("create", "tasks.kubetasks.dev", where, True),
             ("delete", "tasks.kubetasks.dev", where, True),
             ("delete", "workerpools.kubetasks.dev", where, False),
+            *[(verb, "queues.kubetasks.dev", where, True) for verb in ("get", "list", "watch")],
+            ("patch", "queues.kubetasks.dev", where, False),
+            ("patch", "queues.kubetasks.dev/status", where, True),
+            ("create", "queues.kubetasks.dev", where, False),
+            ("delete", "queues.kubetasks.dev", where, False),
             ("create", "deployments.apps", where, True),
             ("patch", "deployments.apps", where, True),
             ("delete", "deployments.apps", where, True),
@@ -369,6 +375,7 @@ def operator_probes(ns: str, other: str, outside: str | None) -> list[Probe]:
         probes += [
             ("get", "tasks.kubetasks.dev", outside, False),
             ("patch", "tasks.kubetasks.dev", outside, False),
+            ("watch", "queues.kubetasks.dev", outside, False),
             ("create", "deployments.apps", outside, False),
             ("patch", "pods", outside, False),
         ]

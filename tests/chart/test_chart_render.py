@@ -132,6 +132,12 @@ def test_default_watches_all_namespaces_with_a_cluster_role(default: Rendered) -
     assert ("", "pods", "patch") in got
     assert ("", "namespaces", "watch") in got
     assert ("apiextensions.k8s.io", "customresourcedefinitions", "list") in got
+    assert {g[2] for g in got if g[:2] == ("kubetasks.dev", "queues")} == {
+        "get",
+        "list",
+        "watch",
+    }, "Queues are the user's: the operator reads them and writes only their status"
+    assert {g[2] for g in got if g[:2] == ("kubetasks.dev", "queues/status")} == {"patch"}
     # Nothing the operator does not use.
     assert not {g for g in got if g[1] in ("secrets", "configmaps", "nodes")}
     assert not {g for g in got if g[0] == "kopf.dev"}, "standalone needs no peering rights"
@@ -307,6 +313,8 @@ def test_namespaced_watch_uses_roles_in_each_namespace() -> None:
     assert sorted(d["metadata"]["namespace"] for d in roles) == ["kubetasks", "team-a"]
     for role in roles:
         assert ("kubetasks.dev", "tasks", "patch") in grants(role)
+        assert ("kubetasks.dev", "queues", "watch") in grants(role)
+        assert ("kubetasks.dev", "queues/status", "patch") in grants(role)
         assert ("apps", "deployments", "create") in grants(role)
     bindings = [d for d in r.kinds("RoleBinding") if d["metadata"]["name"] == f"{FULL}-operator"]
     for binding in bindings:
