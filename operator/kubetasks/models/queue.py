@@ -14,8 +14,9 @@ the first does not already say (the length). Timeout bounds are the Task's own, 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, cast
 
+from annotated_types import Ge, Le
 from pydantic import Field
 
 from kubetasks.models.base import CONDITIONS, MAX_QUEUE, QUEUE_NAME, Condition, Model, cel
@@ -30,9 +31,9 @@ MAX_RATE = 100_000
 def _task_bounds(field: str) -> tuple[int, int]:
     """The (``ge``, ``le``) bounds of a TaskSpec field, to declare a queue-wide default of it."""
     constraints = TaskSpec.model_fields[field].metadata
-    (low,) = [getattr(c, "ge") for c in constraints if hasattr(c, "ge")]
-    (high,) = [getattr(c, "le") for c in constraints if hasattr(c, "le")]
-    return int(low), int(high)
+    (low,) = [c.ge for c in constraints if isinstance(c, Ge)]
+    (high,) = [c.le for c in constraints if isinstance(c, Le)]
+    return cast(int, low), cast(int, high)
 
 
 _TIMEOUT = _task_bounds("timeout_seconds")
