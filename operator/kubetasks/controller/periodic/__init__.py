@@ -1,0 +1,23 @@
+"""The PeriodicTask controller: one runner per PeriodicTask, one child Task per slot.
+
+Exactly once per slot: the child's name is ``<periodic task>-<slot in Unix seconds>``, so
+the API server's AlreadyExists makes a second create of the same slot impossible, whether
+it comes from this operator after a restart or from another operator running beside it.
+
+The parts, each readable alone:
+
+- :mod:`.policy`: pure decisions (which children are active, which slot runs, which history
+  to delete, the status and the child Task's body), from one snapshot to one plan;
+- :mod:`.runner`: :class:`~.runner.PeriodicRunner`, one asyncio task per PeriodicTask that
+  sleeps until its next slot or until woken, then observes, plans and writes;
+- :mod:`.registry`: :class:`Scheduling`, the runners of this operator and what they share;
+- :mod:`.handlers`: the kopf handlers and the index of child Tasks, registered on import.
+
+The runner is level-triggered: whatever woke it, it recomputes everything from the current
+PeriodicTask, the index and the clock, and writes status only when it changed.
+"""
+
+from kubetasks.controller.periodic import handlers as handlers  # registers the kopf handlers
+from kubetasks.controller.periodic.registry import Scheduling
+
+__all__ = ["Scheduling"]
