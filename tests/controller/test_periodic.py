@@ -4,6 +4,12 @@ seen as `kubectl get tasks` would show them.
 Every slot's child is named ``<periodic task>-<slot in Unix seconds>`` and annotated with the
 slot, so the tests check what ran by slot: each expected slot exactly once, none missing,
 none in windows where nothing may run.
+
+Only what needs real processes and real time is here: a smoke test (children on time, status,
+the printer columns), an operator killed and restarted across slots, and two operators racing
+for every slot. The policies (Allow, Forbid, Replace, suspend, deadlines, missed slots, history
+limits, daylight saving, invalid schedules) are tested in fake time against the runner, in
+test_periodic_runner.py.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from kubernetes import client as k8s
 
 from devenv.controlplane import ControlPlane
 from fixtures.controlplane import Kubectl
-from fixtures.operator import TERMINAL, Operator, StartWorkers, Tasks, kube_env
+from fixtures.operator import TERMINAL, Operator, StartWorkers, kube_env
 from kubetasks.scheduling import parse_rfc3339
 
 GROUP, VERSION = "kubetasks.dev", "v1alpha1"
@@ -30,10 +36,9 @@ ECHO = {"handler": "kubetasks.echo", "args": ["tick"]}
 
 
 class PeriodicTasks:
-    def __init__(self, api: k8s.ApiClient, namespace: str, tasks: Tasks) -> None:
+    def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
         self.custom = k8s.CustomObjectsApi(api)
         self.namespace = namespace
-        self.tasks = tasks
 
     def create(self, name: str, schedule: str, template: dict[str, Any], **spec: Any) -> None:
         body = {
@@ -44,11 +49,6 @@ class PeriodicTasks:
         }
         self.custom.create_namespaced_custom_object(
             GROUP, VERSION, self.namespace, "periodictasks", body
-        )
-
-    def patch(self, name: str, spec: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, "periodictasks", name, {"spec": spec}
         )
 
     def status(self, name: str) -> dict[str, Any]:
@@ -104,8 +104,8 @@ def operator(
 
 
 @pytest.fixture
-def periodic(kube_api: k8s.ApiClient, namespace: str, tasks: Tasks) -> PeriodicTasks:
-    return PeriodicTasks(kube_api, namespace, tasks)
+def periodic(kube_api: k8s.ApiClient, namespace: str) -> PeriodicTasks:
+    return PeriodicTasks(kube_api, namespace)
 
 
 def consecutive(slots: list[int], step: int) -> bool:
@@ -202,139 +202,3 @@ def test_two_operators_side_by_side_run_every_slot_exactly_once(
     logs = operator.log.read_text() + second.log.read_text()
     # Both really raced: the API server refused some creates as AlreadyExists.
     assert "already ran" in logs
-
-
-def test_forbid_skips_while_a_run_is_active(
-    operator: Operator, periodic: PeriodicTasks, task_workers: StartWorkers
-) -> None:
-    task_workers(1)
-    periodic.create(
-        "forbid",
-        "*/2 * * * * *",
-        {"handler": "kubetasks.sleep", "kwargs": {"seconds": 5}},
-        concurrencyPolicy="Forbid",
-        startingDeadlineSeconds=0,
-    )
-    # Count from the first run's start (a worker process can take seconds to come up).
-    first = periodic.wait("a first run", lambda: sorted(periodic.children("forbid")))[0]
-    periodic.tasks.wait_phase(f"forbid-{first}", "Running", timeout=30)
-    time.sleep(12)
-    periodic.patch("forbid", {"suspend": True})
-    children = periodic.children("forbid")
-    slots = sorted(children)
-    assert 2 <= len(slots) <= 3, slots  # not the 6 or more an unrestricted schedule has
-    assert all(b - a >= 6 for a, b in itertools.pairwise(slots)), slots
-    runs = []
-    for slot in slots:
-        status = periodic.tasks.wait_phase(f"forbid-{slot}", "Succeeded", timeout=10)
-        runs.append((parse_rfc3339(status["startedAt"]), parse_rfc3339(status["finishedAt"])))
-    for (_, end), (start, _) in itertools.pairwise(runs):
-        assert start >= end, runs  # never two at once
-
-
-def test_replace_cancels_the_active_run(
-    operator: Operator, periodic: PeriodicTasks, task_workers: StartWorkers
-) -> None:
-    task_workers(1, "--concurrency", "4")
-    periodic.create(
-        "replace",
-        "*/3 * * * * *",
-        {"handler": "kubetasks.sleep", "kwargs": {"seconds": 30}},
-        concurrencyPolicy="Replace",
-        failedTasksHistoryLimit=10,
-    )
-    periodic.wait("2 runs", lambda: len(periodic.children("replace")) >= 2, timeout=15)
-    first = sorted(periodic.children("replace"))[0]
-    status = periodic.tasks.wait_phase(f"replace-{first}", *TERMINAL, timeout=15)
-    assert status["phase"] == "Cancelled"
-    periodic.patch("replace", {"suspend": True})
-    latest = sorted(periodic.children("replace"))[-1]
-    assert periodic.tasks.status(f"replace-{latest}").get("phase") not in TERMINAL
-
-
-def test_suspend_stops_runs_and_resuming_does_not_flood(
-    operator: Operator, periodic: PeriodicTasks
-) -> None:
-    periodic.create("paused", "* * * * * *", ECHO, suspend=True)
-    time.sleep(4)
-    assert periodic.children("paused") == {}
-    status = periodic.status("paused")
-    assert "nextScheduleTime" not in status
-    resumed_at = time.time()
-    periodic.patch("paused", {"suspend": False})
-    periodic.wait("the catch-up run", lambda: periodic.children("paused"), every=0.05)
-    # One catch-up for the latest slot, not one per missed second.
-    slots = sorted(periodic.children("paused"))
-    assert len(slots) <= 2 and slots[0] >= int(resumed_at) - 1, (slots, resumed_at)
-    missed = periodic.wait("missed slots", lambda: periodic.status("paused").get("missedSlots"))
-    assert missed >= 2
-
-
-def test_history_limits_delete_the_oldest_finished_runs(
-    operator: Operator, periodic: PeriodicTasks, task_workers: StartWorkers
-) -> None:
-    task_workers(1)
-    periodic.create("ok", "* * * * * *", ECHO, successfulTasksHistoryLimit=2)
-    periodic.create(
-        "bad",
-        "* * * * * *",
-        {"handler": "kubetasks.fail", "kwargs": {"permanent": True}},
-        failedTasksHistoryLimit=1,
-    )
-    time.sleep(7)
-    periodic.patch("ok", {"suspend": True})
-    periodic.patch("bad", {"suspend": True})
-
-    def settled(name: str, keep: int) -> dict[int, dict[str, Any]] | None:
-        children = periodic.children(name)
-        phases = [(c.get("status") or {}).get("phase") for c in children.values()]
-        done = all(p in TERMINAL for p in phases)
-        return children if done and len(children) == keep else None
-
-    ok = periodic.wait("2 successful kept", lambda: settled("ok", 2), timeout=15)
-    bad = periodic.wait("1 failed kept", lambda: settled("bad", 1), timeout=15)
-    assert max(ok) - min(ok) == 1  # the two newest
-    status = periodic.status("ok")
-    assert int(parse_rfc3339(status["lastScheduleTime"])) == max(ok)
-    assert parse_rfc3339(status["lastSuccessfulTime"]) >= max(ok)
-    assert (bad[max(bad)]["status"]["phase"]) == "Failed"
-
-
-@pytest.mark.parametrize(
-    ("spec", "reason", "message"),
-    [
-        ({"schedule": "0 0 30 2 *"}, "InvalidSchedule", "never fires"),
-        ({"schedule": "0 0 * * 1#2"}, "InvalidSchedule", "not supported"),
-        ({"schedule": "@daily", "timeZone": "Mars/Olympus_Mons"}, "InvalidTimeZone", "unknown"),
-    ],
-)
-def test_an_invalid_schedule_is_a_condition_not_a_crash(
-    operator: Operator,
-    periodic: PeriodicTasks,
-    spec: dict[str, Any],
-    reason: str,
-    message: str,
-) -> None:
-    schedule = spec.pop("schedule")
-    periodic.create("invalid", schedule, ECHO, **spec)
-    condition = periodic.wait(
-        "the ScheduleValid condition",
-        lambda: next(
-            (c for c in periodic.status("invalid").get("conditions") or []
-             if c["type"] == "ScheduleValid"),
-            None,
-        ),
-    )  # fmt: skip
-    assert (condition["status"], condition["reason"]) == ("False", reason)
-    assert message in condition["message"]
-    # Fixing it makes it valid; the operator kept running throughout.
-    periodic.patch("invalid", {"schedule": "@hourly", "timeZone": "UTC"})
-    periodic.wait(
-        "valid again",
-        lambda: any(
-            c["type"] == "ScheduleValid" and c["status"] == "True"
-            for c in periodic.status("invalid").get("conditions") or []
-        ),
-    )
-    assert "nextScheduleTime" in periodic.status("invalid")
-    assert operator.proc is not None and operator.proc.poll() is None
