@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import kopf
 
-from kubetasks.controller import pools, tasks  # noqa: F401 - register their handlers
+from kubetasks.controller import pools, queues, tasks  # noqa: F401 - register their handlers
 from kubetasks.controller.autoscaling import PoolAutoscaler
 from kubetasks.controller.deferred import DeferredWrites
 from kubetasks.controller.dependents import Dependents
@@ -24,6 +24,7 @@ from kubetasks.controller.workloads import POOL_LABEL
 from kubetasks.k8s.api import KubeApi
 from kubetasks.k8s.deployments import DeploymentWriter
 from kubetasks.k8s.periodic import PeriodicApi
+from kubetasks.k8s.queues import QueueApi
 from kubetasks.k8s.status import PoolStatusWriter, TaskStatusWriter
 from kubetasks.k8s.tasks import TaskApi
 from kubetasks.loops import isolated, run_every
@@ -86,7 +87,10 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         _settings.queued_writes_per_second,
     )
     memo.dependents = Dependents()
-    memo.reaper = Reaper(state)
+    memo.queues = queues.QueueController(
+        state.broker, QueueApi(api), state.clock, namespaces=_settings.namespaces
+    )
+    memo.reaper = Reaper(state, default_ttl=memo.queues.ttl_for)
     metrics = OperatorMetrics()
     memo.repairer = Repairer(state, memo.deferred, metrics)
     memo.periodic = Scheduling(PeriodicApi(api), state.clock)
@@ -104,6 +108,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     memo.loops = [
         asyncio.create_task(run_every(memo.deferred, memo.stop)),
         asyncio.create_task(run_every(memo.reaper, memo.stop)),
+        asyncio.create_task(run_every(memo.queues, memo.stop)),
         asyncio.create_task(run_every(memo.repairer, memo.stop)),
         asyncio.create_task(run_every(memo.autoscaler, memo.stop)),
         asyncio.create_task(memo.autoscaler.listen(memo.stop)),

@@ -1,4 +1,4 @@
-"""Delete finished Tasks once their ``ttlSecondsAfterFinished`` has passed.
+"""Delete finished Tasks once their ``ttlSecondsAfterFinished`` (or their Queue's) has passed.
 
 Finished Tasks with a TTL are kept in a heap by due time; one tick deletes those that are
 due (with the uid as a precondition, so a re-created Task of the same name is safe). The
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from kubetasks.controller.state import OperatorState
@@ -23,16 +24,24 @@ class Reaper:
     name = "reaper"
     wake: asyncio.Event | None = None
 
-    def __init__(self, state: OperatorState) -> None:
+    def __init__(
+        self, state: OperatorState, default_ttl: Callable[[str, str], int | None] | None = None
+    ) -> None:
         self.state = state
+        self.default_ttl = default_ttl
+        """(namespace, queue) -> the TTL of a Task of that queue that sets none (its Queue's
+        ``ttlSecondsAfterFinished``)."""
         self._heap: list[tuple[float, str, str, str]] = []
         self._tracked: set[str] = set()
         self.deleted = 0
 
     def track(self, body: dict[str, Any]) -> None:
-        ttl = (body.get("spec") or {}).get("ttlSecondsAfterFinished")
+        spec = body.get("spec") or {}
+        ttl = spec.get("ttlSecondsAfterFinished")
         finished = (body.get("status") or {}).get("finishedAt")
         meta = body["metadata"]
+        if ttl is None and self.default_ttl is not None:
+            ttl = self.default_ttl(meta["namespace"], spec.get("queue", "default"))
         if ttl is None or not finished or meta["uid"] in self._tracked:
             return
         self._tracked.add(meta["uid"])

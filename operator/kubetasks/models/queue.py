@@ -49,8 +49,9 @@ class RateLimit(Model):
     """Tasks that may start per second, on average, across all workers. Fractions are
     allowed: 0.5 is one task every two seconds. Required; at most 100000."""
     burst: int | None = Field(default=None, ge=1, le=MAX_RATE)
-    """Tasks that may start at once when the bucket is full (its size). Default:
-    ``perSecond`` rounded up, so a rate below 1 allows one at a time."""
+    """Tasks that may start at once when the bucket is full (its size): after a quiet spell,
+    this many start together before the rate applies. Default 1: starts are spread evenly
+    and never come faster than ``perSecond``."""
 
 
 class QueueSpec(Model):

@@ -91,6 +91,15 @@ def _load_source(name: str) -> str:
     return lib + "\n" + (folder / f"{name}.lua").read_text()
 
 
+def _tokens(settings: QueueSettings, bucket: list[str | None], now: int) -> float:
+    """Tokens in a rate limit's bucket at ``now``, refilled as the dequeue script does."""
+    rate, burst = settings.rate or 0.0, settings.burst or 1
+    stored, at = bucket
+    if stored is None or at is None:
+        return float(burst)
+    return min(float(burst), float(stored) + max(now - int(at), 0) * rate / 1000)
+
+
 def _num(value: str | None) -> float | None:
     return None if value is None or value in ("", "0") else int(value) / 1000
 
@@ -512,10 +521,15 @@ class Broker:
             pipe.hgetall(qk.config)
             if detail:
                 pipe.zrange(qk.pending, 0, OLDEST_SCAN - 1)
+                pipe.hmget(qk.bucket, "tokens", "at")
             found = await pipe.execute()
         pending, scheduled, due, active, dead, (processed, failed), config = found[:7]
         settings = QueueSettings.from_fields(config)
-        oldest = await self._oldest(qk, found[7], now) if detail else None
+        oldest = tokens = None
+        if detail:
+            oldest = await self._oldest(qk, found[7], now)
+            if settings is not None and settings.rate is not None:
+                tokens = _tokens(settings, found[8], now)
         return QueueStats(
             queue=queue,
             pending=pending,
@@ -528,6 +542,7 @@ class Broker:
             namespace=self.namespace,
             oldest_pending=oldest,
             settings=settings,
+            tokens=tokens,
         )
 
     async def _oldest(self, qk: QueueKeys, ids: list[str], now: int) -> float | None:

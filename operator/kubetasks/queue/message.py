@@ -236,6 +236,8 @@ class QueueStats:
     Exact while a queue has at most ``OLDEST_SCAN`` pending tasks or one priority."""
     settings: QueueSettings | None = None
     """The queue's settings from its Queue resource (None: it has none)."""
+    tokens: float | None = None
+    """Starts its rate limit allows right now (detail only; None without a rate limit)."""
 
     @property
     def depth(self) -> int:
