@@ -132,7 +132,7 @@ def run(plane: ControlPlane, redis_url: str, ns: argparse.Namespace, work: Path)
     worker = spawn(
         [sys.executable, "-m", "kubetasks.cli", "worker", "--concurrency", "100",
          "--report-status", "kubernetes", "--log-level", "warning"],
-        env | {"POD_NAME": "bench-worker"}, work / "worker.log",
+        env | {"POD_NAME": "bench-worker", "POD_NAMESPACE": namespace}, work / "worker.log",
     )  # fmt: skip
     watcher = ChildWatch(api, namespace)
     lines: list[str] = []

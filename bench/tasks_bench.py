@@ -216,7 +216,8 @@ def run_api(
     ] + [
         spawn([sys.executable, "-m", "kubetasks.cli", "worker", "--concurrency", "100",
                "--report-status", "kubernetes", "--log-level", "warning"],
-              env | {"POD_NAME": f"bench-worker-{i}"}, work / f"{namespace}-worker-{i}.log")
+              env | {"POD_NAME": f"bench-worker-{i}", "POD_NAMESPACE": namespace},
+              work / f"{namespace}-worker-{i}.log")
         for i in range(workers)
     ]  # fmt: skip
     time.sleep(4)  # let the operator start watching

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import time
 from typing import Any
 
@@ -63,3 +64,21 @@ def validate(order: dict[str, Any]) -> dict[str, Any]:
     if order.get("quantity", 0) <= 0:
         raise kubetasks.PermanentTaskError(f"quantity must be positive, got {order!r}")
     return {"accepted": True, "at": time.time()}
+
+
+@kubetasks.task("example.where")
+async def where(seconds: float = 0.0, *, ctx: kubetasks.TaskContext) -> dict[str, Any]:
+    """Where and when the task ran: the pod and namespace (from the downward API the
+    operator sets), the attempt, and the start and end times (epoch seconds), holding the
+    task ``seconds`` in between. Handy to see how a queue's cap or rate limit spreads work
+    over the pods of a pool."""
+    started = time.time()
+    if seconds > 0:
+        await asyncio.sleep(seconds)
+    return {
+        "pod": os.environ.get("POD_NAME"),
+        "namespace": os.environ.get("POD_NAMESPACE"),
+        "attempt": ctx.attempt,
+        "started": started,
+        "ended": time.time(),
+    }

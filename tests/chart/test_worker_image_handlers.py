@@ -33,6 +33,8 @@ def image_worker(redis_url: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "PYTHONPATH": str(REPO / "worker_image"),
         "KUBETASKS_REDIS_URL": redis_url,
+        "POD_NAME": "image-worker-0",
+        "POD_NAMESPACE": "images",
     }
     proc = subprocess.Popen(
         ["sh", str(ENTRYPOINT), "--queues", queue, "--import", "example_handlers",
@@ -51,12 +53,13 @@ async def test_example_handlers_run_in_the_image_entrypoint(
     redis_url: str, image_worker: tuple[str, subprocess.Popen[bytes]]
 ) -> None:
     queue, proc = image_worker
-    async with AsyncClient(redis_url) as client:
+    async with AsyncClient(redis_url, namespace="images") as client:
         add = await client.enqueue("example.add", 2, 3, queue=queue)
         greet = await client.enqueue("example.greet", "Ada", queue=queue, greeting="Hi")
         digest = await client.enqueue("example.checksum", "x", queue=queue, rounds=3)
         flaky = await client.enqueue("example.flaky", 2, queue=queue, max_retries=3)
         invalid = await client.enqueue("example.validate", {"quantity": 0}, queue=queue)
+        where = await client.enqueue("example.where", 0.05, queue=queue)
 
         assert await add.result(timeout=30) == 5
         assert await greet.result(timeout=30) == "Hi, Ada!"
@@ -73,6 +76,11 @@ async def test_example_handlers_run_in_the_image_entrypoint(
             await invalid.result(timeout=30)
         info = await invalid.status()
         assert info is not None and info.attempts == 1, "a permanent error is not retried"
+        ran = await where.result(timeout=30)
+        assert (ran["pod"], ran["namespace"], ran["attempt"]) == ("image-worker-0", "images", 1)
+        assert 0.05 <= ran["ended"] - ran["started"] < 1
+        info = await where.status()
+        assert info is not None and info.worker == "images/image-worker-0"
 
     # The worker is PID 1 in the image (exec): SIGTERM reaches it and it exits cleanly.
     proc.send_signal(signal.SIGTERM)

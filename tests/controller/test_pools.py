@@ -23,6 +23,7 @@ from fixtures.controlplane import Kubectl
 from fixtures.operator import Operator, Tasks, kube_env
 from kubetasks.client import AsyncClient, TaskRequest
 from kubetasks.queue import Broker, keys
+from kubetasks.queue.keys import QueueKeys
 from kubetasks.queuename import QUEUE_NAME_PATTERN
 
 GROUP, VERSION = "kubetasks.dev", "v1alpha1"
@@ -141,7 +142,7 @@ def test_burst_from_zero_scales_to_max_drains_and_returns_to_min(
     out.touch()
 
     async def burst() -> list[Any]:
-        async with AsyncClient(redis_url) as client:
+        async with AsyncClient(redis_url, namespace=namespace) as client:
             requests = [TaskRequest("test.tally", args=[str(out), 0.2], queue=queue)
                         for _ in range(500)]  # fmt: skip
             handles = await client.enqueue_many(requests)
@@ -166,7 +167,7 @@ def test_burst_from_zero_scales_to_max_drains_and_returns_to_min(
     assert max(counts.values()) == 1, "no pod was killed, so no task ran twice"
 
     async def outcomes() -> Counter[str]:
-        async with AsyncClient(redis_url) as client:
+        async with AsyncClient(redis_url, namespace=namespace) as client:
             infos = [await client.status(i, queue) for i in ids]
         return Counter(info.state if info else "missing" for info in infos)
 
@@ -192,9 +193,9 @@ def test_scale_in_removes_the_less_busy_pod_which_drains_losing_nothing(
                       pools.running_pods("drain"))  # fmt: skip
 
     async def loads() -> dict[str, int | None]:
-        broker = Broker.from_url(redis_url)
+        broker = Broker.from_url(redis_url, namespace=namespace)
         try:
-            return await broker.worker_loads(pods)
+            return await broker.worker_loads([f"{namespace}/{pod}" for pod in pods])
         finally:
             await broker.close()
 
@@ -203,7 +204,7 @@ def test_scale_in_removes_the_less_busy_pod_which_drains_losing_nothing(
     out.touch()
 
     async def submit() -> list[str]:
-        async with AsyncClient(redis_url) as client:
+        async with AsyncClient(redis_url, namespace=namespace) as client:
             handles = await client.enqueue_many(
                 [TaskRequest("test.tally", args=[str(out), 12], queue=queue) for _ in range(3)]
             )
@@ -216,11 +217,12 @@ def test_scale_in_removes_the_less_busy_pod_which_drains_losing_nothing(
                lambda: sorted(asyncio.run(loads()).values()) == [1, 2])  # fmt: skip
 
     async def infos() -> list[Any]:
-        async with AsyncClient(redis_url) as client:
+        async with AsyncClient(redis_url, namespace=namespace) as client:
             return [await client.status(i, queue) for i in ids]
 
     workers = Counter(i.worker for i in asyncio.run(infos()))
-    busy, other = (w for w, _ in workers.most_common())
+    # Worker ids are namespace/pod.
+    busy, other = (w.partition("/")[2] for w, _ in workers.most_common())
     # Scale in while all three run: the pool may now have one pod only.
     pools.patch("drain", {"minReplicas": 0, "maxReplicas": 1})
     pools.wait("one pod left", lambda: len(pools.running_pods("drain")) == 1, timeout=30)
@@ -341,13 +343,14 @@ def test_a_task_stored_with_an_invalid_queue_fails_naming_it_and_others_keep_wor
     # service account may not write Task status: what the worker recorded in Redis shows it.)
     uid = tasks.create("healthy", "test.add", args=[2, 3])["metadata"]["uid"]
     with redis.Redis.from_url(redis_url, decode_responses=True) as r:
-        record = f"kubetasks:{{default}}:t:{uid}"
+        record = QueueKeys(namespace, "default").task(uid)
         ran = pools.wait("the healthy Task done", lambda: r.hget(record, "state") == "succeeded"
                          and r.hmget(record, "worker", "result"))  # fmt: skip
-        assert ran[0].startswith("idle-") and ran[1] == "5", ran
+        assert ran[0].startswith(f"{namespace}/idle-") and ran[1] == "5", ran
         # The next pass over the registry (the autoscaler's poll) evicts the bad name.
-        assert pools.wait("the registry cleaned", lambda: r.smembers(keys.QUEUES) == {"default"})
-        assert not r.keys("kubetasks:{Default}:*")
+        registered = {f"{namespace}/default"}
+        assert pools.wait("the registry cleaned", lambda: r.smembers(keys.QUEUES) == registered)
+        assert not r.keys("kubetasks:{*Default}:*")
     # And the schema refuses the name again, naming the field.
     refused = kubectl("create", "-n", namespace, "-f", "-",
                       input=json.dumps(legacy | {"metadata": {"name": "again"}}))  # fmt: skip

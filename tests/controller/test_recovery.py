@@ -16,6 +16,7 @@ import redis
 
 from fixtures.operator import Operator, StartWorkers, Tasks
 from kubetasks.client import Client
+from kubetasks.queue.keys import QueueKeys
 
 
 def create_many(tasks: Tasks, specs: list[tuple[str, str, dict[str, Any]]]) -> None:
@@ -126,10 +127,11 @@ def test_a_task_deleted_while_the_operator_is_down_is_swept_from_redis(
     # A Task is queued, the operator dies before the Task's grace (no finalizer yet), the
     # Task is deleted: the restarted operator's repair forgets it in Redis, and leaves
     # alone a fast-path task of the same queue (it has no resource to look for).
-    with Client(redis_url) as client:
+    with Client(redis_url, namespace=tasks.namespace) as client:
         fast = client.enqueue("kubetasks.echo", "fast").id
     uid = tasks.create("orphan", "kubetasks.echo")["metadata"]["uid"]
-    pending = "kubetasks:{default}:pending"
+    queue = QueueKeys(tasks.namespace, "default")
+    pending = queue.pending
     with redis.Redis.from_url(redis_url, decode_responses=True) as r:
         deadline = time.monotonic() + 10
         while r.zscore(pending, uid) is None:
@@ -143,7 +145,7 @@ def test_a_task_deleted_while_the_operator_is_down_is_swept_from_redis(
         operator.start()
         operator.wait_ready()
         deadline = time.monotonic() + 20
-        while r.exists(f"kubetasks:{{default}}:t:{uid}"):
+        while r.exists(queue.task(uid)):
             assert time.monotonic() < deadline, "the orphan is still in Redis"
             time.sleep(0.1)
         assert r.zrange(pending, 0, -1) == [fast]

@@ -11,6 +11,7 @@ import redis
 
 from fixtures.controlplane import Kubectl
 from fixtures.operator import Operator, StartWorkers, Tasks
+from kubetasks.queue.keys import QueueKeys
 
 REPAIRED = "kubetasks_operator_repaired_outcomes_total"
 RESTORED = "kubetasks_operator_restored_tasks_total"
@@ -30,7 +31,7 @@ def test_task_succeeds_with_its_result_and_conditions(
     assert status["phase"] == "Succeeded"
     assert status["result"] == 5
     assert status["attempts"] == 1
-    assert status["worker"] == "worker-0"
+    assert status["worker"] == f"{namespace}/worker-0"
     assert status["startedAt"] <= status["finishedAt"]
     shown = kubectl("get", "task", "add", "-n", namespace)
     assert "Succeeded" in shown.stdout and "test.add" in shown.stdout
@@ -70,7 +71,7 @@ def test_a_task_left_waiting_is_shown_queued_and_guarded_by_a_finalizer(
     assert body is not None and "kubetasks.dev/cleanup" in body["metadata"]["finalizers"]
     assert "Queued" in tasks.wait_event("patient", "Queued")
     with redis.Redis.from_url(redis_url, decode_responses=True) as r:
-        assert r.zscore("kubetasks:{default}:pending", uid) is not None
+        assert r.zscore(QueueKeys(tasks.namespace, "default").pending, uid) is not None
     task_workers(1)
     assert tasks.wait_phase("patient", "Succeeded")["result"] == 2
 
@@ -85,12 +86,13 @@ def test_a_task_deleted_at_once_leaves_nothing_in_redis(
         tasks.delete(f"fleeting-{i}")
     kept = tasks.create("kept", "kubetasks.echo")["metadata"]["uid"]
     tasks.wait_phase("kept", "Queued")
+    queue = QueueKeys(tasks.namespace, "default")
     with redis.Redis.from_url(redis_url, decode_responses=True) as r:
         deadline = time.monotonic() + 10
-        while any(r.exists(f"kubetasks:{{default}}:t:{u}") for u in uids):
+        while any(r.exists(queue.task(u)) for u in uids):
             assert time.monotonic() < deadline, "deleted tasks still in Redis"
             time.sleep(0.1)
-        assert r.zrange("kubetasks:{default}:pending", 0, -1) == [kept]
+        assert r.zrange(queue.pending, 0, -1) == [kept]
 
 
 def test_hopeless_tasks_fail_with_a_reason(
@@ -154,10 +156,11 @@ def test_deleting_a_task_removes_it_from_redis(
     while tasks.get("doomed") is not None and time.monotonic() < deadline:
         time.sleep(0.1)
     assert tasks.get("doomed") is None
+    queue = QueueKeys(tasks.namespace, "default")
     with redis.Redis.from_url(redis_url, decode_responses=True) as r:
-        scheduled = r.zrange("kubetasks:{default}:scheduled", 0, -1)
+        scheduled = r.zrange(queue.scheduled, 0, -1)
         assert scheduled == [uid]
-        assert not r.exists(f"kubetasks:{{default}}:t:{doomed['metadata']['uid']}")
+        assert not r.exists(queue.task(doomed["metadata"]["uid"]))
 
 
 def test_finished_tasks_are_deleted_after_their_ttl(
@@ -232,6 +235,10 @@ def test_outcomes_reach_the_resource_when_the_worker_cannot_write_them(
     status = tasks.wait_phase("quiet-fail", "Failed", "Succeeded", timeout=60)
     assert status["error"]["type"] == "PermanentTaskError"
     assert status["error"]["message"] == "no"
+    # The counter moves when the sweep that wrote them ends, just after its last write.
+    deadline = time.monotonic() + 10
+    while repairing_operator.metrics()[REPAIRED] < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert repairing_operator.metrics()[REPAIRED] == 2
     log = repairing_operator.log.read_text()
     assert "finished tasks their workers never reported" in log, log[-3000:]
@@ -245,7 +252,7 @@ def test_a_burst_is_reported_by_its_workers_and_repair_finds_nothing(
     # would reach its Task only through repair, and be counted: the count must stay 0, and
     # every Task must show the worker that ran it, in one attempt (no retry, no lease taken
     # back).
-    workers = {f"worker-{i}" for i in range(2)}
+    workers = {f"{tasks.namespace}/worker-{i}" for i in range(2)}
     task_workers(2, "--concurrency", "20")
     specs = [
         (f"burst-{i:03d}", "test.add", {"args": [i, 1]})
