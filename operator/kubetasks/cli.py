@@ -193,7 +193,7 @@ def _queue_json(stats: QueueStats) -> dict[str, Any]:
         "paused": bool(settings and settings.paused),
         "maxInFlight": settings.max_in_flight if settings else None,
         "rateLimit": (
-            {"perSecond": settings.rate, "burst": settings.burst or 1}
+            {"perSecond": settings.rate, "burst": settings.bucket_size}
             if settings and settings.rate
             else None
         ),

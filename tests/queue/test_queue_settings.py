@@ -66,16 +66,24 @@ async def test_the_rate_limit_is_a_token_bucket_shared_by_workers(
     assert started == 5 + 20 * 10  # the burst, then exactly the rate
 
 
-async def test_the_default_burst_is_one_so_the_rate_is_never_exceeded(
+async def test_the_default_bucket_holds_a_tenth_of_a_second_of_starts(
     broker: Broker, clock: FakeClock
 ) -> None:
-    await broker.enqueue(tasks(10))
+    assert [QueueSettings(rate=r).bucket_size for r in (0.5, 2, 20, 30, 1000)] == [
+        1, 1, 2, 3, 100
+    ]  # fmt: skip
+    await broker.enqueue(tasks(40))
     await broker.configure("default", QueueSettings(rate=2))
     assert len((await broker.lease("default", "w1", 10, 30)).tasks) == 1
     clock.advance(0.25)
     assert len((await broker.lease("default", "w1", 10, 30)).tasks) == 0
     clock.advance(0.25)
     assert len((await broker.lease("default", "w1", 10, 30)).tasks) == 1
+    await broker.configure("default", QueueSettings(rate=50))
+    clock.advance(10)  # a long quiet spell saves up one bucket, not ten seconds of starts
+    assert len((await broker.lease("default", "w1", 20, 30)).tasks) == 5
+    clock.advance(0.05)  # 50 ms on: two and a half tokens, two starts
+    assert len((await broker.lease("default", "w1", 20, 30)).tasks) == 2
 
 
 async def test_a_worker_with_a_clock_behind_adds_no_tokens(

@@ -7,7 +7,12 @@ used (that node stays up until the session ends).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+from chart_cluster import Cluster, installed_release
+
+from fixtures.realnode import RealNodeHandle
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -15,3 +20,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if first:
         rest = [i for i in items if i not in first]
         items[:] = first + rest
+
+
+@pytest.fixture(scope="package")
+def cluster(real_node: RealNodeHandle) -> Iterator[Cluster]:
+    """The chart installed on the real node, shared by the tier's modules."""
+    with installed_release(real_node) as installed:
+        yield installed

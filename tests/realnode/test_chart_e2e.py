@@ -24,118 +24,23 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import yaml
-
-from devenv.binaries import find_binary
-from fixtures.realnode import RealNodeHandle
-
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "charts" / "kubetasks"
-EXAMPLES = REPO / "examples"
-NAMESPACE = "kubetasks"
-RELEASE = "kubetasks"
-OTHER_NAMESPACE = "kubetasks-other"
-OPERATOR_METRICS = (
-    f"/api/v1/namespaces/{NAMESPACE}/services/{RELEASE}-operator-metrics:metrics/proxy/metrics"
+from chart_cluster import (
+    EXAMPLES,
+    LEASE_SECONDS,
+    LOCAL_VALUES,
+    NAMESPACE,
+    OTHER_NAMESPACE,
+    RELEASE,
+    Cluster,
+    wait_for,
 )
-POOL_LABEL = "kubetasks.dev/worker-pool"
-LEASE_SECONDS = 30  # the worker's default lease: what a restarted container must beat
-
-# What the README has a user run on the local node (the built images, the CRDs that
-# `kubetasks dev up` applied, no storage provisioner, the examples' own WorkerPool)...
-LOCAL_VALUES = CHART / "ci" / "local-node-values.yaml"
-# ...and a resync far beyond the tier's length, so that an outcome only the operator's repair
-# loop would write fails the tier instead of being copied over after a minute.
-HELM_SETS = [
-    "--set", "operator.extraEnv[0].name=KUBETASKS_RESYNC_SECONDS",
-    "--set-string", "operator.extraEnv[0].value=86400",
-]  # fmt: skip
-
-T = TypeVar("T")
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.images]
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float, every: float = 0.5) -> T:
-    """Poll ``probe`` until it returns something truthy; fail saying what was awaited."""
-    end = time.monotonic() + timeout
-    last: T | None = None
-    while True:
-        last = probe()
-        if last:
-            return last
-        if time.monotonic() > end:
-            raise AssertionError(f"{what}: not within {timeout:g}s (last seen: {last!r})")
-        time.sleep(every)
-
-
-class Cluster:
-    """kubectl and helm against the real node, failing loudly with their stderr."""
-
-    def __init__(self, node: RealNodeHandle) -> None:
-        self.node = node
-
-    def run(self, *args: str, input: str | None = None, timeout: float = 120) -> str:
-        result = self.node.kubectl(*args, input=input, timeout=timeout)
-        assert result.returncode == 0, f"kubectl {' '.join(args)}:\n{result.stderr}"
-        return result.stdout
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.run(*args, "-o", "json"))
-
-    def tasks(self) -> dict[str, dict[str, Any]]:
-        items = self.json("get", "tasks", "-n", NAMESPACE)["items"]
-        return {t["metadata"]["name"]: t for t in items}
-
-    def task(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.json("get", "task", name, "-n", NAMESPACE)
-        return result
-
-    def worker_pods(self) -> list[dict[str, Any]]:
-        items = self.json("get", "pods", "-n", NAMESPACE, "-l", POOL_LABEL)["items"]
-        return [p for p in items if not p["metadata"].get("deletionTimestamp")]
-
-    def helm(self, *args: str, timeout: float = 600) -> str:
-        env_args = ["--kubeconfig", str(self.node.kubeconfig)]
-        result = subprocess.run(
-            [str(find_binary("helm")), *args, *env_args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        assert result.returncode == 0, f"helm {' '.join(args)}:\n{result.stderr}"
-        return result.stdout
-
-    def metrics(self) -> dict[str, float]:
-        text = self.run("get", "--raw", OPERATOR_METRICS)
-        values: dict[str, float] = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                values[name] = float(value)
-        return values
-
-    def diagnose(self) -> str:
-        """What a user would look at when the tier fails: pods, events, operator log."""
-        out = [
-            self.node.kubectl("get", "pods,tasks,workerpools", "-n", NAMESPACE, "-o", "wide").stdout
-        ]
-        out.append(
-            self.node.kubectl("get", "events", "-n", NAMESPACE, "--sort-by=.lastTimestamp").stdout[
-                -6000:
-            ]
-        )
-        out.append(
-            self.node.kubectl(
-                "logs", "-n", NAMESPACE, f"deploy/{RELEASE}-operator", "--tail=80"
-            ).stdout
-        )
-        return "\n".join(out)
 
 
 def example_tasks() -> dict[str, dict[str, Any]]:
@@ -150,37 +55,17 @@ def phase(task: dict[str, Any]) -> str | None:
     return (task.get("status") or {}).get("phase")
 
 
+def pod_of(task: dict[str, Any]) -> str:
+    """The name of the pod whose worker wrote the Task's status (the worker id is
+    ``namespace/pod``; a Task's worker always runs in the Task's own namespace)."""
+    namespace, _, pod = task["status"]["worker"].partition("/")
+    assert namespace == task["metadata"]["namespace"], task["status"]
+    return pod
+
+
 def container_of(pod: dict[str, Any]) -> dict[str, Any]:
     (status,) = [c for c in pod["status"].get("containerStatuses", []) if c["name"] == "worker"]
     return dict(status)
-
-
-@pytest.fixture(scope="module")
-def cluster(real_node: RealNodeHandle) -> Iterator[Cluster]:
-    """The built images loaded into the node's containerd, the chart installed, the examples
-    applied; uninstalled at the end."""
-    from devenv.images import build_images, load_images
-
-    started = time.monotonic()
-    load_images(real_node.containerd_address, build_images())
-    images = time.monotonic()
-    c = Cluster(real_node)
-    c.helm(
-        "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--create-namespace",
-        "--values", str(LOCAL_VALUES), *HELM_SETS, "--wait", "--timeout", "5m",
-    )  # fmt: skip
-    installed = time.monotonic()
-    c.run("create", "namespace", OTHER_NAMESPACE)
-    print(
-        f"\nimages built and loaded in {images - started:.0f}s,"
-        f" helm install --wait in {installed - images:.0f}s"
-    )
-    try:
-        yield c
-    finally:
-        c.run("delete", "-n", NAMESPACE, "--ignore-not-found", "--wait=false", "-f", str(EXAMPLES))
-        c.helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout", "2m")
-        c.run("delete", "namespace", OTHER_NAMESPACE, "--wait=false")
 
 
 @pytest.fixture(autouse=True)
@@ -244,9 +129,10 @@ def test_examples_run_to_completion_with_every_status_from_the_workers(
     burst = [n for n in expected if n.startswith("burst-")]
     assert len(burst) == 40
     assert all(status[n]["attempts"] == 1 for n in burst)
-    # Every status was written by a worker pod that exists(ed): a real pod name of the pool.
+    # Every status was written by a worker pod that exists(ed): a real pod of the pool, named
+    # with its namespace (worker ids are unique across the cluster).
     workers = {status[n]["worker"] for n in expected}
-    assert all(w.startswith("default-") for w in workers), workers
+    assert all(w.startswith(f"{NAMESPACE}/default-") for w in workers), workers
     print(
         f"\nexamples: all {len(expected)} Tasks Succeeded {took:.1f}s after kubectl apply,"
         f" on {len(workers)} worker pods"
@@ -261,7 +147,9 @@ def test_examples_run_to_completion_with_every_status_from_the_workers(
     assert ran, log[-3000:]
     assert ran <= set(expected) | set(tasks)
     assert all(
-        status[n]["worker"] == pod for n in ran if n in status and status[n]["attempts"] == 1
+        status[n]["worker"] == f"{NAMESPACE}/{pod}"
+        for n in ran
+        if n in status and status[n]["attempts"] == 1
     )
 
     # The periodic's children: one Task per slot, owned by the PeriodicTask, succeeding.
@@ -283,7 +171,7 @@ def test_examples_run_to_completion_with_every_status_from_the_workers(
 def test_a_worker_pod_may_write_task_status_and_nothing_else(cluster: Cluster) -> None:
     """From inside a worker pod, with the token mounted for its own service account."""
     hold = hold_task(cluster, "rbac-probe", seconds=20)
-    pod = hold["status"]["worker"]
+    pod = pod_of(hold)
     script = PROBE_SCRIPT.format(
         status=f"/apis/kubetasks.dev/v1alpha1/namespaces/{NAMESPACE}/tasks/rbac-probe/status",
         own=f"/apis/kubetasks.dev/v1alpha1/namespaces/{NAMESPACE}/tasks",
@@ -366,7 +254,7 @@ def test_a_killed_worker_container_takes_its_task_back_at_once(cluster: Cluster)
     kubelet restarts it in the same pod, and the new process returns what the old one held
     before it leases anything: the task runs again within seconds, not after the lease."""
     held = hold_task(cluster, "crash-victim", seconds=8)
-    pod_name = held["status"]["worker"]
+    pod_name = pod_of(held)
     assert held["status"]["attempts"] == 1
     pod = cluster.json("get", "pod", pod_name, "-n", NAMESPACE)
     before, uid = container_of(pod), pod["metadata"]["uid"]
@@ -394,7 +282,8 @@ def test_a_killed_worker_container_takes_its_task_back_at_once(cluster: Cluster)
     assert pod["metadata"]["uid"] == uid  # the same pod, its container restarted
     assert container_of(pod)["restartCount"] == before["restartCount"] + 1
     log = cluster.run("logs", "-n", NAMESPACE, pod_name, "-c", "worker")
-    assert f"took back 1 tasks that {pod_name} held before it restarted" in log, log[-3000:]
+    worker = f"{NAMESPACE}/{pod_name}"
+    assert f"took back 1 tasks that {worker} held before it restarted" in log, log[-3000:]
     previous = cluster.run("logs", "-n", NAMESPACE, pod_name, "-c", "worker", "--previous")
     assert re.search(
         rf"task {NAMESPACE}/crash-victim \(\S+\) kubetasks.sleep attempt 1 started", previous
@@ -409,10 +298,10 @@ def test_a_deleted_worker_pod_hands_its_task_back(cluster: Cluster) -> None:
     """A pod deleted mid-task gets SIGTERM: the worker lets the task run for its grace
     period, then hands it back unspent, and another pod of the pool runs it to the end."""
     held = hold_task(cluster, "delete-victim", seconds=12)
-    pod_name = held["status"]["worker"]
+    pod_name = pod_of(held)
     cluster.run("delete", "pod", pod_name, "-n", NAMESPACE, "--wait=false")
     done = wait_phase(cluster, "delete-victim", "Succeeded", timeout=90)
-    assert done["status"]["worker"] != pod_name
+    assert pod_of(done) != pod_name
     assert done["status"]["attempts"] == 1  # handed back without spending an attempt
 
 

@@ -57,7 +57,7 @@ def describe(settings: QueueSettings) -> str:
     if settings.max_in_flight is not None:
         parts.append(f"maxInFlight {settings.max_in_flight}")
     if settings.rate is not None:
-        parts.append(f"rate {settings.rate:g}/s (burst {settings.burst or 1})")
+        parts.append(f"rate {settings.rate:g}/s (burst {settings.bucket_size})")
     if settings.default_timeout is not None:
         parts.append(f"defaultTimeoutSeconds {settings.default_timeout:g}")
     if settings.max_timeout is not None:

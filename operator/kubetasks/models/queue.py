@@ -50,8 +50,10 @@ class RateLimit(Model):
     allowed: 0.5 is one task every two seconds. Required; at most 100000."""
     burst: int | None = Field(default=None, ge=1, le=MAX_RATE)
     """Tasks that may start at once when the bucket is full (its size): after a quiet spell,
-    this many start together before the rate applies. Default 1: starts are spread evenly
-    and never come faster than ``perSecond``."""
+    this many start together before the rate applies; over any interval, starts never exceed
+    ``perSecond`` times its length plus ``burst``. Default: a tenth of a second's worth of
+    ``perSecond``, at least 1 (2 for 20 per second), so that a worker asking a moment late
+    loses no starts."""
 
 
 class QueueSpec(Model):

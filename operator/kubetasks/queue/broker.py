@@ -93,7 +93,7 @@ def _load_source(name: str) -> str:
 
 def _tokens(settings: QueueSettings, bucket: list[str | None], now: int) -> float:
     """Tokens in a rate limit's bucket at ``now``, refilled as the dequeue script does."""
-    rate, burst = settings.rate or 0.0, settings.burst or 1
+    rate, burst = settings.rate or 0.0, settings.bucket_size
     stored, at = bucket
     if stored is None or at is None:
         return float(burst)

@@ -9,6 +9,7 @@ result, error) lives in separate fields of the task's hash, owned by the Lua tra
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,6 +163,10 @@ class TaskInfo:
         return self.state in TERMINAL_STATES
 
 
+#: Seconds of starts a rate limit's bucket holds when the Queue sets no burst.
+BURST_SECONDS = 0.1
+
+
 @dataclass(frozen=True, slots=True)
 class QueueSettings:
     """What a Queue resource sets for its queue, as the Lua transitions read it from the
@@ -173,7 +178,7 @@ class QueueSettings:
     rate: float | None = None
     """Starts per second across every worker (a token bucket)."""
     burst: int | None = None
-    """Starts the bucket may save up (default 1: the rate is never exceeded)."""
+    """Starts the bucket may save up (default: :attr:`bucket_size`)."""
     default_timeout: float | None = None
     max_timeout: float | None = None
     retention: int | None = None
@@ -181,11 +186,22 @@ class QueueSettings:
 
     _FIELDS = ("max_in_flight", "rate", "burst", "default_timeout", "max_timeout", "retention")
 
+    @property
+    def bucket_size(self) -> int:
+        """The token bucket's size: ``burst``, else :data:`BURST_SECONDS` worth of starts (at
+        least one). Over any interval, starts never exceed the rate times its length plus
+        this; a bucket of one would lose the starts of every moment a worker asks late."""
+        if self.burst is not None:
+            return self.burst
+        return max(1, math.ceil(round((self.rate or 0.0) * BURST_SECONDS, 9)))
+
     def to_fields(self) -> list[str]:
-        """Field, value, ... for the config hash (unset fields are left out)."""
+        """Field, value, ... for the config hash (unset fields are left out; the bucket size
+        is written out whole, so the dequeue script needs no default of its own)."""
         out: list[str] = ["paused", "1"] if self.paused else []
         for name in self._FIELDS:
-            value = getattr(self, name)
+            value = self.bucket_size if name == "burst" and self.rate is not None else None
+            value = value if value is not None else getattr(self, name)
             if value is not None:
                 out += [name, str(value)]
         return out

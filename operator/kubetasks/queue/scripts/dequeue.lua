@@ -35,7 +35,7 @@ end
 local rate = tonumber(cfg[3])
 local tokens, bucket_at
 if rate and want > 0 then
-  local burst = tonumber(cfg[4]) or 1
+  local burst = tonumber(cfg[4]) or 1  -- always written with the rate (QueueSettings)
   local b = redis.call('HMGET', KEYS[6], 'tokens', 'at')
   -- The bucket's clock only moves forward: a worker whose clock is behind refills nothing
   -- and cannot move it back, so skew between workers never adds tokens.
