@@ -45,7 +45,7 @@ from devenv.crds import apply_crds
 from devenv.kubeapi import JsonApi
 from devenv.redis_server import RedisServer, free_port
 from kubetasks.client import AsyncClient
-from kubetasks.transitions import finished_patch, parse_timestamp
+from kubetasks.status_patches import finished_patch, parse_timestamp
 
 REPO = Path(__file__).resolve().parents[1]
 GROUP, VERSION = "kubetasks.dev", "v1alpha1"

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from kubetasks.clock import FakeClock
-from kubetasks.controller.periodic import Scheduling
+from kubetasks.controller.periodic import PeriodicRunners
 from kubetasks.controller.periodic.policy import (
     CREATED_ANNOTATION,
     PARENT_LABEL,
@@ -39,7 +39,7 @@ from kubetasks.controller.periodic.policy import (
 )
 from kubetasks.controller.periodic.runner import CHILD_COALESCE, RETRY_SECONDS, PeriodicRunner
 from kubetasks.scheduling import load_zone, parse_rfc3339, rfc3339
-from kubetasks.transitions import timestamp
+from kubetasks.status_patches import timestamp
 
 NAMESPACE, NAME, UID = "team-a", "tick", "0b7f-uid"
 ECHO = {"handler": "kubetasks.echo", "args": ["tick"]}
@@ -307,24 +307,24 @@ async def test_status_is_written_only_when_it_changes() -> None:
 async def test_start_syncs_at_once_an_update_wakes_it_and_forget_stops_it() -> None:
     world = World("* * * * *", at=T0 + 0.5)
     world.clock.set(T0 + 60.25)
-    scheduling = Scheduling(world, world.clock)
+    periodic = PeriodicRunners(world, world.clock)
 
     async def created(count: int) -> None:
         while len(world.created) < count:
             world.creates.clear()
             await world.creates.wait()
 
-    scheduling.observe(world.stored())
+    periodic.observe(world.stored())
     await asyncio.wait_for(created(1), 1.0)
     assert world.slots() == [T0 + 60]
     # The loop now sleeps until T0 + 120; a change of the PeriodicTask wakes it sooner.
     world.clock.set(T0 + 120.25)
-    scheduling.observe(world.stored())
+    periodic.observe(world.stored())
     await asyncio.wait_for(created(2), 1.0)
     assert world.slots() == [T0 + 60, T0 + 120]
-    runner = scheduling.runners[UID]
-    await scheduling.forget(UID)
-    assert runner.task is not None and runner.task.done() and scheduling.runners == {}
+    runner = periodic.runners[UID]
+    await periodic.forget(UID)
+    assert runner.task is not None and runner.task.done() and periodic.runners == {}
 
 
 async def test_a_constructed_runner_does_nothing_until_started() -> None:

@@ -25,16 +25,16 @@ from typing import Any, cast
 import kopf
 
 from kubetasks import autoscaler
+from kubetasks.background import isolated
 from kubetasks.clock import Clock
 from kubetasks.controller.workloads import POOL_LABEL, WorkloadDefaults, deployment
 from kubetasks.k8s.api import reason_text
 from kubetasks.k8s.deployments import DeploymentState, DeploymentWriter
 from kubetasks.k8s.status import PoolStatusWriter
-from kubetasks.loops import isolated
 from kubetasks.metrics import OperatorMetrics
 from kubetasks.queue import Broker, QueueStats
 from kubetasks.settings import worker_id_for_pod
-from kubetasks.transitions import timestamp
+from kubetasks.status_patches import timestamp
 
 log = logging.getLogger("kubetasks.autoscaler")
 

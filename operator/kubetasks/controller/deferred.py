@@ -28,7 +28,7 @@ from typing import Any
 from kubetasks.budget import Budget
 from kubetasks.controller.state import OperatorState
 from kubetasks.k8s.api import reason_text
-from kubetasks.transitions import TERMINAL
+from kubetasks.status_patches import TERMINAL
 
 log = logging.getLogger("kubetasks.operator")
 

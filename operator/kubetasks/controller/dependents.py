@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubetasks.transitions import PENDING, SUCCEEDED, TERMINAL, WAITING
+from kubetasks.status_patches import PENDING, SUCCEEDED, TERMINAL, WAITING
 
 Key = tuple[str, str]  # (namespace, name)
 Outcome = tuple[str | None, Any]  # (phase, result if Succeeded)

@@ -18,7 +18,7 @@ import kopf
 
 from kubetasks.budget import Budget
 from kubetasks.clock import SYSTEM_CLOCK, Clock
-from kubetasks.transitions import (
+from kubetasks.status_patches import (
     CANCELLED,
     DEADLINE_EXCEEDED,
     FAILED,

@@ -11,12 +11,13 @@ from typing import Any, cast
 
 import kopf
 
+from kubetasks.background import isolated, run_every
 from kubetasks.controller import pools, queues, tasks  # noqa: F401 - register their handlers
 from kubetasks.controller.autoscaling import PoolAutoscaler
 from kubetasks.controller.deferred import DeferredWrites
 from kubetasks.controller.dependents import Dependents
 from kubetasks.controller.events import PhaseTracker
-from kubetasks.controller.periodic import Scheduling  # also registers the PeriodicTask handlers
+from kubetasks.controller.periodic import PeriodicRunners  # registers the PeriodicTask handlers
 from kubetasks.controller.reaper import Reaper
 from kubetasks.controller.repair import Repairer
 from kubetasks.controller.state import OperatorSettings, OperatorState
@@ -27,13 +28,12 @@ from kubetasks.k8s.periodic import PeriodicApi
 from kubetasks.k8s.queues import QueueApi
 from kubetasks.k8s.status import PoolStatusWriter, TaskStatusWriter
 from kubetasks.k8s.tasks import TaskApi
-from kubetasks.loops import isolated, run_every
 from kubetasks.metrics import OperatorMetrics
 from kubetasks.metrics import serve as serve_metrics
 from kubetasks.outcome import ended_outcome
 from kubetasks.queue import Broker, Leased
 from kubetasks.settings import operator_identity, redis_url, worker_id_for_pod
-from kubetasks.transitions import finished_patch
+from kubetasks.status_patches import finished_patch
 
 log = logging.getLogger("kubetasks.operator")
 
@@ -93,7 +93,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     memo.reaper = Reaper(state, default_ttl=memo.queues.ttl_for)
     metrics = OperatorMetrics()
     memo.repairer = Repairer(state, memo.deferred, metrics)
-    memo.periodic = Scheduling(PeriodicApi(api), state.clock)
+    memo.periodic = PeriodicRunners(PeriodicApi(api), state.clock)
     try:
         serve_metrics(metrics.registry, _settings.metrics_port)
     except OSError as exc:

@@ -21,13 +21,13 @@ from typing import Any, cast
 
 import kopf
 
+from kubetasks.background import isolated
 from kubetasks.clock import Clock
 from kubetasks.k8s.api import GROUP, QUEUES, VERSION
 from kubetasks.k8s.queues import QueueApi
-from kubetasks.loops import isolated
 from kubetasks.queue import Broker, QueueSettings, QueueStats
 from kubetasks.queuename import is_queue_name
-from kubetasks.transitions import timestamp
+from kubetasks.status_patches import timestamp
 
 log = logging.getLogger("kubetasks.queues")
 

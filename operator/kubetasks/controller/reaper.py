@@ -15,7 +15,7 @@ from typing import Any
 
 from kubetasks.controller.state import OperatorState
 from kubetasks.k8s.api import reason_text
-from kubetasks.transitions import parse_timestamp
+from kubetasks.status_patches import parse_timestamp
 
 log = logging.getLogger("kubetasks.operator")
 

@@ -22,14 +22,14 @@ import logging
 from collections import defaultdict
 from typing import Any
 
+from kubetasks.background import isolated
 from kubetasks.controller import tasks
-from kubetasks.controller.admission import build_message
 from kubetasks.controller.deferred import DeferredWrites
+from kubetasks.controller.intake import build_message
 from kubetasks.controller.state import OperatorState
-from kubetasks.loops import isolated
 from kubetasks.metrics import OperatorMetrics
 from kubetasks.queue import Broker
-from kubetasks.transitions import (
+from kubetasks.status_patches import (
     PENDING,
     QUEUED,
     TERMINAL,

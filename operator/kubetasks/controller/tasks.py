@@ -22,14 +22,14 @@ from typing import Any
 
 import kopf
 
-from kubetasks.controller import admission
+from kubetasks.controller import intake
 from kubetasks.controller.deferred import DeferredWrites
 from kubetasks.controller.dependents import Dependents, Outcome, outcome
 from kubetasks.controller.state import OperatorState
 from kubetasks.errors import ConfigurationError
 from kubetasks.k8s.api import GROUP, TASKS, VERSION
 from kubetasks.queuename import is_queue_name
-from kubetasks.transitions import (
+from kubetasks.status_patches import (
     CANCELLED,
     FAILED,
     PENDING,
@@ -134,7 +134,7 @@ async def admit(
     depends_on = spec.get("dependsOn") or []
     if depends_on:
         found = {d: await lookup(namespace, d) for d in depends_on}
-        deps = admission.dependency_state(depends_on, found)
+        deps = intake.dependency_state(depends_on, found)
         if deps.failed:
             await set_phase(state, body, FAILED, "DependencyFailed", deps.failed)
             return
@@ -147,7 +147,7 @@ async def admit(
             return
         results = deps.results
     try:
-        message = admission.build_message(body, now, results)
+        message = intake.build_message(body, now, results)
     except ConfigurationError as exc:
         await set_phase(state, body, FAILED, "InvalidSpec", str(exc))
         return
@@ -173,7 +173,7 @@ async def admit(
         )
         # A refused duplicate keeps nothing in Redis; it is final.
         return
-    phase = admission.queued_phase(message, now)
+    phase = intake.queued_phase(message, now)
     patch = operator_patch(
         phase,
         now,

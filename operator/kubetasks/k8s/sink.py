@@ -18,7 +18,7 @@ from typing import Any
 from kubetasks.k8s.status import TaskStatusWriter
 from kubetasks.outcome import Outcome
 from kubetasks.queue import Leased
-from kubetasks.transitions import finished_patch, running_patch, timestamp
+from kubetasks.status_patches import finished_patch, running_patch, timestamp
 
 log = logging.getLogger("kubetasks.worker")
 

@@ -1,7 +1,7 @@
 """The one module that writes Task status.
 
 Operator and workers both call :class:`TaskStatusWriter`. Writes are merge patches of the
-``/status`` subresource built by :mod:`kubetasks.transitions`. The CRD's CEL transition rules
+``/status`` subresource built by :mod:`kubetasks.status_patches`. The CRD's CEL transition rules
 make the API server refuse a write that would move status backwards (leave a terminal phase,
 or lower the attempt count); such a refusal means the write was stale and is dropped, as is a
 write to a Task that no longer exists.

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubetasks import outcome as outcomes
+from kubetasks.background import run_every
 from kubetasks.errors import TaskCancelledError, TaskTimeoutError
-from kubetasks.loops import run_every
 from kubetasks.metrics import WorkerMetrics
 from kubetasks.queue import Broker, Leased
 from kubetasks.queue.message import TaskMessage, dumps

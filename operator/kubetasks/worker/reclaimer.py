@@ -20,7 +20,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from kubetasks.loops import isolated
+from kubetasks.background import isolated
 from kubetasks.queue import Broker, Leased
 from kubetasks.settings import WorkerSettings
 

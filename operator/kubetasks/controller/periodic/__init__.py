@@ -10,7 +10,7 @@ The parts, each readable alone:
   to delete, the status and the child Task's body), from one snapshot to one plan;
 - :mod:`.runner`: :class:`~.runner.PeriodicRunner`, one asyncio task per PeriodicTask that
   sleeps until its next slot or until woken, then observes, plans and writes;
-- :mod:`.registry`: :class:`Scheduling`, the runners of this operator and what they share;
+- :mod:`.registry`: :class:`PeriodicRunners`, the runners of this operator and what they share;
 - :mod:`.handlers`: the kopf handlers and the index of child Tasks, registered on import.
 
 The runner is level-triggered: whatever woke it, it recomputes everything from the current
@@ -18,6 +18,6 @@ PeriodicTask, the index and the clock, and writes status only when it changed.
 """
 
 from kubetasks.controller.periodic import handlers as handlers  # registers the kopf handlers
-from kubetasks.controller.periodic.registry import Scheduling
+from kubetasks.controller.periodic.registry import PeriodicRunners
 
-__all__ = ["Scheduling"]
+__all__ = ["PeriodicRunners"]

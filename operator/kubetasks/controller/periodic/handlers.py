@@ -13,7 +13,7 @@ from typing import Any
 import kopf
 
 from kubetasks.controller.periodic.policy import PARENT_LABEL, Child, child_from, owner_uid
-from kubetasks.controller.periodic.registry import Scheduling
+from kubetasks.controller.periodic.registry import PeriodicRunners
 from kubetasks.k8s.api import GROUP, PERIODIC_TASKS, TASKS, VERSION
 
 
@@ -30,15 +30,15 @@ def periodic_children(
 
 @kopf.on.event(GROUP, VERSION, PERIODIC_TASKS)
 async def periodic_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-    scheduling: Scheduling = memo.periodic
-    scheduling.index = kwargs["periodic_children"]
+    periodic: PeriodicRunners = memo.periodic
+    periodic.index = kwargs["periodic_children"]
     uid = body["metadata"]["uid"]
     if event.get("type") == "DELETED" or body["metadata"].get("deletionTimestamp"):
-        await scheduling.forget(uid)
+        await periodic.forget(uid)
         return
     # Each watch event brings a freshly decoded object and the runner never mutates it, so a
     # shallow copy is enough (a deep copy, managedFields and all, cost ~2 ms per event).
-    scheduling.observe(dict(body))
+    periodic.observe(dict(body))
 
 
 @kopf.on.event(GROUP, VERSION, TASKS, labels={PARENT_LABEL: kopf.PRESENT})

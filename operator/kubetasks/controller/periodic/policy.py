@@ -34,7 +34,7 @@ from kubetasks.scheduling import (
     plan,
     rfc3339,
 )
-from kubetasks.transitions import SUCCEEDED, TERMINAL, timestamp
+from kubetasks.status_patches import SUCCEEDED, TERMINAL, timestamp
 
 #: Label on every child Task; its value is the PeriodicTask's name (hashed if over 63).
 PARENT_LABEL = "kubetasks.dev/periodic-task"

@@ -1,6 +1,6 @@
 """All PeriodicTask runners of this operator, and what they share.
 
-The kopf handlers (:mod:`.handlers`) call :class:`Scheduling` for every PeriodicTask event
+The kopf handlers (:mod:`.handlers`) call :class:`PeriodicRunners` for every PeriodicTask event
 and every change of a child Task; it keeps one started :class:`~.runner.PeriodicRunner` per
 PeriodicTask uid and hands each runner the API, the clock, the kopf index of children, the
 event poster and the cache of parsed schedules.
@@ -27,7 +27,7 @@ def post_kopf_event(body: Mapping[str, Any], kind: str, reason: str, message: st
     kopf.event(cast(kopf.Body, body), type=kind, reason=reason, message=message)
 
 
-class Scheduling:
+class PeriodicRunners:
     """All runners of this operator, by PeriodicTask uid."""
 
     def __init__(self, api: RunnerApi, clock: Clock = SYSTEM_CLOCK) -> None:

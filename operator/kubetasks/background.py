@@ -10,7 +10,7 @@ from typing import Protocol
 
 from kubetasks.errors import BrokerUnavailableError
 
-log = logging.getLogger("kubetasks.loops")
+log = logging.getLogger("kubetasks.background")
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from kubetasks.errors import ConfigurationError
 from kubetasks.outcome import BackoffPolicy
 from kubetasks.queue import TaskMessage
 from kubetasks.queuename import validate_queue_name
-from kubetasks.transitions import QUEUED, SCHEDULED, SUCCEEDED, TERMINAL, parse_timestamp
+from kubetasks.status_patches import QUEUED, SCHEDULED, SUCCEEDED, TERMINAL, parse_timestamp
 
 
 def resource_name(body: dict[str, Any]) -> str:
