@@ -25,7 +25,17 @@ from kubetasks.errors import ConfigurationError, KubetasksError
 from kubetasks.metrics import WorkerMetrics
 from kubetasks.metrics import serve as serve_metrics
 from kubetasks.queue import Broker, QueueStats
-from kubetasks.settings import WorkerSettings, parse_queues, redis_url, worker_namespace
+from kubetasks.settings import (
+    DEFAULT_HTTP_TIMEOUT,
+    MAX_HTTP_TIMEOUT,
+    HttpSettings,
+    WorkerSettings,
+    parse_cidrs,
+    parse_http_allow,
+    parse_queues,
+    redis_url,
+    worker_namespace,
+)
 from kubetasks.settings import namespace as namespace_setting
 
 Command = Callable[[argparse.Namespace], int]
@@ -54,6 +64,10 @@ def cmd_worker(ns: argparse.Namespace) -> int:
     _setup_logging(ns.log_level)
     if ns.allow_shell:
         builtins.enable_shell()
+    if ns.allow_http:
+        builtins.enable_http(_http_settings(ns))
+    elif ns.http_allow or ns.http_deny_cidrs:
+        raise ConfigurationError("--http-allow and --http-deny-cidrs need --allow-http")
     registry.import_modules(m for arg in ns.imports for m in arg.split(",") if m)
     namespace = worker_namespace(ns.namespace)
     settings = WorkerSettings(
@@ -92,6 +106,17 @@ def cmd_worker(ns: argparse.Namespace) -> int:
         logging.shutdown()
         os._exit(0)
     return 0
+
+
+def _http_settings(ns: argparse.Namespace) -> HttpSettings:
+    names, networks = parse_http_allow(ns.http_allow)
+    return HttpSettings(
+        allow_hosts=names,
+        allow_networks=networks,
+        deny_networks=parse_cidrs(ns.http_deny_cidrs, "--http-deny-cidrs"),
+        max_timeout=ns.http_max_timeout,
+        default_timeout=min(DEFAULT_HTTP_TIMEOUT, ns.http_max_timeout),
+    )
 
 
 def _status_sink(mode: str) -> tuple[Any, Any]:
@@ -330,6 +355,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--worker-id", help="worker identity (default: $POD_NAME or host-pid)")
     w.add_argument("--allow-shell", action="store_true", help="register kubetasks.shell")
+    w.add_argument(
+        "--allow-http",
+        action="store_true",
+        help="register kubetasks.http (public addresses only, unless --http-allow)",
+    )
+    w.add_argument(
+        "--http-allow",
+        action="append",
+        default=[],
+        metavar="NAME|CIDR",
+        help="host names or CIDRs kubetasks.http may reach although they are loopback,"
+        " private, link-local or denied (repeatable, comma-separated)",
+    )
+    w.add_argument(
+        "--http-deny-cidrs",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="more ranges kubetasks.http refuses, e.g. the cluster's Service and pod CIDRs"
+        " when they are public (repeatable, comma-separated)",
+    )
+    w.add_argument(
+        "--http-max-timeout",
+        type=float,
+        default=MAX_HTTP_TIMEOUT,
+        help="most seconds one kubetasks.http request may take (default 60)",
+    )
     w.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus /metrics (0: off)")
     w.add_argument(
         "--report-status",

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import socket
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from kubetasks.errors import ConfigurationError
@@ -166,3 +169,88 @@ class WorkerSettings:
     @property
     def beat_every(self) -> float:
         return self.heartbeat_interval or self.lease_seconds / 3
+
+
+#: Seconds a ``kubetasks.http`` request gets when the task names none, and at most.
+DEFAULT_HTTP_TIMEOUT = 10.0
+MAX_HTTP_TIMEOUT = 60.0
+
+#: A network of either family, as ``ipaddress.ip_network`` returns.
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """What ``kubetasks.http`` (and any later network built-in) may reach, and how much of it.
+
+    Built only with ``kubetasks worker --allow-http``; the destination rule itself lives in
+    ``kubetasks.worker.netpolicy``.
+    """
+
+    allow_hosts: frozenset[str] = frozenset()
+    """Host names (lower case, no trailing dot) reached whatever they resolve to
+    (``--http-allow NAME``). Default none."""
+    allow_networks: tuple[IPNetwork, ...] = ()
+    """Addresses reached even inside a refused range (``--http-allow CIDR``). Default none."""
+    deny_networks: tuple[IPNetwork, ...] = ()
+    """Refused on top of loopback, link-local, private and the other non-public ranges, such
+    as a cluster's Service or pod range outside them (``--http-deny-cidrs``). Default none."""
+    default_timeout: float = DEFAULT_HTTP_TIMEOUT
+    """Seconds a request (every redirect hop included) may take when the task names none."""
+    max_timeout: float = MAX_HTTP_TIMEOUT
+    """Most seconds a request may take whatever the task asks (``--http-max-timeout``)."""
+    max_body: int = 16 * 1024
+    """Bytes of the answer kept in the result; reading stops (and the connection is closed)
+    one byte after them, so a huge answer costs no memory."""
+    max_redirects: int = 5
+    """Redirects followed when the task asks ``follow_redirects``; each hop is checked."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.default_timeout <= self.max_timeout:
+            raise ConfigurationError(
+                f"http timeouts need 0 < default ({self.default_timeout}) <= max"
+                f" ({self.max_timeout})"
+            )
+
+    def bounded_timeout(self, asked: float | None) -> float:
+        """The seconds a request gets: what it asked (default ``default_timeout``), at most
+        ``max_timeout``."""
+        if asked is None:
+            return self.default_timeout
+        return min(max(float(asked), 0.001), self.max_timeout)
+
+
+#: A DNS name as ``--http-allow`` takes it (lower case, labels of letters, digits and dashes).
+_HOST_NAME = re.compile(
+    r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
+)
+
+
+def parse_http_allow(entries: Iterable[str]) -> tuple[frozenset[str], tuple[IPNetwork, ...]]:
+    """``--http-allow`` values (repeatable, comma-separated): each a CIDR or address, else a
+    host name. Returns (names, networks)."""
+    names: set[str] = set()
+    networks: list[IPNetwork] = []
+    for entry in _split(entries):
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            name = entry.lower().rstrip(".")
+            if not _HOST_NAME.fullmatch(name):
+                raise ConfigurationError(
+                    f"--http-allow {entry!r} is neither a CIDR nor a host name"
+                ) from None
+            names.add(name)
+    return frozenset(names), tuple(networks)
+
+
+def parse_cidrs(entries: Iterable[str], flag: str) -> tuple[IPNetwork, ...]:
+    """CIDRs from a repeatable, comma-separated flag; a bad one names the flag."""
+    try:
+        return tuple(ipaddress.ip_network(e, strict=False) for e in _split(entries))
+    except ValueError as exc:
+        raise ConfigurationError(f"{flag}: {exc}") from None
+
+
+def _split(entries: Iterable[str]) -> list[str]:
+    return [part.strip() for entry in entries for part in entry.split(",") if part.strip()]
