@@ -30,7 +30,9 @@ import pytest
 
 from conftest import RunWorker
 from fixtures.waiting import wait_until
+from kubetasks.cli import build_parser
 from kubetasks.client import AsyncClient
+from kubetasks.controller.workloads import worker_args
 from kubetasks.errors import ConfigurationError, PermanentTaskError, RetryTask, TaskFailedError
 from kubetasks.settings import HttpSettings, parse_cidrs, parse_http_allow
 from kubetasks.worker import netpolicy
@@ -369,6 +371,13 @@ async def test_a_default_worker_does_not_know_kubetasks_http(
     assert failure.value.error is not None
     assert failure.value.error["type"] == "HandlerNotFoundError"
     assert server.requests == []
+
+
+def test_a_pool_asks_for_it_with_allow_http() -> None:
+    spec: dict[str, Any] = {"queues": [{"name": "default"}]}
+    assert "--allow-http" not in worker_args(spec)
+    args = worker_args(spec | {"allowHttp": True})
+    assert build_parser().parse_args(args).allow_http is True
 
 
 def test_allow_and_deny_flags_without_allow_http_are_a_mistake(redis_url: str) -> None:

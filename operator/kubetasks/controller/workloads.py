@@ -65,6 +65,8 @@ def worker_args(spec: dict[str, Any]) -> list[str]:
     ]
     if spec.get("strictPriority"):
         args.append("--strict")
+    if spec.get("allowHttp"):
+        args.append("--allow-http")
     for module in spec.get("imports") or []:
         args += ["--import", module]
     return args

@@ -110,6 +110,12 @@ class WorkerPoolSpec(Model):
     )
     """Python modules each worker imports at start, registering their handlers
     (``kubetasks worker --import``)."""
+    allow_http: bool = False
+    """Register the built-in ``kubetasks.http`` handler in the workers (``kubetasks worker
+    --allow-http``). It reaches public addresses only: loopback, link-local, private and the
+    other non-public ranges are refused, after DNS resolution. Anyone who may create Tasks on
+    the pool's queues can then make requests from the worker pods. Default false: a Task
+    naming ``kubetasks.http`` fails with an unknown-handler error."""
     concurrency: int = Field(default=10, ge=1, le=1000)
     """Tasks one worker pod runs at the same time. Default 10."""
     min_replicas: int = Field(default=0, ge=0, le=1000)
