@@ -38,13 +38,16 @@ from devenv.controlplane import ControlPlane
 from devenv.crds import apply_crds
 from devenv.kubeapi import JsonApi
 from devenv.redis_server import RedisServer, free_port
-from kubetasks.scheduling import parse_rfc3339
+from kubetasks.timestamps import parse_rfc3339
+from kubetasks.vocabulary import (
+    CREATED_ANNOTATION,
+    GROUP,
+    PARENT_LABEL,
+    SCHEDULED_ANNOTATION,
+    VERSION,
+)
 
 REPO = Path(__file__).resolve().parents[1]
-GROUP, VERSION = "kubetasks.dev", "v1alpha1"
-PARENT_LABEL = "kubetasks.dev/periodic-task"
-SCHEDULED = "kubetasks.dev/scheduled-time"
-CREATED_AT = "kubetasks.dev/created-at"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -95,8 +98,8 @@ class ChildWatch:
             if not name.startswith(parent_prefix):
                 continue
             notes = body["metadata"]["annotations"]
-            slot = parse_rfc3339(notes[SCHEDULED])
-            recorded.append(parse_rfc3339(notes[CREATED_AT]) - slot)
+            slot = parse_rfc3339(notes[SCHEDULED_ANNOTATION])
+            recorded.append(parse_rfc3339(notes[CREATED_ANNOTATION]) - slot)
             arrived.append(at - slot)
         return recorded, arrived
 
@@ -203,16 +206,17 @@ def run(plane: ControlPlane, redis_url: str, ns: argparse.Namespace, work: Path)
             (n, at, body)
             for n, (at, body) in watcher.seen.items()
             if n.startswith("p") and first_slot <= parse_rfc3339(
-                body["metadata"]["annotations"][SCHEDULED]
+                body["metadata"]["annotations"][SCHEDULED_ANNOTATION]
             ) < start_wall + ns.window
         ]  # fmt: skip
         burst_recorded = [
-            parse_rfc3339(b["metadata"]["annotations"][CREATED_AT])
-            - parse_rfc3339(b["metadata"]["annotations"][SCHEDULED])
+            parse_rfc3339(b["metadata"]["annotations"][CREATED_ANNOTATION])
+            - parse_rfc3339(b["metadata"]["annotations"][SCHEDULED_ANNOTATION])
             for _, _, b in bursts
         ]
         burst_arrived = [
-            at - parse_rfc3339(b["metadata"]["annotations"][SCHEDULED]) for _, at, b in bursts
+            at - parse_rfc3339(b["metadata"]["annotations"][SCHEDULED_ANNOTATION])
+            for _, at, b in bursts
         ]
         more = [
             f"## Operator CPU, {ns.many} PeriodicTasks on `@every 1m`, {wall:.0f} s window",

@@ -38,13 +38,13 @@ from kubernetes import client as k8s
 from devenv.controlplane import ControlPlane
 from devenv.crds import apply_crds
 from devenv.kubeapi import JsonApi
-from devenv.kubelet import ProcessKubelet
+from devenv.kubelet import PROCESS_KUBELET_LABEL, ProcessKubelet
 from devenv.redis_server import RedisServer, free_port
 from kubetasks.client import AsyncClient, TaskRequest
 from kubetasks.queue import TaskInfo
+from kubetasks.vocabulary import GROUP, VERSION
 
 REPO = Path(__file__).resolve().parents[1]
-GROUP, VERSION = "kubetasks.dev", "v1alpha1"
 NAMESPACE, POOL, QUEUE = "bench", "idle", "idle-queue"
 WINDOW = 5
 
@@ -153,7 +153,7 @@ def main() -> None:
         env = os.environ | {
             "KUBECONFIG": str(plane.kubeconfig),
             "KUBETASKS_REDIS_URL": redis_server.url,
-            "KUBETASKS_WORKER_POD_LABELS": "kubetasks.dev/process-kubelet=true",
+            "KUBETASKS_WORKER_POD_LABELS": f"{PROCESS_KUBELET_LABEL}=true",
         }
         log = (work / "operator.log").open("ab")
         operator = subprocess.Popen(

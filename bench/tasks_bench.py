@@ -45,10 +45,11 @@ from devenv.crds import apply_crds
 from devenv.kubeapi import JsonApi
 from devenv.redis_server import RedisServer, free_port
 from kubetasks.client import AsyncClient
-from kubetasks.status_patches import finished_patch, parse_timestamp
+from kubetasks.status_patches import finished_patch
+from kubetasks.timestamps import parse_rfc3339
+from kubetasks.vocabulary import GROUP, VERSION
 
 REPO = Path(__file__).resolve().parents[1]
-GROUP, VERSION = "kubetasks.dev", "v1alpha1"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -238,14 +239,12 @@ def run_api(
         proc.wait(30)
     succeeded = list(finished.values())
     to_running = [
-        parse_timestamp(t["status"]["startedAt"]) - created[t["metadata"]["name"]]
-        for t in succeeded
+        parse_rfc3339(t["status"]["startedAt"]) - created[t["metadata"]["name"]] for t in succeeded
     ]
     to_done = [
-        parse_timestamp(t["status"]["finishedAt"]) - created[t["metadata"]["name"]]
-        for t in succeeded
+        parse_rfc3339(t["status"]["finishedAt"]) - created[t["metadata"]["name"]] for t in succeeded
     ]
-    last = max(parse_timestamp(t["status"]["finishedAt"]) for t in succeeded)
+    last = max(parse_rfc3339(t["status"]["finishedAt"]) for t in succeeded)
     return {
         "path": "Task resources, "
         + (f"created at {rate:g}/s" if rate else f"{clients} clients creating at once"),

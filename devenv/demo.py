@@ -31,6 +31,7 @@ from devenv.binaries import find_binary, find_kubectl
 from devenv.env import DevEnvironment, default_state_dir
 from devenv.node import NodeUnavailableError, check_machine
 from kubetasks.errors import ConfigurationError
+from kubetasks.vocabulary import PARENT_LABEL, POOL_LABEL
 
 REPO = Path(__file__).resolve().parents[1]
 NAMESPACE = "kubetasks-demo"
@@ -86,7 +87,7 @@ class Progress:
         return sum(
             1
             for t in self.tasks.values()
-            if t["metadata"].get("labels", {}).get("kubetasks.dev/periodic-task") == "heartbeat"
+            if t["metadata"].get("labels", {}).get(PARENT_LABEL) == "heartbeat"
             and t.get("status", {}).get("phase") == "Succeeded"
         )
 
@@ -179,7 +180,7 @@ class Demo:
         burst = self.progress.burst()
         summary = ", ".join(f"{n} {phase}" for phase, n in sorted(burst.items()))
         parts.append(f"burst (40 Tasks, label batch=burst): {summary or 'not created yet'}")
-        pods = self.kubectl("get", "pods", *ns, "-l", "kubetasks.dev/worker-pool", check=False)
+        pods = self.kubectl("get", "pods", *ns, "-l", POOL_LABEL, check=False)
         running = sum(1 for line in pods.splitlines()[1:] if " Running " in line)
         where = "containers on the real node" if self.kubelet == "real" else "local processes"
         parts.append(f"worker pods running ({where}): {running}")

@@ -26,7 +26,7 @@ from devenv.binaries import cache_dir
 from devenv.controlplane import ControlPlane, ControlPlaneError
 from devenv.crds import apply_crds
 from devenv.kubeapi import ApiError, JsonApi
-from devenv.kubelet import DEFAULT_NODE_NAME, KUBELET_ENV
+from devenv.kubelet import DEFAULT_NODE_NAME, KUBELET_ENV, PROCESS_KUBELET_LABEL
 from devenv.node import COMPONENTS as NODE_COMPONENTS
 from devenv.node import RealNode, check_machine
 from devenv.processes import ManagedProcess, is_running, read_pidfile, terminate
@@ -221,7 +221,7 @@ class DevEnvironment:
             | {
                 "KUBECONFIG": str(status.kubeconfig),
                 "KUBETASKS_REDIS_URL": status.redis_url or "",
-                "KUBETASKS_WORKER_POD_LABELS": "kubetasks.dev/process-kubelet=true",
+                "KUBETASKS_WORKER_POD_LABELS": f"{PROCESS_KUBELET_LABEL}=true",
             }
         )
         self.operator_metrics_port = free_port()

@@ -58,14 +58,15 @@ import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, CroniterError, croniter
 
 from kubetasks.errors import ConfigurationError
+from kubetasks.vocabulary import ConcurrencyPolicy
 
 #: CronJob's threshold: more missed slots than this earns a warning.
 TOO_MANY_MISSED = 100
@@ -77,8 +78,6 @@ COUNT_CAP = 10_000
 MAX_CHILD_NAME = 63
 #: Longest label value Kubernetes accepts.
 MAX_LABEL_VALUE = 63
-
-ConcurrencyPolicy = Literal["Allow", "Forbid", "Replace"]
 
 
 class InvalidScheduleError(ConfigurationError):
@@ -580,12 +579,3 @@ def _fit(name: str, room: int) -> str:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
     return f"{name[: room - len(digest) - 1].rstrip('-.')}-{digest}"
-
-
-def rfc3339(t: float) -> str:
-    """Whole-second RFC 3339 in UTC, as Kubernetes writes times (``2026-03-08T07:00:00Z``)."""
-    return datetime.fromtimestamp(math.floor(t), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_rfc3339(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

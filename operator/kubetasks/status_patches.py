@@ -1,4 +1,4 @@
-"""Task phases and the status patches that move a Task resource between them (pure).
+"""The status patches that move a Task resource from phase to phase (pure).
 
 Two writers share a Task's status: the operator (Pending, Waiting, Scheduled, Queued, and
 Cancelled/Failed for reasons it decides) and the workers (Running, Retrying, Succeeded,
@@ -10,53 +10,33 @@ late write from a stale worker is refused atomically instead of being read-then-
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
-PENDING, WAITING, SCHEDULED, QUEUED = "Pending", "Waiting", "Scheduled", "Queued"
-RUNNING, RETRYING = "Running", "Retrying"
-SUCCEEDED, FAILED, CANCELLED, DEADLINE_EXCEEDED = (
-    "Succeeded",
-    "Failed",
-    "Cancelled",
-    "DeadlineExceeded",
-)
-TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED, DEADLINE_EXCEEDED})
-ACTIVE = frozenset({PENDING, WAITING, SCHEDULED, QUEUED, RUNNING, RETRYING})
+from kubetasks.timestamps import rfc3339_millis
+from kubetasks.vocabulary import FINAL_PHASES, TaskPhase
 
 #: Worker outcome kinds (kubetasks.outcome) to phases.
 OUTCOME_PHASE = {
-    "succeeded": SUCCEEDED,
-    "retry": RETRYING,
-    "failed": FAILED,
-    "cancelled": CANCELLED,
-    "deadline_exceeded": DEADLINE_EXCEEDED,
+    "succeeded": TaskPhase.SUCCEEDED,
+    "retry": TaskPhase.RETRYING,
+    "failed": TaskPhase.FAILED,
+    "cancelled": TaskPhase.CANCELLED,
+    "deadline_exceeded": TaskPhase.DEADLINE_EXCEEDED,
 }
 
 #: Condition types a Task carries; ``kubectl wait --for=condition=Succeeded task/x`` works.
 CONDITION_TYPES = ("Queued", "Running", "Succeeded", "Failed")
 
 
-def timestamp(epoch: float) -> str:
-    """RFC 3339 with milliseconds, in UTC."""
-    return (
-        datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
-
-
-def parse_timestamp(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
 def conditions(phase: str, at: float, reason: str, message: str = "") -> list[dict[str, Any]]:
     """The whole condition list for a phase: each writer sets all of it at once, so the
     list always agrees with the phase (merge patches replace lists whole)."""
-    when = timestamp(at)
+    when = rfc3339_millis(at)
     truth = {
-        "Queued": phase in (QUEUED, SCHEDULED, RETRYING),
-        "Running": phase == RUNNING,
-        "Succeeded": phase == SUCCEEDED,
-        "Failed": phase in (FAILED, CANCELLED, DEADLINE_EXCEEDED),
+        "Queued": phase in (TaskPhase.QUEUED, TaskPhase.SCHEDULED, TaskPhase.RETRYING),
+        "Running": phase == TaskPhase.RUNNING,
+        "Succeeded": phase == TaskPhase.SUCCEEDED,
+        "Failed": phase in (TaskPhase.FAILED, TaskPhase.CANCELLED, TaskPhase.DEADLINE_EXCEEDED),
     }
     return [
         {
@@ -82,11 +62,11 @@ def operator_patch(
     """A phase the operator decides: Pending (with why), Waiting, Scheduled, Queued,
     Cancelled, or Failed for a reason outside any handler (a failed dependency)."""
     status: dict[str, Any] = {"phase": phase, "conditions": conditions(phase, at, reason, message)}
-    if phase == QUEUED:
-        status["queuedAt"] = timestamp(at)
-    if phase in TERMINAL:
-        status["finishedAt"] = timestamp(at)
-        if phase != SUCCEEDED:
+    if phase == TaskPhase.QUEUED:
+        status["queuedAt"] = rfc3339_millis(at)
+    if phase in FINAL_PHASES:
+        status["finishedAt"] = rfc3339_millis(at)
+        if phase != TaskPhase.SUCCEEDED:
             status["error"] = {"type": reason, "message": message[:1024]}
     if generation is not None:
         status["observedGeneration"] = generation
@@ -98,12 +78,14 @@ def operator_patch(
 def running_patch(attempt: int, worker: str, at: float) -> dict[str, Any]:
     return {
         "status": {
-            "phase": RUNNING,
+            "phase": TaskPhase.RUNNING,
             "attempts": attempt,
-            "startedAt": timestamp(at),
+            "startedAt": rfc3339_millis(at),
             "worker": worker,
             "nextRetryAt": None,
-            "conditions": conditions(RUNNING, at, "Started", f"attempt {attempt} on {worker}"),
+            "conditions": conditions(
+                TaskPhase.RUNNING, at, "Started", f"attempt {attempt} on {worker}"
+            ),
         }
     }
 
@@ -120,15 +102,15 @@ def finished_patch(
     """The status after an attempt ends; ``kind`` is an outcome kind (see OUTCOME_PHASE)."""
     phase = OUTCOME_PHASE[kind]
     status: dict[str, Any] = {"phase": phase, "attempts": attempt}
-    if phase == RETRYING:
+    if phase == TaskPhase.RETRYING:
         assert retry_at is not None
-        status["nextRetryAt"] = timestamp(retry_at)
+        status["nextRetryAt"] = rfc3339_millis(retry_at)
         status["error"] = error
         message = f"attempt {attempt} failed; next attempt at {status['nextRetryAt']}"
     else:
-        status["finishedAt"] = timestamp(at)
+        status["finishedAt"] = rfc3339_millis(at)
         status["nextRetryAt"] = None
-        if phase == SUCCEEDED:
+        if phase == TaskPhase.SUCCEEDED:
             status["result"] = result
             status["error"] = None
             message = f"succeeded on attempt {attempt}"
@@ -146,7 +128,7 @@ def is_forward(current: dict[str, Any] | None, new: dict[str, Any]) -> bool:
     rules enforce the same on the server.)"""
     if not current:
         return True
-    if current.get("phase") in TERMINAL:
+    if current.get("phase") in FINAL_PHASES:
         return False
     return int(new.get("attempts", 0) or 0) >= int(current.get("attempts", 0) or 0) or (
         "attempts" not in new

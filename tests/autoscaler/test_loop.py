@@ -18,6 +18,7 @@ from kubetasks.controller.workloads import WorkloadDefaults
 from kubetasks.k8s.deployments import DeploymentState
 from kubetasks.metrics import OperatorMetrics
 from kubetasks.queue import Broker, QueueSettings, TaskMessage, keys
+from kubetasks.vocabulary import API_VERSION
 
 NS = "team"
 
@@ -77,7 +78,7 @@ class FakeStatuses:
 
 def pool(name: str, queue: str, generation: int = 1, **spec: Any) -> dict[str, Any]:
     return {
-        "apiVersion": "kubetasks.dev/v1alpha1",
+        "apiVersion": API_VERSION,
         "kind": "WorkerPool",
         "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}",
                      "generation": generation},

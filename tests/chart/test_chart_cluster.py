@@ -40,8 +40,8 @@ from devenv.controlplane import ControlPlane
 from devenv.crds import apply_crds
 from devenv.kubeapi import JsonApi
 from fixtures.controlplane import Impersonate, Kubectl
+from kubetasks.vocabulary import GROUP, VERSION
 
-GROUP, VERSION = "kubetasks.dev", "v1alpha1"
 RBAC_API = "/apis/rbac.authorization.k8s.io/v1"
 KUBETASKS_CRDS = ("periodictasks.kubetasks.dev", "queues.kubetasks.dev", "tasks.kubetasks.dev",
                   "workerpools.kubetasks.dev")  # fmt: skip

@@ -18,6 +18,8 @@ from typing import Any
 import yaml
 from chart_helpers import CHART, REPO, render
 
+from kubetasks.vocabulary import GROUP
+
 SOURCE = REPO / "crds"
 TARGET = CHART / "templates" / "crds"
 SYNC = CHART / "hack" / "sync-crds.py"
@@ -68,7 +70,7 @@ def test_crds_folder_holds_every_kind() -> None:
     assert sorted(crds) == sorted(KINDS), f"crds/ holds {sorted(crds)}; run `make crds`"
     for name, crd in crds.items():
         assert crd["spec"]["names"]["kind"] == KINDS[name]
-        assert crd["spec"]["group"] == "kubetasks.dev"
+        assert crd["spec"]["group"] == GROUP
         assert crd["spec"]["scope"] == "Namespaced"
 
 

@@ -28,6 +28,7 @@ from chart_helpers import (
 )
 
 from devenv.binaries import KUBERNETES_VERSION
+from kubetasks.vocabulary import API_VERSION, GROUP
 
 FULL = f"{RELEASE}-kubetasks"
 OPERATOR_SA = f"{FULL}-operator"
@@ -124,20 +125,20 @@ def test_default_watches_all_namespaces_with_a_cluster_role(default: Rendered) -
     got = grants(role)
     for resource in KUBETASKS_RESOURCES:
         for verb in ("get", "list", "watch", "patch", "update"):
-            assert ("kubetasks.dev", resource, verb) in got
-        assert ("kubetasks.dev", f"{resource}/status", "patch") in got
-    assert ("kubetasks.dev", "tasks", "create") in got
-    assert ("kubetasks.dev", "tasks", "delete") in got
+            assert (GROUP, resource, verb) in got
+        assert (GROUP, f"{resource}/status", "patch") in got
+    assert (GROUP, "tasks", "create") in got
+    assert (GROUP, "tasks", "delete") in got
     assert ("apps", "deployments", "create") in got
     assert ("", "pods", "patch") in got
     assert ("", "namespaces", "watch") in got
     assert ("apiextensions.k8s.io", "customresourcedefinitions", "list") in got
-    assert {g[2] for g in got if g[:2] == ("kubetasks.dev", "queues")} == {
+    assert {g[2] for g in got if g[:2] == (GROUP, "queues")} == {
         "get",
         "list",
         "watch",
     }, "Queues are the user's: the operator reads them and writes only their status"
-    assert {g[2] for g in got if g[:2] == ("kubetasks.dev", "queues/status")} == {"patch"}
+    assert {g[2] for g in got if g[:2] == (GROUP, "queues/status")} == {"patch"}
     # Nothing the operator does not use.
     assert not {g for g in got if g[1] in ("secrets", "configmaps", "nodes")}
     assert not {g for g in got if g[0] == "kopf.dev"}, "standalone needs no peering rights"
@@ -187,11 +188,11 @@ def test_default_worker_account_reads_tasks_and_patches_status_only(default: Ren
     role = default.one("Role", f"{FULL}-worker")
     assert role["metadata"]["namespace"] == NAMESPACE
     assert grants(role) == {
-        ("kubetasks.dev", "tasks", "get"),
-        ("kubetasks.dev", "tasks", "list"),
-        ("kubetasks.dev", "tasks", "watch"),
-        ("kubetasks.dev", "tasks/status", "get"),
-        ("kubetasks.dev", "tasks/status", "patch"),
+        (GROUP, "tasks", "get"),
+        (GROUP, "tasks", "list"),
+        (GROUP, "tasks", "watch"),
+        (GROUP, "tasks/status", "get"),
+        (GROUP, "tasks/status", "patch"),
     }
     binding = default.one("RoleBinding", f"{FULL}-worker")
     assert binding["roleRef"]["name"] == f"{FULL}-worker"
@@ -210,7 +211,7 @@ def test_default_worker_pool_is_a_hook_only_when_its_crd_comes_with_the_release(
     assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation"
     assert annotations["kubetasks.dev/helm-hook"] == "true"
     # A cluster that serves WorkerPools already: an ordinary release resource.
-    served = render(extra=["--api-versions", "kubetasks.dev/v1alpha1/WorkerPool"])
+    served = render(extra=["--api-versions", f"{API_VERSION}/WorkerPool"])
     annotations = served.one("WorkerPool", "default")["metadata"]["annotations"]
     assert annotations == {"kubetasks.dev/helm-hook": "false"}
     spec = pool["spec"]
@@ -312,9 +313,9 @@ def test_namespaced_watch_uses_roles_in_each_namespace() -> None:
     roles = [d for d in r.kinds("Role") if d["metadata"]["name"] == f"{FULL}-operator"]
     assert sorted(d["metadata"]["namespace"] for d in roles) == ["kubetasks", "team-a"]
     for role in roles:
-        assert ("kubetasks.dev", "tasks", "patch") in grants(role)
-        assert ("kubetasks.dev", "queues", "watch") in grants(role)
-        assert ("kubetasks.dev", "queues/status", "patch") in grants(role)
+        assert (GROUP, "tasks", "patch") in grants(role)
+        assert (GROUP, "queues", "watch") in grants(role)
+        assert (GROUP, "queues/status", "patch") in grants(role)
         assert ("apps", "deployments", "create") in grants(role)
     bindings = [d for d in r.kinds("RoleBinding") if d["metadata"]["name"] == f"{FULL}-operator"]
     for binding in bindings:

@@ -14,23 +14,32 @@ from typing import Any
 import pytest
 
 from fixtures.controlplane import Kubectl
-
-API = "kubetasks.dev/v1alpha1"
+from kubetasks.vocabulary import API_VERSION
 
 
 def task(name: str, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": API, "kind": "Task", "metadata": {"name": name}, "spec": spec}
+    return {"apiVersion": API_VERSION, "kind": "Task", "metadata": {"name": name}, "spec": spec}
 
 
 def periodic(name: str, **spec: Any) -> dict[str, Any]:
     spec.setdefault("schedule", "*/5 * * * *")
     spec.setdefault("taskTemplate", {"spec": {"handler": "kubetasks.echo"}})
-    return {"apiVersion": API, "kind": "PeriodicTask", "metadata": {"name": name}, "spec": spec}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "PeriodicTask",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
 
 
 def pool(name: str, **spec: Any) -> dict[str, Any]:
     spec.setdefault("queues", [{"name": "default"}])
-    return {"apiVersion": API, "kind": "WorkerPool", "metadata": {"name": name}, "spec": spec}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "WorkerPool",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
 
 
 ECHO = {"handler": "kubetasks.echo"}

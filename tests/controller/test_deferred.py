@@ -14,6 +14,7 @@ import pytest
 from kubetasks.clock import FakeClock
 from kubetasks.controller.deferred import DeferredWrites
 from kubetasks.controller.state import OperatorSettings, OperatorState
+from kubetasks.vocabulary import TASK_FINALIZER
 
 
 class Recorder:
@@ -58,7 +59,7 @@ def deferred(clock: FakeClock, recorder: Recorder) -> DeferredWrites:
         settings=OperatorSettings(),
         clock=clock,
     )
-    return DeferredWrites(state, "kubetasks.dev/cleanup", grace=1.0, per_second=10.0)
+    return DeferredWrites(state, TASK_FINALIZER, grace=1.0, per_second=10.0)
 
 
 async def test_nothing_is_written_within_the_grace(

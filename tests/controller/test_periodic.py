@@ -25,13 +25,17 @@ from kubernetes import client as k8s
 
 from devenv.controlplane import ControlPlane
 from fixtures.controlplane import Kubectl
-from fixtures.operator import TERMINAL, Operator, StartWorkers, kube_env
-from kubetasks.scheduling import parse_rfc3339
+from fixtures.operator import Operator, StartWorkers, kube_env
+from kubetasks.timestamps import parse_rfc3339
+from kubetasks.vocabulary import (
+    CREATED_ANNOTATION,
+    FINAL_PHASES,
+    GROUP,
+    PARENT_LABEL,
+    SCHEDULED_ANNOTATION,
+    VERSION,
+)
 
-GROUP, VERSION = "kubetasks.dev", "v1alpha1"
-PARENT_LABEL = "kubetasks.dev/periodic-task"
-SCHEDULED = "kubetasks.dev/scheduled-time"
-CREATED_AT = "kubetasks.dev/created-at"
 ECHO = {"handler": "kubetasks.echo", "args": ["tick"]}
 
 
@@ -64,7 +68,7 @@ class PeriodicTasks:
             GROUP, VERSION, self.namespace, "tasks", label_selector=f"{PARENT_LABEL}={name}"
         )["items"]
         for item in items:
-            slot = int(parse_rfc3339(item["metadata"]["annotations"][SCHEDULED]))
+            slot = int(parse_rfc3339(item["metadata"]["annotations"][SCHEDULED_ANNOTATION]))
             assert item["metadata"]["name"] == f"{name}-{slot}"
             assert slot not in found, f"slot {slot} ran twice"
             found[slot] = item
@@ -122,7 +126,7 @@ def test_every_two_seconds_one_task_per_slot_on_time(
     assert all(slot % 2 == 0 for slot in slots)
     assert consecutive(slots, 2), slots
     for slot, child in children.items():
-        lateness = parse_rfc3339(child["metadata"]["annotations"][CREATED_AT]) - slot
+        lateness = parse_rfc3339(child["metadata"]["annotations"][CREATED_ANNOTATION]) - slot
         assert 0 <= lateness < 1.0, (slot, lateness)
         owner = child["metadata"]["ownerReferences"][0]
         assert (owner["kind"], owner["name"], owner["controller"]) == ("PeriodicTask", "tick", True)
@@ -169,7 +173,7 @@ def test_operator_restarted_across_slots_runs_no_slot_twice_and_catches_up_once(
     assert consecutive(after, 2), after
     for child in children.values():
         status = child.get("status") or {}
-        if status.get("phase") in TERMINAL:
+        if status.get("phase") in FINAL_PHASES:
             assert status["attempts"] == 1
     status = periodic.status("restart")
     assert status["missedSlots"] >= 1

@@ -27,9 +27,6 @@ import pytest
 from kubetasks.clock import FakeClock
 from kubetasks.controller.periodic import PeriodicRunners
 from kubetasks.controller.periodic.policy import (
-    CREATED_ANNOTATION,
-    PARENT_LABEL,
-    SCHEDULED_ANNOTATION,
     UNSEEN_GRACE,
     Child,
     ParsedSchedules,
@@ -38,8 +35,9 @@ from kubetasks.controller.periodic.policy import (
     plan_sync,
 )
 from kubetasks.controller.periodic.runner import CHILD_COALESCE, RETRY_SECONDS, PeriodicRunner
-from kubetasks.scheduling import load_zone, parse_rfc3339, rfc3339
-from kubetasks.status_patches import timestamp
+from kubetasks.scheduling import load_zone
+from kubetasks.timestamps import parse_rfc3339, rfc3339, rfc3339_millis
+from kubetasks.vocabulary import API_VERSION, CREATED_ANNOTATION, PARENT_LABEL, SCHEDULED_ANNOTATION
 
 NAMESPACE, NAME, UID = "team-a", "tick", "0b7f-uid"
 ECHO = {"handler": "kubetasks.echo", "args": ["tick"]}
@@ -58,7 +56,7 @@ class World:
     def __init__(self, schedule: str, *, at: float, work: float | None = None, **spec: Any) -> None:
         self.clock = FakeClock(at)
         self.parent: dict[str, Any] = {
-            "apiVersion": "kubetasks.dev/v1alpha1",
+            "apiVersion": API_VERSION,
             "kind": "PeriodicTask",
             "metadata": {
                 "name": NAME,
@@ -194,7 +192,10 @@ class World:
             if when <= now:
                 del self.ends[name]
                 if name in self.tasks:
-                    self.tasks[name]["status"] = {"phase": phase, "finishedAt": timestamp(when)}
+                    self.tasks[name]["status"] = {
+                        "phase": phase,
+                        "finishedAt": rfc3339_millis(when),
+                    }
                     self.changed()
 
     async def sync(self, runner: PeriodicRunner | None = None) -> float | None:
@@ -273,7 +274,7 @@ async def test_every_slot_gets_one_child_at_its_slot_with_the_template_and_owner
     assert meta["annotations"][SCHEDULED_ANNOTATION] == rfc3339(T0 + 2)
     assert parse_rfc3339(meta["annotations"][CREATED_ANNOTATION]) == T0 + 2  # on the slot
     assert meta["ownerReferences"] == [
-        {"apiVersion": "kubetasks.dev/v1alpha1", "kind": "PeriodicTask", "name": NAME,
+        {"apiVersion": API_VERSION, "kind": "PeriodicTask", "name": NAME,
          "uid": UID, "controller": True}
     ]  # fmt: skip
     assert child["spec"] == ECHO
@@ -286,7 +287,7 @@ async def test_every_slot_gets_one_child_at_its_slot_with_the_template_and_owner
         "missedSlots": 0,
         "conditions": [
             {"type": "ScheduleValid", "status": "True", "reason": "Valid", "message": "",
-             "lastTransitionTime": timestamp(T0 + 0.5)}
+             "lastTransitionTime": rfc3339_millis(T0 + 0.5)}
         ],
         "observedGeneration": 1,
     }  # fmt: skip
@@ -548,7 +549,7 @@ async def test_history_limits_delete_the_oldest_finished_runs() -> None:
     assert ok.phases() == {T0 + 6: "Succeeded", T0 + 7: "Succeeded"}  # the two newest
     assert ok.slots(ok.deleted) == [T0 + s for s in range(1, 6)]
     assert ok.status["lastScheduleTime"] == rfc3339(T0 + 7)
-    assert ok.status["lastSuccessfulTime"] == timestamp(T0 + 7.5)
+    assert ok.status["lastSuccessfulTime"] == rfc3339_millis(T0 + 7.5)
 
     bad = World("* * * * * *", at=T0 + 0.5, work=0.5, failedTasksHistoryLimit=1)
     bad.outcome = "Failed"
@@ -610,15 +611,15 @@ async def test_an_invalid_schedule_is_a_condition_until_it_is_fixed(
     condition = world.condition()
     assert (condition["status"], condition["reason"]) == ("False", reason)
     assert message in condition["message"]
-    assert condition["lastTransitionTime"] == timestamp(T0 + 0.5)
+    assert condition["lastTransitionTime"] == rfc3339_millis(T0 + 0.5)
     assert world.tasks == {} and "nextScheduleTime" not in world.status
     assert world.status["observedGeneration"] == 1
     await world.patch(schedule="@hourly", timeZone="UTC")
     condition = world.condition()
     assert (condition["status"], condition["reason"]) == ("True", "Valid")
-    assert condition["lastTransitionTime"] == timestamp(T0 + 100)
+    assert condition["lastTransitionTime"] == rfc3339_millis(T0 + 100)
     assert world.status["nextScheduleTime"] == rfc3339(T0 + 3600)
     assert world.status["observedGeneration"] == 2
     await world.run_until(T0 + 3600.5)
     assert world.slots() == [T0 + 3600]
-    assert world.condition()["lastTransitionTime"] == timestamp(T0 + 100)  # held while True
+    assert world.condition()["lastTransitionTime"] == rfc3339_millis(T0 + 100)  # held while True

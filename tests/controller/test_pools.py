@@ -18,15 +18,15 @@ import redis
 from kubernetes import client as k8s
 
 from devenv.controlplane import ControlPlane
-from devenv.kubelet import ProcessKubelet
+from devenv.kubelet import PROCESS_KUBELET_LABEL, ProcessKubelet
 from fixtures.controlplane import Kubectl
 from fixtures.operator import Operator, Tasks, kube_env
 from kubetasks.client import AsyncClient, TaskRequest
 from kubetasks.queue import Broker, keys
 from kubetasks.queue.keys import QueueKeys
 from kubetasks.queuename import QUEUE_NAME_PATTERN
+from kubetasks.vocabulary import GROUP, POOL_LABEL, VERSION
 
-GROUP, VERSION = "kubetasks.dev", "v1alpha1"
 TESTS = Path(__file__).resolve().parents[1]
 
 
@@ -36,7 +36,7 @@ def pool_operator(
 ) -> Iterator[Operator]:
     """The operator with worker pods marked for the process kubelet."""
     env = kube_env(control_plane, redis_url) | {
-        "KUBETASKS_WORKER_POD_LABELS": "kubetasks.dev/process-kubelet=true"
+        "KUBETASKS_WORKER_POD_LABELS": f"{PROCESS_KUBELET_LABEL}=true"
     }
     op = Operator(env, tmp_path / "operator.log", namespace)
     yield op
@@ -101,7 +101,7 @@ class Pools:
 
     def running_pods(self, name: str) -> list[str]:
         pods = self.core.list_namespaced_pod(
-            self.namespace, label_selector=f"kubetasks.dev/worker-pool={name}"
+            self.namespace, label_selector=f"{POOL_LABEL}={name}"
         ).items
         return [
             p.metadata.name
@@ -259,7 +259,7 @@ def test_pod_overrides_reach_the_deployment_and_an_unusable_spec_is_reported(
     found = pools.wait("the Deployment", lambda: pools.deployment("tuned"))
     pod = found.spec.template
     assert pod.metadata.labels["team"] == "search"
-    assert pod.metadata.labels["kubetasks.dev/worker-pool"] == "tuned"
+    assert pod.metadata.labels[POOL_LABEL] == "tuned"
     assert pod.metadata.annotations == {"example.com/owner": "search"}
     assert pod.spec.node_selector == {"pool": "batch"}
     assert pod.spec.tolerations[0].key == "batch"

@@ -19,8 +19,8 @@ from devenv.controlplane import ControlPlane
 from fixtures.controlplane import Kubectl
 from fixtures.operator import Operator, StartWorkers, Tasks, kube_env
 from kubetasks.queue import Broker, QueueSettings
+from kubetasks.vocabulary import GROUP, VERSION
 
-GROUP, VERSION = "kubetasks.dev", "v1alpha1"
 Completed = subprocess.CompletedProcess[str]
 
 pytestmark = pytest.mark.timeout(180)

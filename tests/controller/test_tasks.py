@@ -12,6 +12,7 @@ import redis
 from fixtures.controlplane import Kubectl
 from fixtures.operator import Operator, StartWorkers, Tasks
 from kubetasks.queue.keys import QueueKeys
+from kubetasks.vocabulary import TASK_FINALIZER
 
 REPAIRED = "kubetasks_operator_repaired_outcomes_total"
 RESTORED = "kubetasks_operator_restored_tasks_total"
@@ -68,7 +69,7 @@ def test_a_task_left_waiting_is_shown_queued_and_guarded_by_a_finalizer(
     status = tasks.wait_phase("patient", "Queued")
     assert status["queuedAt"] and status["attempts"] == 0
     body = tasks.get("patient")
-    assert body is not None and "kubetasks.dev/cleanup" in body["metadata"]["finalizers"]
+    assert body is not None and TASK_FINALIZER in body["metadata"]["finalizers"]
     assert "Queued" in tasks.wait_event("patient", "Queued")
     with redis.Redis.from_url(redis_url, decode_responses=True) as r:
         assert r.zscore(QueueKeys(tasks.namespace, "default").pending, uid) is not None

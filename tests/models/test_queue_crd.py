@@ -20,9 +20,9 @@ import yaml
 
 from fixtures.controlplane import Kubectl
 from kubetasks.queue.broker import DEFAULT_RETENTION
+from kubetasks.vocabulary import API_VERSION
 
 REPO = Path(__file__).resolve().parents[2]
-API = "kubetasks.dev/v1alpha1"
 
 
 def crd(name: str) -> dict[str, Any]:
@@ -35,7 +35,7 @@ def spec_schema(name: str) -> dict[str, Any]:
 
 
 def queue(name: str, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": API, "kind": "Queue", "metadata": {"name": name}, "spec": spec}
+    return {"apiVersion": API_VERSION, "kind": "Queue", "metadata": {"name": name}, "spec": spec}
 
 
 def create(kubectl: Kubectl, namespace: str, manifest: dict[str, Any]) -> Any:

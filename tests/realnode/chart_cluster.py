@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from devenv.binaries import find_binary
 from fixtures.realnode import RealNodeHandle
+from kubetasks.vocabulary import POOL_LABEL
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "kubetasks"
@@ -31,7 +32,6 @@ TENANTS = ("team-a", "team-b")
 OPERATOR_METRICS = (
     f"/api/v1/namespaces/{NAMESPACE}/services/{RELEASE}-operator-metrics:metrics/proxy/metrics"
 )
-POOL_LABEL = "kubetasks.dev/worker-pool"
 LEASE_SECONDS = 30  # the worker's default lease: what a restarted container must beat
 
 # What the README has a user run on the local node (the built images, the CRDs that

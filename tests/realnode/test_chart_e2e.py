@@ -40,6 +40,8 @@ from chart_cluster import (
     wait_for,
 )
 
+from kubetasks.vocabulary import API_VERSION, FINAL_PHASES
+
 pytestmark = [pytest.mark.timeout(900), pytest.mark.images]
 
 
@@ -113,7 +115,7 @@ def test_examples_run_to_completion_with_every_status_from_the_workers(
 
     def finished() -> dict[str, dict[str, Any]] | None:
         tasks = cluster.tasks()
-        done = {n: t for n, t in tasks.items() if n in expected and phase(t) in TERMINAL}
+        done = {n: t for n, t in tasks.items() if n in expected and phase(t) in FINAL_PHASES}
         return tasks if len(done) == len(expected) else None
 
     tasks = wait_for("every example Task finished", finished, timeout=240)
@@ -173,10 +175,10 @@ def test_a_worker_pod_may_write_task_status_and_nothing_else(cluster: Cluster) -
     hold = hold_task(cluster, "rbac-probe", seconds=20)
     pod = pod_of(hold)
     script = PROBE_SCRIPT.format(
-        status=f"/apis/kubetasks.dev/v1alpha1/namespaces/{NAMESPACE}/tasks/rbac-probe/status",
-        own=f"/apis/kubetasks.dev/v1alpha1/namespaces/{NAMESPACE}/tasks",
+        status=f"/apis/{API_VERSION}/namespaces/{NAMESPACE}/tasks/rbac-probe/status",
+        own=f"/apis/{API_VERSION}/namespaces/{NAMESPACE}/tasks",
         secrets=f"/api/v1/namespaces/{NAMESPACE}/secrets",
-        other=f"/apis/kubetasks.dev/v1alpha1/namespaces/{OTHER_NAMESPACE}/tasks",
+        other=f"/apis/{API_VERSION}/namespaces/{OTHER_NAMESPACE}/tasks",
         pods=f"/api/v1/namespaces/{NAMESPACE}/pods",
     )
     out = cluster.run("exec", "-n", NAMESPACE, pod, "-c", "worker", "--", "python", "-c", script)
@@ -219,8 +221,6 @@ print(json.dumps({{
 }}))
 """
 
-TERMINAL = {"Succeeded", "Failed", "Cancelled", "DeadlineExceeded"}
-
 
 def wait_phase(cluster: Cluster, name: str, want: str, timeout: float) -> dict[str, Any]:
     def reached() -> dict[str, Any] | None:
@@ -235,7 +235,7 @@ def hold_task(cluster: Cluster, name: str, seconds: float) -> dict[str, Any]:
     cluster.run(
         "apply", "-n", NAMESPACE, "-f", "-",
         input=json.dumps({
-            "apiVersion": "kubetasks.dev/v1alpha1",
+            "apiVersion": API_VERSION,
             "kind": "Task",
             "metadata": {"name": name},
             "spec": {"handler": "kubetasks.sleep", "args": [seconds], "maxRetries": 3},

@@ -25,15 +25,15 @@ from typing import Any
 import pytest
 from chart_cluster import TENANTS, Cluster, wait_for
 
+from kubetasks.vocabulary import API_VERSION, FINAL_PHASES, POOL_LABEL
+
 pytestmark = [pytest.mark.timeout(900), pytest.mark.images]
 
-GROUP_VERSION = "kubetasks.dev/v1alpha1"
-TERMINAL = {"Succeeded", "Failed", "Cancelled", "DeadlineExceeded"}
 WORKER_IMAGE = "kubetasks/worker:dev"
 
 
 def task(name: str, seconds: float = 0.0, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": GROUP_VERSION, "kind": "Task",
+    return {"apiVersion": API_VERSION, "kind": "Task",
             "metadata": {"name": name, "labels": {"batch": name.rsplit("-", 1)[0]}},
             "spec": {"handler": "example.where", "args": [seconds], **spec}}  # fmt: skip
 
@@ -56,7 +56,7 @@ def wait_done(cluster: Cluster, namespace: str, batch: str, count: int,
               timeout: float = 240) -> list[dict[str, Any]]:  # fmt: skip
     def done() -> list[dict[str, Any]] | None:
         items = tasks_of(cluster, namespace, batch)
-        finished = [t for t in items if phase(t) in TERMINAL]
+        finished = [t for t in items if phase(t) in FINAL_PHASES]
         return items if len(items) == count and len(finished) == count else None
 
     return wait_for(f"{count} Tasks of {batch} in {namespace} finished", done, timeout, every=1)
@@ -74,7 +74,7 @@ def most_at_once(results: list[dict[str, Any]]) -> int:
 
 def queue(spec: dict[str, Any]) -> dict[str, Any]:
     """The Queue of the tenant's ``default`` queue."""
-    return {"apiVersion": GROUP_VERSION, "kind": "Queue", "metadata": {"name": "default"},
+    return {"apiVersion": API_VERSION, "kind": "Queue", "metadata": {"name": "default"},
             "spec": spec}  # fmt: skip
 
 
@@ -83,7 +83,7 @@ def succeeded(cluster: Cluster, namespace: str, batch: str) -> list[dict[str, An
 
 
 def pool(name: str, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": GROUP_VERSION, "kind": "WorkerPool", "metadata": {"name": name},
+    return {"apiVersion": API_VERSION, "kind": "WorkerPool", "metadata": {"name": name},
             "spec": {"queues": [{"name": "default"}], "imports": ["example_handlers"],
                      **spec}}  # fmt: skip
 
@@ -162,7 +162,7 @@ def test_max_in_flight_caps_running_tasks_across_pods_and_changes_live(
 
 
 def ready_pods(cluster: Cluster, namespace: str) -> list[str]:
-    pods = cluster.json("get", "pods", "-n", namespace, "-l", "kubetasks.dev/worker-pool")
+    pods = cluster.json("get", "pods", "-n", namespace, "-l", POOL_LABEL)
     return [
         p["metadata"]["name"]
         for p in pods["items"]
@@ -224,7 +224,7 @@ def test_a_same_named_pod_elsewhere_takes_back_nothing(tenants: Cluster) -> None
     pod = running[0]["status"]["worker"].partition("/")[2]
     # A pod of the other namespace, same name and the worker label, deleted at once.
     impostor = {"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": pod, "labels": {"kubetasks.dev/worker-pool": "default"}},
+                "metadata": {"name": pod, "labels": {POOL_LABEL: "default"}},
                 "spec": {"containers": [{"name": "worker", "image": WORKER_IMAGE,
                                          "command": ["sleep", "3600"]}]}}  # fmt: skip
     tenants.run("apply", "-n", other_ns, "-f", "-", input=json.dumps(impostor))

@@ -5,16 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from kubetasks.scheduling import (
-    TOO_MANY_MISSED,
-    child_name,
-    load_zone,
-    parent_label,
-    parse,
-    parse_rfc3339,
-    plan,
-    rfc3339,
-)
+from kubetasks.scheduling import TOO_MANY_MISSED, child_name, load_zone, parent_label, parse, plan
+from kubetasks.timestamps import parse_rfc3339, rfc3339
 
 UTC = load_zone("UTC")
 MINUTELY = parse("* * * * *")

@@ -27,14 +27,15 @@ import kopf
 from kubetasks import autoscaler
 from kubetasks.background import isolated
 from kubetasks.clock import Clock
-from kubetasks.controller.workloads import POOL_LABEL, WorkloadDefaults, deployment
+from kubetasks.controller.workloads import WorkloadDefaults, deployment
 from kubetasks.k8s.api import reason_text
 from kubetasks.k8s.deployments import DeploymentState, DeploymentWriter
 from kubetasks.k8s.status import PoolStatusWriter
 from kubetasks.metrics import OperatorMetrics
 from kubetasks.queue import Broker, QueueStats
 from kubetasks.settings import worker_id_for_pod
-from kubetasks.status_patches import timestamp
+from kubetasks.timestamps import rfc3339_millis
+from kubetasks.vocabulary import POOL_LABEL
 
 log = logging.getLogger("kubetasks.autoscaler")
 
@@ -279,7 +280,7 @@ class PoolAutoscaler:
             "observedGeneration": pool.body["metadata"].get("generation"),
         }
         if pool.last_scale is not None:
-            status["lastScaleTime"] = timestamp(pool.last_scale)
+            status["lastScaleTime"] = rfc3339_millis(pool.last_scale)
             status["lastScaleReason"] = pool.last_reason[:1024]
         status["conditions"] = self._conditions(pool, replicas, ready)
         if status != pool.last_status:
@@ -301,7 +302,7 @@ class PoolAutoscaler:
             (c for c in pool.last_status.get("conditions", []) if c["type"] == "Ready"), None
         )
         if previous is None or previous["status"] != truth:
-            since = timestamp(self.clock.now())
+            since = rfc3339_millis(self.clock.now())
         else:
             since = previous["lastTransitionTime"]
         return [{"type": "Ready", "status": truth, "reason": reason,

@@ -28,7 +28,7 @@ from typing import Any
 from kubetasks.budget import Budget
 from kubetasks.controller.state import OperatorState
 from kubetasks.k8s.api import reason_text
-from kubetasks.status_patches import TERMINAL
+from kubetasks.vocabulary import FINAL_PHASES
 
 log = logging.getLogger("kubetasks.operator")
 
@@ -71,7 +71,7 @@ class DeferredWrites:
         if phase is None:
             return
         owed.queued_patch = None  # a worker (or the repair loop) already wrote a phase
-        if phase in TERMINAL:
+        if phase in FINAL_PHASES:
             del self._owed[uid]
             self.skipped += 1
 

@@ -17,19 +17,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubetasks.status_patches import PENDING, SUCCEEDED, TERMINAL, WAITING
+from kubetasks.vocabulary import FINAL_PHASES, TaskPhase
 
 Key = tuple[str, str]  # (namespace, name)
 Outcome = tuple[str | None, Any]  # (phase, result if Succeeded)
 
 #: Phases in which a Task with dependencies may still be waiting for them.
-UNADMITTED = (None, PENDING, WAITING)
+UNADMITTED = (None, TaskPhase.PENDING, TaskPhase.WAITING)
 
 
 def outcome(body: dict[str, Any]) -> Outcome:
     status = body.get("status") or {}
     phase = status.get("phase")
-    return (phase, status.get("result") if phase == SUCCEEDED else None)
+    return (phase, status.get("result") if phase == TaskPhase.SUCCEEDED else None)
 
 
 class Dependents:
@@ -54,7 +54,7 @@ class Dependents:
         if not waiters:
             return []
         self._outcomes[key] = outcome(body)
-        return list(waiters.values()) if phase in TERMINAL else []
+        return list(waiters.values()) if phase in FINAL_PHASES else []
 
     def deleted(self, body: dict[str, Any]) -> None:
         meta = body["metadata"]
@@ -70,7 +70,7 @@ class Dependents:
     def remember(self, namespace: str, name: str, found: Outcome) -> None:
         """Keep a final outcome read from the API (while something waits on it)."""
         key = (namespace, name)
-        if found[0] in TERMINAL and key in self._waiters:
+        if found[0] in FINAL_PHASES and key in self._waiters:
             self._outcomes[key] = found
 
     def waiting(self) -> int:

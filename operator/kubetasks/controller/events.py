@@ -18,23 +18,18 @@ import kopf
 
 from kubetasks.budget import Budget
 from kubetasks.clock import SYSTEM_CLOCK, Clock
-from kubetasks.status_patches import (
-    CANCELLED,
-    DEADLINE_EXCEEDED,
-    FAILED,
-    RETRYING,
-    SUCCEEDED,
-    TERMINAL,
-)
+from kubetasks.vocabulary import FINAL_PHASES, TaskPhase
 
-WARNINGS = frozenset({FAILED, RETRYING, DEADLINE_EXCEEDED, CANCELLED})
+WARNINGS = frozenset(
+    {TaskPhase.FAILED, TaskPhase.RETRYING, TaskPhase.DEADLINE_EXCEEDED, TaskPhase.CANCELLED}
+)
 
 
 def describe(status: dict[str, Any]) -> str:
     phase = status.get("phase")
     attempt = status.get("attempts")
     error = status.get("error") or {}
-    if phase == SUCCEEDED:
+    if phase == TaskPhase.SUCCEEDED:
         return f"succeeded on attempt {attempt}"
     if phase in WARNINGS and error:
         return f"{error.get('type')}: {error.get('message', '')}"[:1024]
@@ -69,7 +64,7 @@ class PhaseTracker:
             return
         first_sight = uid not in self.seen
         self.seen[uid] = phase
-        if first_sight and phase in TERMINAL:
+        if first_sight and phase in FINAL_PHASES:
             return  # an old Task seen at start-up: its events were posted long ago
         if self.level == "none" or (self.level == "failures" and phase not in WARNINGS):
             return

@@ -14,7 +14,8 @@ from kubetasks.errors import ConfigurationError
 from kubetasks.outcome import BackoffPolicy
 from kubetasks.queue import TaskMessage
 from kubetasks.queuename import validate_queue_name
-from kubetasks.status_patches import QUEUED, SCHEDULED, SUCCEEDED, TERMINAL, parse_timestamp
+from kubetasks.timestamps import parse_rfc3339
+from kubetasks.vocabulary import FINAL_PHASES, TaskPhase
 
 
 def resource_name(body: dict[str, Any]) -> str:
@@ -24,7 +25,7 @@ def resource_name(body: dict[str, Any]) -> str:
 
 def created_at(body: dict[str, Any], default: float) -> float:
     stamp = body["metadata"].get("creationTimestamp")
-    return parse_timestamp(stamp) if stamp else default
+    return parse_rfc3339(stamp) if stamp else default
 
 
 def build_message(
@@ -37,12 +38,12 @@ def build_message(
     backoff = spec.get("retryBackoff") or {}
     run_at = None
     if spec.get("runAt"):
-        run_at = parse_timestamp(spec["runAt"])
+        run_at = parse_rfc3339(spec["runAt"])
     elif spec.get("delaySeconds"):
         run_at = created + float(spec["delaySeconds"])
     deadline = None
     if spec.get("deadline"):
-        deadline = parse_timestamp(spec["deadline"])
+        deadline = parse_rfc3339(spec["deadline"])
     elif spec.get("activeDeadlineSeconds"):
         deadline = created + float(spec["activeDeadlineSeconds"])
     args = list(spec.get("args") or [])
@@ -100,9 +101,9 @@ def dependency_state(
     results: list[Any] = []
     for name in depends_on:
         phase, result = phases.get(name, (None, None))
-        if phase == SUCCEEDED:
+        if phase == TaskPhase.SUCCEEDED:
             results.append(result)
-        elif phase in TERMINAL:
+        elif phase in FINAL_PHASES:
             return DependencyState(False, failed=f"dependency {name} ended {phase}")
         else:
             waiting.append(name)
@@ -112,4 +113,4 @@ def dependency_state(
 
 
 def queued_phase(message: TaskMessage, now: float) -> str:
-    return SCHEDULED if message.run_at and message.run_at > now else QUEUED
+    return TaskPhase.SCHEDULED if message.run_at and message.run_at > now else TaskPhase.QUEUED

@@ -21,7 +21,6 @@ from kubetasks.controller.periodic import PeriodicRunners  # registers the Perio
 from kubetasks.controller.reaper import Reaper
 from kubetasks.controller.repair import Repairer
 from kubetasks.controller.state import OperatorSettings, OperatorState
-from kubetasks.controller.workloads import POOL_LABEL
 from kubetasks.k8s.api import KubeApi
 from kubetasks.k8s.deployments import DeploymentWriter
 from kubetasks.k8s.periodic import PeriodicApi
@@ -34,6 +33,7 @@ from kubetasks.outcome import ended_outcome
 from kubetasks.queue import Broker, Leased
 from kubetasks.settings import operator_identity, redis_url, worker_id_for_pod
 from kubetasks.status_patches import finished_patch
+from kubetasks.vocabulary import KOPF_FINALIZER, POOL_LABEL, TASK_FINALIZER
 
 log = logging.getLogger("kubetasks.operator")
 
@@ -67,7 +67,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.batching.batch_window = 0.01
     settings.posting.level = logging.WARNING  # kopf's own log lines are not Events
     settings.watching.server_timeout = 300
-    settings.persistence.finalizer = "kubetasks.dev/kopf"
+    settings.persistence.finalizer = KOPF_FINALIZER
     if not kopf.get_default_registry()._changing.get_all_handlers():
         settings.persistence.diffbase_storage = NoDiffBase()
     api = KubeApi()
@@ -82,7 +82,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     memo.tracker = PhaseTracker(_settings.events, _settings.events_per_second)
     memo.deferred = DeferredWrites(
         state,
-        tasks.FINALIZER,
+        TASK_FINALIZER,
         _settings.status_grace_seconds,
         _settings.queued_writes_per_second,
     )

@@ -10,7 +10,7 @@ from typing import Any
 
 import kopf
 
-from kubetasks.k8s.api import GROUP, VERSION, WORKER_POOLS
+from kubetasks.vocabulary import GROUP, VERSION, WORKER_POOLS
 
 
 @kopf.on.event(GROUP, VERSION, WORKER_POOLS)

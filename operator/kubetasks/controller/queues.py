@@ -23,11 +23,11 @@ import kopf
 
 from kubetasks.background import isolated
 from kubetasks.clock import Clock
-from kubetasks.k8s.api import GROUP, QUEUES, VERSION
 from kubetasks.k8s.queues import QueueApi
 from kubetasks.queue import Broker, QueueSettings, QueueStats
 from kubetasks.queuename import is_queue_name
-from kubetasks.status_patches import timestamp
+from kubetasks.timestamps import rfc3339_millis
+from kubetasks.vocabulary import GROUP, QUEUES, VERSION
 
 log = logging.getLogger("kubetasks.queues")
 
@@ -93,7 +93,7 @@ def conditions(
     for kind, (truth, reason, message) in (("Paused", paused), ("Throttled", throttled)):
         before = since.get(kind)
         if before is None or before.get("status") != truth:
-            at = timestamp(now)
+            at = rfc3339_millis(now)
         else:
             at = before["lastTransitionTime"]
         out.append({"type": kind, "status": truth, "reason": reason, "message": message[:1024],

@@ -15,7 +15,7 @@ from typing import Any
 
 from kubetasks.controller.state import OperatorState
 from kubetasks.k8s.api import reason_text
-from kubetasks.status_patches import parse_timestamp
+from kubetasks.timestamps import parse_rfc3339
 
 log = logging.getLogger("kubetasks.operator")
 
@@ -45,7 +45,7 @@ class Reaper:
         if ttl is None or not finished or meta["uid"] in self._tracked:
             return
         self._tracked.add(meta["uid"])
-        due = parse_timestamp(finished) + float(ttl)
+        due = parse_rfc3339(finished) + float(ttl)
         heapq.heappush(self._heap, (due, meta["namespace"], meta["name"], meta["uid"]))
 
     def interval(self) -> float:

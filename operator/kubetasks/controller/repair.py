@@ -29,14 +29,8 @@ from kubetasks.controller.intake import build_message
 from kubetasks.controller.state import OperatorState
 from kubetasks.metrics import OperatorMetrics
 from kubetasks.queue import Broker
-from kubetasks.status_patches import (
-    PENDING,
-    QUEUED,
-    TERMINAL,
-    WAITING,
-    finished_patch,
-    operator_patch,
-)
+from kubetasks.status_patches import finished_patch, operator_patch
+from kubetasks.vocabulary import FINAL_PHASES, TaskPhase
 
 log = logging.getLogger("kubetasks.operator")
 
@@ -100,12 +94,12 @@ class Repairer:
             with isolated(log, "repair of task %s/%s", meta["namespace"], meta["name"]):
                 if meta.get("deletionTimestamp"):
                     await tasks.finalize(self.state, body)
-                elif phase in TERMINAL or spec.get("cancel"):
+                elif phase in FINAL_PHASES or spec.get("cancel"):
                     continue
                 elif (
                     phase is None
-                    or phase == WAITING
-                    or (phase == PENDING and spec.get("dependsOn"))
+                    or phase == TaskPhase.WAITING
+                    or (phase == TaskPhase.PENDING and spec.get("dependsOn"))
                     or tasks.queue_of(body) is None  # admission fails it, naming spec.queue
                 ):
                     await tasks.admit(self.state, body, lookup, self.deferred)
@@ -162,10 +156,10 @@ class Repairer:
         )
         for message in messages:
             body = by_uid[message.id]
-            if (body.get("status") or {}).get("phase") == PENDING:
+            if (body.get("status") or {}).get("phase") == TaskPhase.PENDING:
                 meta = body["metadata"]
                 patch = operator_patch(
-                    QUEUED,
+                    TaskPhase.QUEUED,
                     now,
                     "Enqueued",
                     f"on queue {queue}",

@@ -27,21 +27,12 @@ from kubetasks.controller.deferred import DeferredWrites
 from kubetasks.controller.dependents import Dependents, Outcome, outcome
 from kubetasks.controller.state import OperatorState
 from kubetasks.errors import ConfigurationError
-from kubetasks.k8s.api import GROUP, TASKS, VERSION
 from kubetasks.queuename import is_queue_name
-from kubetasks.status_patches import (
-    CANCELLED,
-    FAILED,
-    PENDING,
-    QUEUED,
-    TERMINAL,
-    WAITING,
-    operator_patch,
-)
+from kubetasks.status_patches import operator_patch
+from kubetasks.vocabulary import FINAL_PHASES, GROUP, TASK_FINALIZER, TASKS, VERSION, TaskPhase
 
 log = logging.getLogger("kubetasks.operator")
 
-FINALIZER = "kubetasks.dev/cleanup"
 
 #: (namespace, name) -> (phase, result) of a Task, for dependency checks.
 PhaseLookup = Callable[[str, str], Awaitable[Outcome]]
@@ -80,7 +71,7 @@ async def task_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any)
         memo.tracker.forget(meta["uid"])
         memo.deferred.forget(meta["uid"])
         dependents.deleted(obj)
-        if phase not in TERMINAL:
+        if phase not in FINAL_PHASES:
             # Deleted before it got a finalizer (within the grace): clean up here.
             queue = queue_of(obj)
             if queue is not None:
@@ -93,14 +84,14 @@ async def task_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any)
         return
     memo.deferred.observe(obj)
     memo.tracker.observe(obj)
-    if phase in TERMINAL:
+    if phase in FINAL_PHASES:
         memo.reaper.track(obj)
         for dependent in ready:
             await admit(state, dependent, api_lookup(state, dependents))
         return
     if (obj.get("spec") or {}).get("cancel"):
         await cancel(state, obj)
-    elif phase is None or phase == WAITING:
+    elif phase is None or phase == TaskPhase.WAITING:
         await admit(state, obj, api_lookup(state, dependents), memo.deferred)
 
 
@@ -136,20 +127,24 @@ async def admit(
         found = {d: await lookup(namespace, d) for d in depends_on}
         deps = intake.dependency_state(depends_on, found)
         if deps.failed:
-            await set_phase(state, body, FAILED, "DependencyFailed", deps.failed)
+            await set_phase(state, body, TaskPhase.FAILED, "DependencyFailed", deps.failed)
             return
         if not deps.ready:
-            if status.get("phase") != WAITING:
+            if status.get("phase") != TaskPhase.WAITING:
                 waiting = ", ".join(deps.waiting_for)
                 await set_phase(
-                    state, body, WAITING, "WaitingForDependencies", f"waiting for {waiting}"
+                    state,
+                    body,
+                    TaskPhase.WAITING,
+                    "WaitingForDependencies",
+                    f"waiting for {waiting}",
                 )
             return
         results = deps.results
     try:
         message = intake.build_message(body, now, results)
     except ConfigurationError as exc:
-        await set_phase(state, body, FAILED, "InvalidSpec", str(exc))
+        await set_phase(state, body, TaskPhase.FAILED, "InvalidSpec", str(exc))
         return
     spent = int(status.get("attempts") or 0)
     try:
@@ -159,7 +154,11 @@ async def admit(
         state.redis_ok = False
         state.repair_soon.set()
         await set_phase(
-            state, body, PENDING, "RedisUnavailable", f"cannot reach Redis, will retry: {exc}"
+            state,
+            body,
+            TaskPhase.PENDING,
+            "RedisUnavailable",
+            f"cannot reach Redis, will retry: {exc}",
         )
         return
     state.redis_ok = True
@@ -167,7 +166,7 @@ async def admit(
         await set_phase(
             state,
             body,
-            FAILED,
+            TaskPhase.FAILED,
             "DuplicateTask",
             f"uniqueKey {spec.get('uniqueKey')!r} is held by task {outcome.holder}",
         )
@@ -182,10 +181,10 @@ async def admit(
         generation=generation,
         extra={"attempts": spent},
     )
-    if deferred is not None and phase == QUEUED:
+    if deferred is not None and phase == TaskPhase.QUEUED:
         deferred.defer(body, patch)
         return
-    await state.tasks.add_finalizer(body, FINALIZER)
+    await state.tasks.add_finalizer(body, TASK_FINALIZER)
     await state.writer.write(namespace, name, patch)
 
 
@@ -207,15 +206,15 @@ async def cancel(state: OperatorState, body: dict[str, Any]) -> None:
     broker = state.broker.in_namespace(meta["namespace"])
     result = "missing" if queue is None else await broker.cancel(queue, meta["uid"])
     if result in ("cancelled", "missing"):
-        await set_phase(state, body, CANCELLED, "Cancelled", "cancelled by spec.cancel")
+        await set_phase(state, body, TaskPhase.CANCELLED, "Cancelled", "cancelled by spec.cancel")
 
 
 async def finalize(state: OperatorState, body: dict[str, Any]) -> None:
     """A deleted Task: drop it from Redis (cancel it if running), then let it go."""
-    if FINALIZER not in (body["metadata"].get("finalizers") or []):
+    if TASK_FINALIZER not in (body["metadata"].get("finalizers") or []):
         return
     queue = queue_of(body)
     meta = body["metadata"]
     if queue is not None:
         await state.broker.in_namespace(meta["namespace"]).forget(queue, meta["uid"])
-    await state.tasks.remove_finalizer(body, FINALIZER)
+    await state.tasks.remove_finalizer(body, TASK_FINALIZER)

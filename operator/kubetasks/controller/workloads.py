@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-#: Label every worker pod carries; its value is the pool.
-POOL_LABEL = "kubetasks.dev/worker-pool"
+from kubetasks.vocabulary import POOL_LABEL
+
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 #: Environment variables of the worker container a pool's ``podTemplate.env`` cannot set.
 IDENTITY_ENV = frozenset({"POD_NAME", "POD_NAMESPACE", "KUBETASKS_NAMESPACE"})

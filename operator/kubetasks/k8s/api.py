@@ -22,11 +22,7 @@ import aiohttp
 from kubernetes import client, config
 
 from kubetasks.errors import ConfigurationError, KubetasksError
-
-GROUP = "kubetasks.dev"
-VERSION = "v1alpha1"
-TASKS, PERIODIC_TASKS, WORKER_POOLS = "tasks", "periodictasks", "workerpools"
-QUEUES = "queues"
+from kubetasks.vocabulary import GROUP, VERSION
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"

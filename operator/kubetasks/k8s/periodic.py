@@ -16,7 +16,8 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
-from kubetasks.k8s.api import PERIODIC_TASKS, TASKS, KubeApi, custom_path, status_code
+from kubetasks.k8s.api import KubeApi, custom_path, status_code
+from kubetasks.vocabulary import PERIODIC_TASKS, TASKS
 
 log = logging.getLogger("kubetasks.periodic")
 

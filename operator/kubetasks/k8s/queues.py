@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubetasks.k8s.api import APPLY_PATCH, GROUP, QUEUES, VERSION, KubeApi, custom_path, status_code
+from kubetasks.k8s.api import APPLY_PATCH, KubeApi, custom_path, status_code
+from kubetasks.vocabulary import GROUP, QUEUES, VERSION
 
 #: Field manager of ``kubetasks pause`` / ``resume``.
 CLI_FIELD_MANAGER = "kubetasks-cli"

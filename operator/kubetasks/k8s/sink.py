@@ -18,7 +18,8 @@ from typing import Any
 from kubetasks.k8s.status import TaskStatusWriter
 from kubetasks.outcome import Outcome
 from kubetasks.queue import Leased
-from kubetasks.status_patches import finished_patch, running_patch, timestamp
+from kubetasks.status_patches import finished_patch, running_patch
+from kubetasks.timestamps import rfc3339_millis
 
 log = logging.getLogger("kubetasks.worker")
 
@@ -89,7 +90,7 @@ class ResourceStatusSink:
         )
         before = None
         if started is not None and started.task is not None:
-            patch["status"].update(startedAt=timestamp(started.at), worker=started.worker)
+            patch["status"].update(startedAt=rfc3339_millis(started.at), worker=started.worker)
             if started.sending:
                 before = started.task  # the Running write is on its way: let it land first
             else:

@@ -12,14 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from kubetasks.k8s.api import (
-    TASKS,
-    WORKER_POOLS,
-    KubeApi,
-    custom_path,
-    reason_text,
-    status_code,
-)
+from kubetasks.k8s.api import KubeApi, custom_path, reason_text, status_code
+from kubetasks.vocabulary import TASKS, WORKER_POOLS
 
 log = logging.getLogger("kubetasks.status")
 

@@ -10,7 +10,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from kubetasks.k8s.api import JSON_PATCH, TASKS, KubeApi, custom_path, status_code
+from kubetasks.k8s.api import JSON_PATCH, KubeApi, custom_path, status_code
+from kubetasks.vocabulary import TASKS
 
 log = logging.getLogger("kubetasks.operator")
 

@@ -3,11 +3,10 @@
 from kubetasks.models.base import Condition, Model
 from kubetasks.models.periodictask import PeriodicTask, PeriodicTaskSpec, PeriodicTaskStatus
 from kubetasks.models.queue import Queue, QueueSpec, QueueStatus, RateLimit
-from kubetasks.models.task import FINAL_PHASES, RetryBackoff, Task, TaskSpec, TaskStatus
+from kubetasks.models.task import RetryBackoff, Task, TaskSpec, TaskStatus
 from kubetasks.models.workerpool import PoolQueue, WorkerPool, WorkerPoolSpec, WorkerPoolStatus
 
 __all__ = [
-    "FINAL_PHASES",
     "Condition",
     "Model",
     "PeriodicTask",

@@ -8,7 +8,7 @@ reports what only the parser can tell as the ScheduleValid condition.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from pydantic import Field
 
@@ -23,6 +23,7 @@ from kubetasks.models.base import (
     cel,
 )
 from kubetasks.models.task import TaskSpec
+from kubetasks.vocabulary import ConcurrencyPolicy
 
 
 class TaskTemplateMetadata(Model):
@@ -84,7 +85,7 @@ class PeriodicTaskSpec(Model):
     to be clear of both."""
     task_template: TaskTemplate
     """The Task created for each run."""
-    concurrency_policy: Literal["Allow", "Forbid", "Replace"] = "Allow"
+    concurrency_policy: ConcurrencyPolicy = "Allow"
     """What to do when a slot is due while an earlier run is still active: ``Allow`` runs
     both, ``Forbid`` skips the new slot, ``Replace`` cancels the active run and starts the new
     one. Default Allow."""

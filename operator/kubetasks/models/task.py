@@ -24,21 +24,7 @@ from kubetasks.models.base import (
     Timestamp,
     cel,
 )
-
-#: Every phase a Task goes through; the last four are final.
-Phase = Literal[
-    "Pending",
-    "Waiting",
-    "Scheduled",
-    "Queued",
-    "Running",
-    "Retrying",
-    "Succeeded",
-    "Failed",
-    "Cancelled",
-    "DeadlineExceeded",
-]
-FINAL_PHASES = ("Succeeded", "Failed", "Cancelled", "DeadlineExceeded")
+from kubetasks.vocabulary import FINAL_PHASES, TaskPhase
 
 
 class RetryBackoff(Model):
@@ -182,7 +168,7 @@ class TaskStatus(Model):
     rules: ClassVar = [
         cel(
             "!has(oldSelf.phase) || !(oldSelf.phase in "
-            + str(list(FINAL_PHASES)).replace('"', "'")
+            + str([phase.value for phase in FINAL_PHASES])
             + ") || (has(self.phase) && self.phase == oldSelf.phase)",
             "a finished Task's phase cannot change",
         ),
@@ -192,7 +178,7 @@ class TaskStatus(Model):
         ),
     ]
 
-    phase: Phase | None = None
+    phase: TaskPhase | None = None
     """Pending, Waiting (for dependsOn), Scheduled (runAt in the future), Queued, Running,
     Retrying (an attempt failed, another follows at nextRetryAt), or one of the final phases
     Succeeded, Failed, Cancelled, DeadlineExceeded."""

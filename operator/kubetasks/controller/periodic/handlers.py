@@ -12,9 +12,9 @@ from typing import Any
 
 import kopf
 
-from kubetasks.controller.periodic.policy import PARENT_LABEL, Child, child_from, owner_uid
+from kubetasks.controller.periodic.policy import Child, child_from, owner_uid
 from kubetasks.controller.periodic.registry import PeriodicRunners
-from kubetasks.k8s.api import GROUP, PERIODIC_TASKS, TASKS, VERSION
+from kubetasks.vocabulary import GROUP, PARENT_LABEL, PERIODIC_TASKS, TASKS, VERSION
 
 
 @kopf.index(GROUP, VERSION, TASKS, labels={PARENT_LABEL: kopf.PRESENT})

@@ -22,7 +22,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from kubetasks.errors import ConfigurationError
-from kubetasks.k8s.api import GROUP, VERSION
 from kubetasks.scheduling import (
     InvalidTimeZoneError,
     Schedule,
@@ -30,19 +29,19 @@ from kubetasks.scheduling import (
     load_zone,
     parent_label,
     parse,
-    parse_rfc3339,
     plan,
-    rfc3339,
 )
-from kubetasks.status_patches import SUCCEEDED, TERMINAL, timestamp
+from kubetasks.timestamps import parse_rfc3339, rfc3339, rfc3339_millis
+from kubetasks.vocabulary import (
+    CREATED_ANNOTATION,
+    FINAL_PHASES,
+    GROUP,
+    PARENT_LABEL,
+    SCHEDULED_ANNOTATION,
+    VERSION,
+    TaskPhase,
+)
 
-#: Label on every child Task; its value is the PeriodicTask's name (hashed if over 63).
-PARENT_LABEL = "kubetasks.dev/periodic-task"
-#: Annotation on every child Task: its slot, RFC 3339 in UTC.
-SCHEDULED_ANNOTATION = "kubetasks.dev/scheduled-time"
-#: Annotation on every child Task: when the operator sent the create, with milliseconds
-#: (creationTimestamp has whole seconds only; this is what lateness is measured with).
-CREATED_ANNOTATION = "kubetasks.dev/created-at"
 #: status.active lists at most this many names (the CRD's bound); activeCount counts all.
 MAX_ACTIVE_LISTED = 256
 #: Seconds a child the runner created counts as active before the index shows it.
@@ -62,7 +61,7 @@ class Child:
 
     @property
     def finished(self) -> bool:
-        return self.phase in TERMINAL
+        return self.phase in FINAL_PHASES
 
 
 def owner_uid(meta: Mapping[str, Any]) -> str | None:
@@ -103,8 +102,8 @@ def history_to_delete(
         return (child.slot or 0.0, child.name)
 
     finished = sorted((c for c in children if c.finished and not c.deleting), key=age)
-    succeeded = [c for c in finished if c.phase == SUCCEEDED]
-    failed = [c for c in finished if c.phase != SUCCEEDED]
+    succeeded = [c for c in finished if c.phase == TaskPhase.SUCCEEDED]
+    failed = [c for c in finished if c.phase != TaskPhase.SUCCEEDED]
     doomed = succeeded[: max(0, len(succeeded) - successful_limit)]
     doomed += failed[: max(0, len(failed) - failed_limit)]
     return [c.name for c in sorted(doomed, key=age)]
@@ -123,7 +122,7 @@ def schedule_condition(
             "status": status,
             "reason": reason,
             "message": message[:2048],
-            "lastTransitionTime": since or timestamp(now),
+            "lastTransitionTime": since or rfc3339_millis(now),
         }
     ]
 
@@ -147,7 +146,7 @@ def child_body(parent: Mapping[str, Any], slot: int, now: float) -> dict[str, An
             "annotations": {
                 **(template_meta.get("annotations") or {}),
                 SCHEDULED_ANNOTATION: rfc3339(slot),
-                CREATED_ANNOTATION: timestamp(now),
+                CREATED_ANNOTATION: rfc3339_millis(now),
             },
             "ownerReferences": [
                 {
@@ -345,7 +344,9 @@ def plan_sync(snapshot: Snapshot) -> SyncPlan:
         int(spec.get("successfulTasksHistoryLimit", 3)),
         int(spec.get("failedTasksHistoryLimit", 1)),
     )
-    succeeded = [c.finished_at for c in children if c.phase == SUCCEEDED and c.finished_at]
+    succeeded = [
+        c.finished_at for c in children if c.phase == TaskPhase.SUCCEEDED and c.finished_at
+    ]
     last_success = max(
         [t for t in (parse_time(status.get("lastSuccessfulTime")), *succeeded) if t],
         default=None,
@@ -355,7 +356,7 @@ def plan_sync(snapshot: Snapshot) -> SyncPlan:
         status={
             "lastScheduleTime": rfc3339(last) if last is not None else None,
             "nextScheduleTime": rfc3339(next_time) if next_time is not None else None,
-            "lastSuccessfulTime": timestamp(last_success) if last_success else None,
+            "lastSuccessfulTime": rfc3339_millis(last_success) if last_success else None,
             "active": active[:MAX_ACTIVE_LISTED] or None,
             "activeCount": len(active),
             "missedSlots": missed_after,

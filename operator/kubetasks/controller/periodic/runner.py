@@ -35,7 +35,7 @@ from kubetasks.controller.periodic.policy import (
     remembered,
 )
 from kubetasks.k8s.api import reason_text
-from kubetasks.scheduling import rfc3339
+from kubetasks.timestamps import rfc3339
 
 log = logging.getLogger("kubetasks.periodic")
 
