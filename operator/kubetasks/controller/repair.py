@@ -39,9 +39,9 @@ FAST_RETRY = 2.0
 
 #: Seconds an outcome Redis recorded is left to the worker that ran it before repair copies
 #: it: a lease's worth (the workers' default). The worker's own status write follows its ack
-#: within milliseconds when the API server keeps up, and was seen 9 s late in a burst on a
-#: machine loaded several times over its cores; copying sooner would race that write, and
-#: count as lost a write that was only late.
+#: within milliseconds when the API server keeps up, and can be many seconds late in a burst
+#: on an overloaded machine; copying sooner would race that write, and count as lost a write
+#: that was only late.
 SETTLE_AFTER = 30.0
 
 

@@ -37,7 +37,7 @@ async def periodic_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **kwa
         await periodic.forget(uid)
         return
     # Each watch event brings a freshly decoded object and the runner never mutates it, so a
-    # shallow copy is enough (a deep copy, managedFields and all, cost ~2 ms per event).
+    # shallow copy is enough: a deep copy would copy managedFields and all on every event.
     periodic.observe(dict(body))
 
 
