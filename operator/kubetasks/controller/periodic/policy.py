@@ -33,12 +33,11 @@ from kubetasks.scheduling import (
 )
 from kubetasks.timestamps import parse_rfc3339, rfc3339, rfc3339_millis
 from kubetasks.vocabulary import (
+    API_VERSION,
     CREATED_ANNOTATION,
     FINAL_PHASES,
-    GROUP,
     PARENT_LABEL,
     SCHEDULED_ANNOTATION,
-    VERSION,
     TaskPhase,
 )
 
@@ -134,7 +133,7 @@ def child_body(parent: Mapping[str, Any], slot: int, now: float) -> dict[str, An
     template = (parent.get("spec") or {}).get("taskTemplate") or {}
     template_meta = template.get("metadata") or {}
     return {
-        "apiVersion": f"{GROUP}/{VERSION}",
+        "apiVersion": API_VERSION,
         "kind": "Task",
         "metadata": {
             "name": child_name(meta["name"], slot),
@@ -150,7 +149,7 @@ def child_body(parent: Mapping[str, Any], slot: int, now: float) -> dict[str, An
             },
             "ownerReferences": [
                 {
-                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "apiVersion": API_VERSION,
                     "kind": "PeriodicTask",
                     "name": meta["name"],
                     "uid": meta["uid"],
