@@ -40,6 +40,7 @@ from devenv.kubeapi import JsonApi
 from devenv.redis_server import RedisServer, free_port
 from kubetasks.timestamps import parse_rfc3339
 from kubetasks.vocabulary import (
+    API_VERSION,
     CREATED_ANNOTATION,
     GROUP,
     PARENT_LABEL,
@@ -106,7 +107,7 @@ class ChildWatch:
 
 def periodic_body(name: str, schedule: str) -> dict[str, Any]:
     return {
-        "apiVersion": f"{GROUP}/{VERSION}",
+        "apiVersion": API_VERSION,
         "kind": "PeriodicTask",
         "metadata": {"name": name},
         "spec": {

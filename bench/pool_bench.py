@@ -42,7 +42,7 @@ from devenv.kubelet import PROCESS_KUBELET_LABEL, ProcessKubelet
 from devenv.redis_server import RedisServer, free_port
 from kubetasks.client import AsyncClient, TaskRequest
 from kubetasks.queue import TaskInfo
-from kubetasks.vocabulary import GROUP, VERSION
+from kubetasks.vocabulary import API_VERSION, GROUP, VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 NAMESPACE, POOL, QUEUE = "bench", "idle", "idle-queue"
@@ -165,7 +165,7 @@ def main() -> None:
         kubelet.start()
         try:
             body = {
-                "apiVersion": f"{GROUP}/{VERSION}",
+                "apiVersion": API_VERSION,
                 "kind": "WorkerPool",
                 "metadata": {"name": POOL},
                 "spec": {"queues": [{"name": QUEUE}], "minReplicas": 0, "maxReplicas": 2,

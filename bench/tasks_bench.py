@@ -47,7 +47,7 @@ from devenv.redis_server import RedisServer, free_port
 from kubetasks.client import AsyncClient
 from kubetasks.status_patches import finished_patch
 from kubetasks.timestamps import parse_rfc3339
-from kubetasks.vocabulary import GROUP, VERSION
+from kubetasks.vocabulary import API_VERSION, GROUP, VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -156,7 +156,7 @@ async def create_and_follow(
                     await asyncio.sleep(max(0.0, begin + i / rate - time.time()))
                 name = f"t-{i:05d}"
                 body = {
-                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "apiVersion": API_VERSION,
                     "kind": "Task",
                     "metadata": {"name": name},
                     "spec": {"handler": "kubetasks.echo", "args": [i]},
@@ -325,7 +325,7 @@ async def run_ceiling(plane: ControlPlane, n: int) -> dict[str, float]:
 
         async def create(i: int) -> None:
             body = {
-                "apiVersion": f"{GROUP}/{VERSION}",
+                "apiVersion": API_VERSION,
                 "kind": "Task",
                 "metadata": {"name": f"c-{i:05d}"},
                 "spec": {"handler": "kubetasks.echo", "args": [i]},

@@ -40,7 +40,7 @@ from devenv.controlplane import ControlPlane
 from devenv.crds import apply_crds
 from devenv.kubeapi import JsonApi
 from fixtures.controlplane import Impersonate, Kubectl
-from kubetasks.vocabulary import GROUP, VERSION
+from kubetasks.vocabulary import API_VERSION, GROUP, VERSION
 
 RBAC_API = "/apis/rbac.authorization.k8s.io/v1"
 KUBETASKS_CRDS = ("periodictasks.kubetasks.dev", "queues.kubetasks.dev", "tasks.kubetasks.dev",
@@ -441,7 +441,7 @@ def test_worker_account_may_only_read_tasks_and_patch_their_status(
         # Real requests as the worker: status patch works, the rest is 403.
         custom = k8s.CustomObjectsApi(kube_api)
         task = {
-            "apiVersion": f"{GROUP}/{VERSION}",
+            "apiVersion": API_VERSION,
             "kind": "Task",
             "metadata": {"name": "rbac-probe"},
             "spec": {"handler": "kubetasks.echo"},

@@ -28,6 +28,7 @@ from fixtures.controlplane import Kubectl
 from fixtures.operator import Operator, StartWorkers, kube_env
 from kubetasks.timestamps import parse_rfc3339
 from kubetasks.vocabulary import (
+    API_VERSION,
     CREATED_ANNOTATION,
     FINAL_PHASES,
     GROUP,
@@ -46,7 +47,7 @@ class PeriodicTasks:
 
     def create(self, name: str, schedule: str, template: dict[str, Any], **spec: Any) -> None:
         body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
+            "apiVersion": API_VERSION,
             "kind": "PeriodicTask",
             "metadata": {"name": name},
             "spec": {"schedule": schedule, "taskTemplate": {"spec": template}, **spec},

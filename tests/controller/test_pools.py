@@ -25,7 +25,7 @@ from kubetasks.client import AsyncClient, TaskRequest
 from kubetasks.queue import Broker, keys
 from kubetasks.queue.keys import QueueKeys
 from kubetasks.queuename import QUEUE_NAME_PATTERN
-from kubetasks.vocabulary import GROUP, POOL_LABEL, VERSION
+from kubetasks.vocabulary import API_VERSION, GROUP, POOL_LABEL, VERSION
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -55,7 +55,7 @@ class Pools:
             {"name": "PYTHONPATH", "value": os.pathsep.join([str(TESTS / "worker"), str(TESTS)])}
         ]
         body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
+            "apiVersion": API_VERSION,
             "kind": "WorkerPool",
             "metadata": {"name": name},
             "spec": {"queues": [{"name": queue}], "imports": ["handlers_for_tests"],
@@ -321,7 +321,7 @@ def test_a_task_stored_with_an_invalid_queue_fails_naming_it_and_others_keep_wor
     # A Task stored while the CRD was looser, as on a cluster upgraded from it.
     _set_task_queue_pattern(kubectl, LOOSE_QUEUE)
     try:
-        legacy = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Task",
+        legacy = {"apiVersion": API_VERSION, "kind": "Task",
                   "metadata": {"name": "legacy"},
                   "spec": {"handler": "kubetasks.echo", "queue": "Default"}}  # fmt: skip
         deadline = time.monotonic() + 30

@@ -19,7 +19,7 @@ from devenv.controlplane import ControlPlane
 from fixtures.controlplane import Kubectl
 from fixtures.operator import Operator, StartWorkers, Tasks, kube_env
 from kubetasks.queue import Broker, QueueSettings
-from kubetasks.vocabulary import GROUP, VERSION
+from kubetasks.vocabulary import API_VERSION, GROUP, VERSION
 
 Completed = subprocess.CompletedProcess[str]
 
@@ -33,7 +33,7 @@ class Queues:
         self.namespace = namespace
 
     def create(self, name: str, **spec: Any) -> None:
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Queue",
+        body = {"apiVersion": API_VERSION, "kind": "Queue",
                 "metadata": {"name": name}, "spec": spec}  # fmt: skip
         self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, "queues", body)
 
