@@ -54,6 +54,36 @@ class ApiError(KubetasksError):
         super().__init__(f"{method} {path}: {status} {self.reason}: {self.message}")
 
 
+class ForbiddenError(ApiError):
+    """403: the operator's or worker's account may not do this (RBAC)."""
+
+
+class NotFoundError(ApiError):
+    """404: the object (or its namespace) does not exist, or no longer does."""
+
+
+class ConflictError(ApiError):
+    """409: AlreadyExists on a create, or a precondition (uid, resourceVersion) not met."""
+
+
+class InvalidError(ApiError):
+    """422: the server refused the object or patch (schema, CEL transition rule, a JSON
+    patch ``test`` that failed)."""
+
+
+class TooManyRequestsError(ApiError):
+    """429: the API server's priority and fairness is shedding load; retry later."""
+
+
+_BY_STATUS: dict[int, type[ApiError]] = {
+    403: ForbiddenError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: InvalidError,
+    429: TooManyRequestsError,
+}
+
+
 def load_configuration() -> client.Configuration:
     """In-cluster service account if there is one, else the kubeconfig ($KUBECONFIG).
 
@@ -197,7 +227,8 @@ class KubeApi:
         body: object | None = None,
         content_type: str = JSON,
     ) -> JsonObject:
-        """Send one request; raise :class:`ApiError` on an error status, return the body."""
+        """Send one request, return the body; an error status raises :class:`ApiError`, as
+        the subclass of its status when there is one (:class:`NotFoundError`, ...)."""
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         params = (
             {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in query.items()}
@@ -220,7 +251,7 @@ class KubeApi:
             parsed = {"message": raw[:500].decode(errors="replace")}
         if status >= 400:
             hint = _ANONYMOUS if self.anonymous and status in (401, 403) else ""
-            raise ApiError(method, path, status, parsed, hint=hint)
+            raise _BY_STATUS.get(status, ApiError)(method, path, status, parsed, hint=hint)
         return parsed
 
     async def get(self, path: str, **query: str | int | bool) -> JsonObject:
@@ -245,11 +276,6 @@ class KubeApi:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-
-def status_code(exc: BaseException) -> int | None:
-    """The HTTP status of an API error (None for a network error or anything else)."""
-    return exc.status if isinstance(exc, ApiError) else None
 
 
 def reason_text(exc: BaseException) -> str:

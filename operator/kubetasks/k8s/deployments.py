@@ -7,10 +7,11 @@ included, so a pool's spec change and a scale decision can never fight over fiel
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
-from kubetasks.k8s.api import APPLY_PATCH, STRATEGIC_MERGE_PATCH, KubeApi, status_code
+from kubetasks.k8s.api import APPLY_PATCH, STRATEGIC_MERGE_PATCH, KubeApi, NotFoundError
 
 FIELD_MANAGER = "kubetasks-operator"
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
@@ -24,6 +25,15 @@ class DeploymentState:
     """Pods ready."""
     failure: str | None = None
     """Why its ReplicaSet cannot create pods (``ReplicaFailure`` condition), if it cannot."""
+
+
+class WorkerPod(TypedDict):
+    """A live worker pod, as the autoscaler needs it to choose which pods go first."""
+
+    name: str
+    cost: str | None
+    """Its ``pod-deletion-cost`` annotation (None: not set)."""
+    phase: str | None
 
 
 class DeploymentWriter:
@@ -46,10 +56,8 @@ class DeploymentWriter:
         """What a Deployment asks for and has, or None if it does not exist."""
         try:
             found = await self.api.get(_deployment_path(namespace, name))
-        except Exception as exc:
-            if status_code(exc) == 404:
-                return None
-            raise
+        except NotFoundError:
+            return None
         status = found.get("status") or {}
         failure = next(
             (
@@ -65,15 +73,15 @@ class DeploymentWriter:
             failure=failure,
         )
 
-    async def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        """Live pods (not being deleted) matching a label selector, as plain dicts."""
+    async def pods(self, namespace: str, selector: str) -> list[WorkerPod]:
+        """Live pods (not being deleted) matching a label selector."""
         listing = await self.api.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector=selector)
         return [
-            {
-                "name": p["metadata"]["name"],
-                "cost": (p["metadata"].get("annotations") or {}).get(DELETION_COST),
-                "phase": (p.get("status") or {}).get("phase"),
-            }
+            WorkerPod(
+                name=p["metadata"]["name"],
+                cost=(p["metadata"].get("annotations") or {}).get(DELETION_COST),
+                phase=(p.get("status") or {}).get("phase"),
+            )
             for p in listing.get("items") or []
             if not p["metadata"].get("deletionTimestamp")
         ]
@@ -81,13 +89,10 @@ class DeploymentWriter:
     async def set_deletion_cost(self, namespace: str, pod: str, cost: int) -> None:
         """Pods with a lower cost are removed first when a ReplicaSet scales in."""
         patch = {"metadata": {"annotations": {DELETION_COST: str(cost)}}}
-        try:
+        with contextlib.suppress(NotFoundError):  # the pod is gone already
             await self.api.patch(
                 f"/api/v1/namespaces/{namespace}/pods/{pod}", patch, STRATEGIC_MERGE_PATCH
             )
-        except Exception as exc:
-            if status_code(exc) != 404:
-                raise
 
 
 def _deployment_path(namespace: str, name: str) -> str:

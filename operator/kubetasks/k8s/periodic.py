@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
-from kubetasks.k8s.api import KubeApi, custom_path, status_code
+from kubetasks.k8s.api import ConflictError, KubeApi, NotFoundError, custom_path
 from kubetasks.vocabulary import PERIODIC_TASKS, TASKS
 
 log = logging.getLogger("kubetasks.periodic")
@@ -33,11 +33,9 @@ class PeriodicApi:
         """Create a child Task; False when a Task of that name exists (the slot already ran)."""
         try:
             await self.api.post(custom_path(TASKS, namespace), body)
-        except Exception as exc:
-            if status_code(exc) == 409:
-                self.already_existed += 1
-                return False
-            raise
+        except ConflictError:
+            self.already_existed += 1
+            return False
         self.created += 1
         return True
 
@@ -63,7 +61,5 @@ class PeriodicApi:
     async def _ignore_missing(self, request: Awaitable[Any]) -> None:
         try:
             await request
-        except Exception as exc:
-            if status_code(exc) != 404:
-                raise
+        except NotFoundError as exc:
             log.debug("object already gone: %s", exc)

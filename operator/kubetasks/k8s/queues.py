@@ -7,9 +7,10 @@ operator lists Queues and writes their status.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
-from kubetasks.k8s.api import APPLY_PATCH, KubeApi, custom_path, status_code
+from kubetasks.k8s.api import APPLY_PATCH, KubeApi, NotFoundError, custom_path
 from kubetasks.vocabulary import GROUP, QUEUES, VERSION
 
 #: Field manager of ``kubetasks pause`` / ``resume``.
@@ -42,8 +43,5 @@ class QueueApi:
         return list(found.get("items") or [])
 
     async def write_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        try:
+        with contextlib.suppress(NotFoundError):  # deleted meanwhile
             await self.api.patch(custom_path(QUEUES, namespace, name, "status"), {"status": status})
-        except Exception as exc:
-            if status_code(exc) != 404:  # deleted meanwhile
-                raise

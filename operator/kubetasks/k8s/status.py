@@ -9,10 +9,11 @@ write to a Task that no longer exists.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
-from kubetasks.k8s.api import KubeApi, custom_path, reason_text, status_code
+from kubetasks.k8s.api import InvalidError, KubeApi, NotFoundError, custom_path, reason_text
 from kubetasks.vocabulary import TASKS, WORKER_POOLS
 
 log = logging.getLogger("kubetasks.status")
@@ -28,15 +29,12 @@ class TaskStatusWriter:
         """Apply ``patch``; False when the Task is gone or the write was stale."""
         try:
             await self.api.patch(custom_path(TASKS, namespace, name, "status"), patch)
-        except Exception as exc:
-            code = status_code(exc)
-            if code == 404:
-                return False
-            if code == 422:  # a transition rule refused it: status already moved on
-                self.refused += 1
-                log.debug("status write to %s/%s refused as stale: %s", namespace, name, exc)
-                return False
-            raise
+        except NotFoundError:
+            return False
+        except InvalidError as exc:  # a transition rule refused it: status already moved on
+            self.refused += 1
+            log.debug("status write to %s/%s refused as stale: %s", namespace, name, exc)
+            return False
         self.writes += 1
         return True
 
@@ -57,10 +55,7 @@ class PoolStatusWriter:
         self.api = api
 
     async def write(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        try:
+        with contextlib.suppress(NotFoundError):  # the pool is gone
             await self.api.patch(
                 custom_path(WORKER_POOLS, namespace, name, "status"), {"status": status}
             )
-        except Exception as exc:
-            if status_code(exc) != 404:
-                raise

@@ -6,11 +6,19 @@ use for it.)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable
 from typing import Any
 
-from kubetasks.k8s.api import JSON_PATCH, KubeApi, custom_path, status_code
+from kubetasks.k8s.api import (
+    JSON_PATCH,
+    ConflictError,
+    InvalidError,
+    KubeApi,
+    NotFoundError,
+    custom_path,
+)
 from kubetasks.vocabulary import TASKS
 
 log = logging.getLogger("kubetasks.operator")
@@ -24,10 +32,8 @@ class TaskApi:
         """The Task, or None when there is none of that name."""
         try:
             return await self.api.get(custom_path(TASKS, namespace, name))
-        except Exception as exc:
-            if status_code(exc) == 404:
-                return None
-            raise
+        except NotFoundError:
+            return None
 
     async def add_finalizer(self, body: dict[str, Any], finalizer: str) -> None:
         meta = body["metadata"]
@@ -39,14 +45,11 @@ class TaskApi:
         ]
         if not finalizers:
             patch = [{"op": "add", "path": "/metadata/finalizers", "value": [finalizer]}]
-        try:
+        # Gone already, or its finalizers changed under us (the next event retries).
+        with contextlib.suppress(NotFoundError, InvalidError):
             await self.api.patch(
                 custom_path(TASKS, meta["namespace"], meta["name"]), patch, JSON_PATCH
             )
-        except Exception as exc:
-            # Gone already, or its finalizers changed under us (the next event retries).
-            if status_code(exc) not in (404, 422):
-                raise
 
     async def remove_finalizer(self, body: dict[str, Any], finalizer: str) -> None:
         """Remove ``finalizer`` if it is still where ``body`` saw it (a JSON-patch test)."""
@@ -63,9 +66,7 @@ class TaskApi:
             await self.api.patch(
                 custom_path(TASKS, meta["namespace"], meta["name"]), patch, JSON_PATCH
             )
-        except Exception as exc:
-            if status_code(exc) not in (404, 422):  # gone, or finalizers changed: next event
-                raise
+        except (NotFoundError, InvalidError) as exc:  # gone, or finalizers changed: next event
             log.debug("finalizer removal on %s skipped: %s", meta["name"], exc)
 
     async def delete(self, namespace: str, name: str, uid: str) -> bool:
@@ -75,10 +76,8 @@ class TaskApi:
                 custom_path(TASKS, namespace, name),
                 {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}},
             )
-        except Exception as exc:
-            if status_code(exc) in (404, 409):
-                return False
-            raise
+        except (NotFoundError, ConflictError):
+            return False
         return True
 
     async def list(self, namespaces: Iterable[str] = ()) -> list[dict[str, Any]]:
