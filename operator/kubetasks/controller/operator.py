@@ -17,6 +17,7 @@ from kubetasks.controller.autoscaling import PoolAutoscaler
 from kubetasks.controller.deferred import DeferredWrites
 from kubetasks.controller.dependents import Dependents
 from kubetasks.controller.events import PhaseTracker
+from kubetasks.controller.memo import OperatorMemo
 from kubetasks.controller.periodic import PeriodicRunners  # registers the PeriodicTask handlers
 from kubetasks.controller.reaper import Reaper
 from kubetasks.controller.repair import Repairer
@@ -61,7 +62,7 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: Any) -> None:
     # React to each event at once: the default 0.1 s batching window would be most of the
     # create-to-running latency.
     settings.batching.batch_window = 0.01
@@ -116,7 +117,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
 
 
 @kopf.on.cleanup()
-async def cleanup(memo: Any, **_: Any) -> None:
+async def cleanup(memo: OperatorMemo, **_: Any) -> None:
     memo.stop.set()
     await asyncio.gather(*memo.loops, return_exceptions=True)
     await memo.periodic.stop()
@@ -126,7 +127,12 @@ async def cleanup(memo: Any, **_: Any) -> None:
 
 @kopf.on.event("", "v1", "pods", labels={POOL_LABEL: kopf.PRESENT})
 async def worker_pod_gone(
-    event: kopf.RawEvent, body: kopf.Body, name: str, namespace: str | None, memo: Any, **_: Any
+    event: kopf.RawEvent,
+    body: kopf.Body,
+    name: str,
+    namespace: str | None,
+    memo: OperatorMemo,
+    **_: Any,
 ) -> None:
     """A worker pod is gone: return what it still held at once, without waiting for leases
     to expire. (A pod that shut down cleanly handed its tasks back itself; this is for pods
@@ -141,7 +147,7 @@ async def worker_pod_gone(
         log.info("pod %s/%s carries the worker label but no pool of ours runs it", namespace,
                  name)  # fmt: skip
         return
-    state: OperatorState = memo.state
+    state = memo.state
     broker = state.broker.in_namespace(namespace)
     worker_id = worker_id_for_pod(namespace, name)
     for queue in await broker.queues():
@@ -207,5 +213,6 @@ def run(
             liveness_endpoint=liveness,
             # kopf's Identity is a NewType of str that kopf does not export.
             identity=cast(Any, operator_identity()),
+            memo=OperatorMemo(),
         )
     )

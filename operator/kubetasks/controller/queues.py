@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import kopf
 
@@ -28,6 +28,9 @@ from kubetasks.queue import Broker, QueueSettings, QueueStats
 from kubetasks.queuename import is_queue_name
 from kubetasks.timestamps import rfc3339_millis
 from kubetasks.vocabulary import GROUP, QUEUES, VERSION
+
+if TYPE_CHECKING:
+    from kubetasks.controller.memo import OperatorMemo
 
 log = logging.getLogger("kubetasks.queues")
 
@@ -259,8 +262,8 @@ def _event(body: dict[str, Any], kind: str, reason: str, message: str) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, QUEUES)
-async def queue_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
-    controller: QueueController = memo.queues
+async def queue_event(event: kopf.RawEvent, body: kopf.Body, memo: OperatorMemo, **_: Any) -> None:
+    controller = memo.queues
     if event.get("type") == "DELETED":
         await controller.deleted(dict(body))
     else:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kopf
 
@@ -30,6 +30,9 @@ from kubetasks.errors import ConfigurationError
 from kubetasks.queuename import is_queue_name
 from kubetasks.status_patches import operator_patch
 from kubetasks.vocabulary import FINAL_PHASES, GROUP, TASK_FINALIZER, TASKS, VERSION, TaskPhase
+
+if TYPE_CHECKING:
+    from kubetasks.controller.memo import OperatorMemo
 
 log = logging.getLogger("kubetasks.operator")
 
@@ -60,9 +63,8 @@ def api_lookup(state: OperatorState, dependents: Dependents) -> PhaseLookup:
 
 
 @kopf.on.event(GROUP, VERSION, TASKS)
-async def task_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
-    state: OperatorState = memo.state
-    dependents: Dependents = memo.dependents
+async def task_event(event: kopf.RawEvent, body: kopf.Body, memo: OperatorMemo, **_: Any) -> None:
+    state, dependents = memo.state, memo.dependents
     obj = dict(body)
     meta = obj["metadata"]
     status = obj.get("status") or {}

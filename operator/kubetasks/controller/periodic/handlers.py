@@ -8,13 +8,15 @@ route: what a runner does is in :mod:`.runner` and :mod:`.policy`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kopf
 
 from kubetasks.controller.periodic.policy import Child, child_from, owner_uid
-from kubetasks.controller.periodic.registry import PeriodicRunners
 from kubetasks.vocabulary import GROUP, PARENT_LABEL, PERIODIC_TASKS, TASKS, VERSION
+
+if TYPE_CHECKING:
+    from kubetasks.controller.memo import OperatorMemo
 
 
 @kopf.index(GROUP, VERSION, TASKS, labels={PARENT_LABEL: kopf.PRESENT})
@@ -29,8 +31,10 @@ def periodic_children(
 
 
 @kopf.on.event(GROUP, VERSION, PERIODIC_TASKS)
-async def periodic_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-    periodic: PeriodicRunners = memo.periodic
+async def periodic_event(
+    event: kopf.RawEvent, body: kopf.Body, memo: OperatorMemo, **kwargs: Any
+) -> None:
+    periodic = memo.periodic
     periodic.index = kwargs["periodic_children"]
     uid = body["metadata"]["uid"]
     if event.get("type") == "DELETED" or body["metadata"].get("deletionTimestamp"):
@@ -42,7 +46,7 @@ async def periodic_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **kwa
 
 
 @kopf.on.event(GROUP, VERSION, TASKS, labels={PARENT_LABEL: kopf.PRESENT})
-async def periodic_child_event(body: kopf.Body, memo: Any, **_: Any) -> None:
+async def periodic_child_event(body: kopf.Body, memo: OperatorMemo, **_: Any) -> None:
     uid = owner_uid(dict(body["metadata"]))
     if uid is not None:
         memo.periodic.poke(uid)
