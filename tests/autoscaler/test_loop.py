@@ -15,7 +15,7 @@ from kubernetes.client import ApiException
 from kubetasks.clock import FakeClock
 from kubetasks.controller.autoscaling import PoolAutoscaler
 from kubetasks.controller.workloads import WorkloadDefaults
-from kubetasks.k8s.deployments import DeploymentState
+from kubetasks.k8s.deployments import DeploymentState, WorkerPod
 from kubetasks.metrics import OperatorMetrics
 from kubetasks.queue import Broker, QueueSettings, TaskMessage, keys
 from kubetasks.vocabulary import API_VERSION
@@ -49,12 +49,13 @@ class FakeDeployments:
             return None
         return DeploymentState(replicas=self.replicas[name], ready=self.replicas[name])
 
-    async def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+    async def pods(self, namespace: str, selector: str) -> list[WorkerPod]:
         pool = selector.split("=", 1)[1]
         return [
-            {"name": p, "cost": None if p not in self.costs else str(self.costs[p])}
+            WorkerPod(name=p, cost=None if p not in self.costs else str(self.costs[p]),
+                      phase="Running")
             for p in self.pod_names.get(pool, [])
-        ]
+        ]  # fmt: skip
 
     async def set_deletion_cost(self, namespace: str, pod: str, cost: int) -> None:
         self.costs[pod] = cost
@@ -98,7 +99,7 @@ class Harness:
     def new_scaler(self) -> PoolAutoscaler:
         """An autoscaler as a (re)started operator has it: no memory of earlier decisions."""
         return PoolAutoscaler(
-            self.broker, self.clock, self.deployments, self.statuses,  # type: ignore[arg-type]
+            self.broker, self.clock, self.deployments, self.statuses,
             defaults=WorkloadDefaults(redis_url="redis://r"), metrics=self.metrics,
         )  # fmt: skip
 

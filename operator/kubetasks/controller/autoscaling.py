@@ -20,7 +20,7 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import kopf
 
@@ -29,8 +29,7 @@ from kubetasks.background import isolated
 from kubetasks.clock import Clock
 from kubetasks.controller.workloads import WorkloadDefaults, deployment
 from kubetasks.k8s.api import reason_text
-from kubetasks.k8s.deployments import DeploymentState, DeploymentWriter
-from kubetasks.k8s.status import PoolStatusWriter
+from kubetasks.k8s.deployments import DeploymentState, WorkerPod
 from kubetasks.metrics import OperatorMetrics
 from kubetasks.queue import Broker, QueueStats
 from kubetasks.settings import worker_id_for_pod
@@ -45,6 +44,35 @@ POLL_SECONDS = 2.0
 ENQUEUE_GAP_SECONDS = 0.5
 
 PoolKey = tuple[str, str]
+
+
+class DeploymentsApi(Protocol):
+    """The calls on worker Deployments and their pods; the real one is
+    :class:`~kubetasks.k8s.deployments.DeploymentWriter`."""
+
+    async def apply(self, manifest: dict[str, Any]) -> None:
+        """Server-side apply of a whole Deployment, replicas included."""
+        ...
+
+    async def observe(self, namespace: str, name: str) -> DeploymentState | None:
+        """What the Deployment asks for and has (None: there is none)."""
+        ...
+
+    async def pods(self, namespace: str, selector: str) -> list[WorkerPod]:
+        """Live pods matching a label selector."""
+        ...
+
+    async def set_deletion_cost(self, namespace: str, pod: str, cost: int) -> None:
+        """Annotate a pod's deletion cost (gone already: nothing to do)."""
+        ...
+
+
+class PoolStatuses(Protocol):
+    """Where pool status goes; the real one is :class:`~kubetasks.k8s.status.PoolStatusWriter`."""
+
+    async def write(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch the WorkerPool's status (gone already: nothing to do)."""
+        ...
 
 
 @dataclass
@@ -89,8 +117,8 @@ class PoolAutoscaler:
         self,
         broker: Broker,
         clock: Clock,
-        deployments: DeploymentWriter,
-        statuses: PoolStatusWriter,
+        deployments: DeploymentsApi,
+        statuses: PoolStatuses,
         *,
         defaults: WorkloadDefaults | None = None,
         metrics: OperatorMetrics | None = None,
