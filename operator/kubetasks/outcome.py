@@ -37,6 +37,11 @@ class InvalidArgumentsError(PermanentTaskError):
     """The task's args/kwargs do not fit the handler's signature: retrying cannot help."""
 
 
+class ResultNotJsonError(PermanentTaskError):
+    """The handler returned a value JSON cannot encode (the message names its type): the
+    next attempt would return the same kind of value, so the task fails at once."""
+
+
 @dataclass(frozen=True, slots=True)
 class BackoffPolicy:
     """Exponential backoff between attempts: ``base * 2**(attempt-1)``, capped, with jitter."""

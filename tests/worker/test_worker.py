@@ -177,7 +177,7 @@ async def test_retry_task_asks_for_a_specific_delay(
         ("test.permanent", [], "PermanentTaskError", "can never work"),
         ("no.such.handler", [], "HandlerNotFoundError", "no handler registered"),
         ("test.add", [1], "InvalidArgumentsError", "missing a required argument"),
-        ("test.not_json", [], "InvalidArgumentsError", "not JSON"),
+        ("test.not_json", [], "ResultNotJsonError", "of type object, which is not JSON"),
     ],
 )
 async def test_hopeless_tasks_fail_at_once_with_a_clear_error(

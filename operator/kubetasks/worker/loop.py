@@ -300,8 +300,9 @@ class Worker:
             try:
                 result = dumps(value)
             except (TypeError, ValueError) as err:
-                exc = outcomes.InvalidArgumentsError(
-                    f"handler {msg.handler!r} returned a value that is not JSON: {err}"
+                exc = outcomes.ResultNotJsonError(
+                    f"handler {msg.handler!r} returned a value of type "
+                    f"{type(value).__name__}, which is not JSON: {err}"
                 )
         except asyncio.CancelledError as err:
             exc = err
