@@ -9,6 +9,8 @@ mistakes from transient faults.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class KubetasksError(Exception):
     """Base class of every error kubetasks raises on purpose."""
@@ -46,7 +48,7 @@ class TaskNotFoundError(KubetasksError):
 class TaskFailedError(KubetasksError):
     """Raised by ``result()`` when the task ended without a result."""
 
-    def __init__(self, task_id: str, state: str, error: dict[str, object] | None) -> None:
+    def __init__(self, task_id: str, state: str, error: dict[str, Any] | None) -> None:
         detail = f": {error.get('type')}: {error.get('message')}" if error else ""
         super().__init__(f"task {task_id} ended {state}{detail}")
         self.task_id = task_id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -11,6 +12,7 @@ from kubetasks.outcome import (
     MAX_RESULT_BYTES,
     BackoffPolicy,
     InvalidArgumentsError,
+    Outcome,
     backoff_delay,
     decide,
 )
@@ -27,8 +29,8 @@ def raised(exc: Exception) -> Exception:
         return caught
 
 
-def run(**kw: object) -> object:
-    base = {
+def run(**kw: Any) -> Outcome:
+    base: dict[str, Any] = {
         "attempt": 1,
         "max_retries": 3,
         "backoff": NO_JITTER,
@@ -36,7 +38,7 @@ def run(**kw: object) -> object:
         "now": NOW,
         "rand": lambda: 0.5,
     }
-    return decide(**(base | kw))  # type: ignore[arg-type]
+    return decide(**(base | kw))
 
 
 def test_success_keeps_the_result() -> None:
@@ -47,6 +49,7 @@ def test_success_keeps_the_result() -> None:
 def test_oversized_result_fails_with_a_clear_error() -> None:
     out = run(result='"' + "x" * MAX_RESULT_BYTES + '"')
     assert out.kind == "failed"
+    assert out.error is not None
     assert out.error["type"] == "ResultTooLargeError"
     assert "cap" in out.error["message"]
 
@@ -56,6 +59,7 @@ def test_backoff_is_exponential_and_capped(attempt: int, delay: float) -> None:
     assert backoff_delay(NO_JITTER, attempt, lambda: 0.0) == delay
     out = run(attempt=attempt, max_retries=10, exc=raised(ValueError("boom")))
     assert (out.kind, out.retry_at) == ("retry", NOW + delay)
+    assert out.error is not None
     assert out.error["type"] == "ValueError" and "boom" in out.error["traceback"]
 
 
@@ -68,6 +72,7 @@ def test_jitter_spreads_over_the_upper_half() -> None:
 def test_gives_up_after_max_retries() -> None:
     out = run(attempt=4, max_retries=3, exc=ValueError("boom"))
     assert out.kind == "failed"
+    assert out.error is not None
     assert "gave up after 4 attempts" in out.error["message"]
 
 
@@ -83,6 +88,7 @@ def test_retry_task_with_delay_overrides_backoff() -> None:
 def test_permanent_errors_never_retry(exc: Exception) -> None:
     out = run(exc=exc)
     assert out.kind == "failed"
+    assert out.error is not None
     assert out.error["type"] == type(exc).__name__
 
 
@@ -93,4 +99,5 @@ def test_cancellation_is_its_own_outcome() -> None:
 def test_no_retry_after_the_deadline() -> None:
     out = run(exc=TaskTimeoutError("slow"), deadline=NOW + 1)
     assert out.kind == "deadline_exceeded"
+    assert out.error is not None
     assert "deadline" in out.error["message"]

@@ -61,7 +61,7 @@ HOST_PATHS = (
 
 
 def host_files() -> set[str]:
-    found = set()
+    found: set[str] = set()
     for top in map(Path, HOST_PATHS):
         if top.exists():  # the directories themselves are shared; what is in them counts
             found.update(str(p) for p in top.rglob("*"))
