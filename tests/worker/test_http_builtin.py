@@ -370,6 +370,7 @@ async def test_a_default_worker_does_not_know_kubetasks_http(
             await handle.result(timeout=5)
     assert failure.value.error is not None
     assert failure.value.error["type"] == "HandlerNotFoundError"
+    assert "start the worker with --allow-http" in failure.value.error["message"]
     assert server.requests == []
 
 

@@ -81,12 +81,20 @@ def _origin(fn: Callable[..., Any]) -> str:
     return f"{fn.__module__}.{fn.__qualname__}"
 
 
+#: Built-in handlers a worker registers only when told to, and how to tell it.
+OPT_IN = {
+    "kubetasks.http": "start the worker with --allow-http (WorkerPool spec.allowHttp: true)",
+    "kubetasks.shell": "start the worker with --allow-shell",
+}
+
+
 def get(name: str) -> Handler:
     try:
         return _REGISTRY[name]
     except KeyError:
+        how = OPT_IN.get(name, "is its module in --import?")
         raise HandlerNotFoundError(
-            f"no handler registered as {name!r} in this worker (is its module in --import?)"
+            f"no handler registered as {name!r} in this worker ({how})"
         ) from None
 
 
