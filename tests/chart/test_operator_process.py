@@ -34,6 +34,7 @@ from kubernetes import client as k8s
 from devenv.controlplane import ControlPlane
 from devenv.redis_server import free_port
 from fixtures.controlplane import Kubectl
+from fixtures.kube import present
 from fixtures.operator import Process, Tasks
 
 REPO = Path(__file__).resolve().parents[2]
@@ -192,7 +193,7 @@ def test_operator_runs_as_the_charts_user_without_a_passwd_entry(
         k8s.AuthenticationV1TokenRequest(spec=k8s.V1TokenRequestSpec(audiences=[])),
     )
     files = {
-        "token": answer.status.token,
+        "token": present(present(answer.status).token),
         "ca.crt": Path(control_plane.admin.ca_cert).read_text(),
         "namespace": namespace,
     }

@@ -25,6 +25,7 @@ from kubernetes import client as k8s
 
 from devenv.controlplane import ControlPlane
 from fixtures.controlplane import Kubectl
+from fixtures.kube import obj
 from fixtures.operator import Operator, StartWorkers, kube_env
 from kubetasks.timestamps import parse_rfc3339
 from kubetasks.vocabulary import (
@@ -57,16 +58,20 @@ class PeriodicTasks:
         )
 
     def status(self, name: str) -> dict[str, Any]:
-        body = self.custom.get_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, "periodictasks", name
+        body = obj(
+            self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, "periodictasks", name
+            )
         )
         return dict(body.get("status") or {})
 
     def children(self, name: str) -> dict[int, dict[str, Any]]:
         """This PeriodicTask's child Tasks by slot (Unix seconds); a repeated slot fails."""
         found: dict[int, dict[str, Any]] = {}
-        items = self.custom.list_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, "tasks", label_selector=f"{PARENT_LABEL}={name}"
+        items = obj(
+            self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, "tasks", label_selector=f"{PARENT_LABEL}={name}"
+            )
         )["items"]
         for item in items:
             slot = int(parse_rfc3339(item["metadata"]["annotations"][SCHEDULED_ANNOTATION]))

@@ -17,6 +17,7 @@ from kubernetes import client as k8s
 
 from devenv.controlplane import ControlPlane
 from fixtures.controlplane import Kubectl
+from fixtures.kube import event_reasons, obj
 from fixtures.operator import Operator, StartWorkers, Tasks, kube_env
 from kubetasks.queue import Broker, QueueSettings
 from kubetasks.vocabulary import API_VERSION, GROUP, VERSION
@@ -46,10 +47,9 @@ class Queues:
         self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, "queues", name)
 
     def get(self, name: str) -> dict[str, Any]:
-        found: dict[str, Any] = self.custom.get_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, "queues", name
+        return obj(
+            self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, "queues", name)
         )
-        return found
 
     def status(self, name: str) -> dict[str, Any]:
         return dict(self.get(name).get("status") or {})
@@ -62,7 +62,7 @@ class Queues:
         found = self.core.list_namespaced_event(
             self.namespace, field_selector=f"involvedObject.name={name},involvedObject.kind=Queue"
         )
-        return [e.reason for e in sorted(found.items, key=lambda e: e.metadata.creation_timestamp)]
+        return event_reasons(found.items)
 
 
 @pytest.fixture

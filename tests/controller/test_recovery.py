@@ -139,7 +139,8 @@ def test_a_task_deleted_while_the_operator_is_down_is_swept_from_redis(
             time.sleep(0.01)
         operator.kill()
         body = tasks.get("orphan")
-        assert body is not None and not body["metadata"].get("finalizers"), body["metadata"]
+        assert body is not None
+        assert not body["metadata"].get("finalizers"), body["metadata"]
         tasks.delete("orphan")
         assert tasks.get("orphan") is None
         operator.start()

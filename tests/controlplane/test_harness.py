@@ -27,6 +27,7 @@ from devenv.kubelet import PID_ANNOTATION, PROCESS_KUBELET_LABEL, ProcessKubelet
 from devenv.processes import is_running
 from devenv.redis_server import free_port
 from fixtures.controlplane import Impersonate, Kubectl
+from fixtures.kube import meta, pod_status, present
 
 pytestmark = pytest.mark.controlplane
 
@@ -120,15 +121,20 @@ def test_deployment_scale_runs_and_stops_local_processes(
     for name, pid in pids.items():
         assert is_running(pid)
         pod = core.read_namespaced_pod(name, namespace)
-        assert pod.metadata.annotations[PID_ANNOTATION] == str(pid)
-        assert pod.spec.node_name == process_kubelet.node_name
-        assert pod.status.pod_ip == "127.0.0.1"
-        assert {c.type: c.status for c in pod.status.conditions}["Ready"] == "True"
-        started = eventually(lambda n=name: (tmp_path / f"{n}.started").exists())
+        assert present(meta(pod).annotations)[PID_ANNOTATION] == str(pid)
+        assert present(pod.spec).node_name == process_kubelet.node_name
+        assert pod_status(pod).pod_ip == "127.0.0.1"
+        conditions = present(pod_status(pod).conditions)
+        assert {c.type: c.status for c in conditions}["Ready"] == "True"
+        marker = tmp_path / f"{name}.started"
+        started = eventually(marker.exists)
         assert started
         assert (tmp_path / f"{name}.started").read_text() == f"{namespace} hello"
     eventually(
-        lambda: apps.read_namespaced_deployment("workers", namespace).status.ready_replicas == 3
+        lambda: (
+            present(apps.read_namespaced_deployment("workers", namespace).status).ready_replicas
+            == 3
+        )
     )
 
     apps.patch_namespaced_deployment_scale("workers", namespace, {"spec": {"replicas": 1}})
@@ -169,10 +175,10 @@ def test_unlabelled_pods_stay_pending(
     eventually(lambda: running_pods(core, namespace, "labelled"))
     time.sleep(1)
     (pod,) = core.list_namespaced_pod(namespace, label_selector="app=plain").items
-    assert pod.status.phase == "Pending"
-    assert pod.spec.node_name is None
+    assert pod_status(pod).phase == "Pending"
+    assert present(pod.spec).node_name is None
     assert list(process_kubelet.pids(namespace)) == [
-        p.metadata.name for p in running_pods(core, namespace, "labelled")
+        meta(p).name for p in running_pods(core, namespace, "labelled")
     ]
 
 
@@ -191,17 +197,17 @@ def test_killed_process_is_restarted_with_a_new_pid(
 
     def restarted() -> k8s.V1ContainerStatus | None:
         pod = core.read_namespaced_pod(name, namespace)
-        statuses = pod.status.container_statuses or []
+        statuses = pod_status(pod).container_statuses or []
         ok = statuses and statuses[0].restart_count == 1 and statuses[0].ready
         return statuses[0] if ok else None
 
     status = eventually(restarted)
     assert isinstance(status, k8s.V1ContainerStatus)
-    assert status.last_state.terminated.exit_code == 137
+    assert present(present(status.last_state).terminated).exit_code == 137
     new_pid = process_kubelet.pids(namespace)[name]
     assert new_pid != pid
     pod = core.read_namespaced_pod(name, namespace)
-    assert pod.metadata.annotations[PID_ANNOTATION] == str(new_pid)
+    assert present(meta(pod).annotations)[PID_ANNOTATION] == str(new_pid)
 
 
 def test_pod_process_acts_as_its_service_account(
@@ -237,7 +243,9 @@ def test_pod_process_acts_as_its_service_account(
             ),
         ),
     )
-    eventually(lambda: core.read_namespaced_pod("whoami", namespace).status.phase == "Succeeded")
+    eventually(
+        lambda: pod_status(core.read_namespaced_pod("whoami", namespace)).phase == "Succeeded"
+    )
     user, secrets_rc = out.read_text().split("\n")
     assert user == f"system:serviceaccount:{namespace}:default"
     assert secrets_rc == "1"
@@ -275,7 +283,7 @@ def test_service_account_gets_only_what_its_role_grants(
     as_reader = k8s.CoreV1Api(impersonate(namespace, "reader"))
 
     assert as_reader.read_namespaced_config_map("settings", namespace).data == {"a": "1"}
-    names = {c.metadata.name for c in as_reader.list_namespaced_config_map(namespace).items}
+    names = {meta(c).name for c in as_reader.list_namespaced_config_map(namespace).items}
     assert "settings" in names
     with pytest.raises(k8s.ApiException) as refused:
         as_reader.list_namespaced_secret(namespace)

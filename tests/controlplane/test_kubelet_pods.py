@@ -7,11 +7,13 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client as k8s
 
 from devenv.kubelet import PROCESS_KUBELET_LABEL, ProcessKubelet
+from fixtures.kube import meta, pod_status, present
 
 pytestmark = pytest.mark.controlplane
 
@@ -26,10 +28,12 @@ DUMP_ENV = textwrap.dedent(
 )
 
 
-def pod_phase_and_state(core: k8s.CoreV1Api, name: str, namespace: str) -> tuple[str, object]:
-    pod = core.read_namespaced_pod(name, namespace)
-    statuses = pod.status.container_statuses or []
-    return pod.status.phase, statuses[0].state if statuses else None
+def pod_phase_and_state(
+    core: k8s.CoreV1Api, name: str, namespace: str
+) -> tuple[str | None, object]:
+    status = pod_status(core.read_namespaced_pod(name, namespace))
+    statuses = status.container_statuses or []
+    return status.phase, statuses[0].state if statuses else None
 
 
 def wait_for(check: object, timeout: float = 30.0) -> None:
@@ -41,7 +45,7 @@ def wait_for(check: object, timeout: float = 30.0) -> None:
         time.sleep(0.1)
 
 
-def labelled_pod(name: str, container: k8s.V1Container, **spec: object) -> k8s.V1Pod:
+def labelled_pod(name: str, container: k8s.V1Container, **spec: Any) -> k8s.V1Pod:
     return k8s.V1Pod(
         metadata=k8s.V1ObjectMeta(
             name=name, labels={PROCESS_KUBELET_LABEL: "true", "tier": "worker"}
@@ -117,7 +121,7 @@ def test_environment_command_and_working_dir_follow_the_pod_spec(
     assert dumped["env"] == {
         "POD_NAME": "envdump",
         "POD_NAMESPACE": namespace,
-        "MY_UID": created.metadata.uid,
+        "MY_UID": meta(created).uid,
         "PLAIN": "literal",
         "FROM_CM": "from-cm",
         "FROM_SECRET": "s3cret",
@@ -129,8 +133,11 @@ def test_environment_command_and_working_dir_follow_the_pod_spec(
     }
     assert dumped["argv"] == ["--name=envdump", "$(POD_NAME)", "$(UNDEFINED)"]
     assert dumped["cwd"] == str(tmp_path)
-    state = core.read_namespaced_pod("envdump", namespace).status.container_statuses[0].state
-    assert (state.terminated.exit_code, state.terminated.reason) == (0, "Completed")
+    statuses = present(
+        pod_status(core.read_namespaced_pod("envdump", namespace)).container_statuses
+    )
+    terminated = present(present(statuses[0].state).terminated)
+    assert (terminated.exit_code, terminated.reason) == (0, "Completed")
 
 
 def test_pods_that_cannot_start_say_why(

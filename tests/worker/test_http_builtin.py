@@ -218,7 +218,7 @@ def test_the_allowlist_overrides_and_the_denylist_adds() -> None:
 
 async def test_localhost_really_resolves_to_loopback_and_is_refused() -> None:
     infos = socket.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM)
-    addresses = ips(*{info[4][0] for info in infos})
+    addresses = ips(*{str(info[4][0]) for info in infos})
     assert addresses and all(a.is_loopback for a in addresses)
     with pytest.raises(PermanentTaskError, match=r"localhost resolves to .*, which is loopback"):
         await http_request(HttpSettings(), "http://localhost:9/")
