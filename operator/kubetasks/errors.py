@@ -24,6 +24,10 @@ class InvalidQueueError(ConfigurationError):
     """A queue name breaks the rule in ``kubetasks.queuename``; the message names the field."""
 
 
+class MessageTooLargeError(ConfigurationError):
+    """A task's encoded message exceeds ``kubetasks.queue.message.MAX_MESSAGE_BYTES``."""
+
+
 class BrokerUnavailableError(KubetasksError, ConnectionError):
     """Redis cannot be reached (or failed over mid-command); safe to retry later."""
 

@@ -35,6 +35,7 @@ from kubetasks.queue.message import (
     QueueStats,
     TaskInfo,
     TaskMessage,
+    check_size,
 )
 from kubetasks.queuename import DEFAULT_NAMESPACE, split_qualified, validate_namespace
 
@@ -213,6 +214,8 @@ class Broker:
         # Every name is checked before the first write: a refused queue must not reach the
         # registry, which every loop of the operator walks.
         queue_keys = {queue: self.keys(queue) for queue in by_queue}
+        # So is every size: an oversized message fails the call before anything is written.
+        encoded_of = {id(m): check_size(m.encode()) for m in order}
         await self._register(queue_keys.values())
         now = self._now_ms()
         calls: list[tuple[list[str], list[Any]]] = []
@@ -227,7 +230,7 @@ class Broker:
                 for m in chunk:
                     args += (
                         m.id,
-                        m.encode(),
+                        encoded_of[id(m)],
                         m.priority,
                         to_ms(m.run_at) if m.run_at else 0,
                         m.max_retries,

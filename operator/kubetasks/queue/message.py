@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubetasks.errors import ConfigurationError
+from kubetasks.errors import ConfigurationError, MessageTooLargeError
 from kubetasks.outcome import BackoffPolicy
 from kubetasks.queuename import validate_queue_name
 
@@ -33,6 +33,25 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 def dumps(value: Any) -> str:
     """Compact JSON, the one encoding of messages, results and errors."""
     return _dumps(value)
+
+
+#: Most bytes (UTF-8) of one encoded message: arguments included. Redis would take more, but
+#: every copy of a message is held by the worker that leases it, in the task's hash and, for
+#: a Task resource, in etcd next to its result; a larger one is refused before it is queued.
+MAX_MESSAGE_BYTES = 256 * 1024
+
+
+def check_size(encoded: str) -> str:
+    """``encoded`` if it fits :data:`MAX_MESSAGE_BYTES`, else MessageTooLargeError naming
+    both sizes."""
+    if len(encoded) * 4 > MAX_MESSAGE_BYTES:  # only long ones pay for counting bytes
+        size = len(encoded.encode())
+        if size > MAX_MESSAGE_BYTES:
+            raise MessageTooLargeError(
+                f"the task's encoded message is {size} bytes, more than the limit of"
+                f" {MAX_MESSAGE_BYTES} bytes (256 KiB): pass large inputs by reference"
+            )
+    return encoded
 
 
 @dataclass(frozen=True, slots=True)
