@@ -27,7 +27,9 @@ from kubetasks.metrics import serve as serve_metrics
 from kubetasks.queue import Broker, QueueStats
 from kubetasks.settings import (
     DEFAULT_HTTP_TIMEOUT,
+    LOG_LEVEL,
     MAX_HTTP_TIMEOUT,
+    PEERING_PRIORITY,
     HttpSettings,
     WorkerSettings,
     parse_cidrs,
@@ -150,6 +152,7 @@ def cmd_operator(ns: argparse.Namespace) -> int:
         standalone=standalone,
         peering=None if standalone else ns.peering,
         liveness=f"http://0.0.0.0:{ns.health_port}/healthz" if ns.health_port else None,
+        priority=PEERING_PRIORITY.get(),
         metrics_port=ns.metrics_port,
     )
     return 0
@@ -389,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="write Task status to Kubernetes (auto: when credentials are available)",
     )
-    w.add_argument("--log-level", default=os.environ.get("KUBETASKS_LOG_LEVEL", "info"))
+    w.add_argument("--log-level", default=LOG_LEVEL.get())
     w.set_defaults(func=cmd_worker)
 
     o = sub.add_parser("operator", help="run the kopf operator (Tasks, PeriodicTasks, pools)")
@@ -401,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument(
         "--metrics-port", type=int, default=9090, help="Prometheus metrics port (0: off)"
     )
-    o.add_argument("--log-level", default=os.environ.get("KUBETASKS_LOG_LEVEL", "info"))
+    o.add_argument("--log-level", default=LOG_LEVEL.get())
     o.set_defaults(func=cmd_operator)
 
     e = sub.add_parser("enqueue", help="submit one task straight to Redis")

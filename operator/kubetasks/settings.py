@@ -1,4 +1,10 @@
-"""Settings shared by the components, parsed and validated in one place (pure)."""
+"""Settings shared by the components, parsed and validated in one place (pure).
+
+Every environment variable kubetasks reads is declared here, once, as an :class:`EnvVar`
+with its type, default and description, and read only through it: the chart sets exactly
+the variables declared with ``source=CHART`` (``tests/chart/test_chart_env.py`` renders it
+and compares), so a value the chart passes can no longer go unread.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,9 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
 
 from kubetasks.errors import ConfigurationError
 from kubetasks.queuename import (
@@ -18,13 +25,164 @@ from kubetasks.queuename import (
     validate_queue_name,
 )
 
-REDIS_URL_ENV = "KUBETASKS_REDIS_URL"
-NAMESPACE_ENV = "KUBETASKS_NAMESPACE"
-#: Set in every worker pod from the downward API (metadata.namespace) by the operator.
-POD_NAMESPACE_ENV = "POD_NAMESPACE"
-POD_NAME_ENV = "POD_NAME"
-REDIS_PASSWORD_ENV = "KUBETASKS_REDIS_PASSWORD"
+T = TypeVar("T")
+
+#: Who sets a variable: the Helm chart (on the operator, or through the operator on the
+#: worker Deployments it creates), Kubernetes itself, or whoever runs kubetasks by hand
+#: (a client, the local environment, a tuning knob passed through ``operator.extraEnv``).
+Source = Literal["chart", "kubernetes", "user"]
+CHART: Source = "chart"
+
+
+@dataclass(frozen=True, slots=True)
+class EnvVar(Generic[T]):
+    """One environment variable: its name, how its text becomes a value, and the value when
+    it is unset or empty."""
+
+    name: str
+    parse: Callable[[str], T]
+    default: T
+    description: str
+    source: Source = "user"
+
+    def get(self, environ: Mapping[str, str] | None = None) -> T:
+        """The value now (``os.environ`` unless given); a value that does not parse is a
+        :class:`ConfigurationError` naming the variable."""
+        text = (os.environ if environ is None else environ).get(self.name, "")
+        if not text:
+            return self.default
+        try:
+            return self.parse(text)
+        except ValueError as exc:
+            raise ConfigurationError(f"{self.name}={text!r}: {exc}") from None
+
+
+#: Every variable kubetasks reads, by name.
+ENVIRONMENT: dict[str, EnvVar[Any]] = {}
+
+
+def _declare(
+    name: str, parse: Callable[[str], T], default: T, description: str, source: Source = "user"
+) -> EnvVar[T]:
+    assert name not in ENVIRONMENT, f"{name} declared twice"
+    var = EnvVar(name, parse, default, description, source)
+    ENVIRONMENT[name] = var
+    return var
+
+
+def _text(text: str) -> str:
+    return text
+
+
+def _labels(text: str) -> dict[str, str]:
+    """``"a=1,b=2"`` -> ``{"a": "1", "b": "2"}`` (entries without ``=`` are ignored)."""
+    pairs = (p.split("=", 1) for p in text.split(",") if "=" in p)
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: Where a Redis CA certificate is mounted, in the operator pod (by the chart) and in every
+#: worker pod (by the operator): the chart's ``ssl_ca_certs`` in the URL points here.
+REDIS_CA_DIR = "/etc/kubetasks/redis-tls"
+
+# -- Redis: every process ------------------------------------------------------------------
+REDIS_URL = _declare(
+    "KUBETASKS_REDIS_URL", _text, DEFAULT_REDIS_URL,
+    "Redis URL (redis://, rediss:// or unix://); a CA file as ?ssl_ca_certs=PATH.", CHART,
+)  # fmt: skip
+REDIS_PASSWORD = _declare(
+    "KUBETASKS_REDIS_PASSWORD", _text, "",
+    "Redis password, added to a URL that carries none (mounted from a Secret).", CHART,
+)  # fmt: skip
+LOG_LEVEL = _declare(
+    "KUBETASKS_LOG_LEVEL", _text, "info",
+    "Default of --log-level (debug, info, warning, error).", CHART,
+)  # fmt: skip
+NAMESPACE = _declare(
+    "KUBETASKS_NAMESPACE", _text, "",
+    "Namespace whose queues a client or the CLI addresses (default the pod's, else default).",
+)  # fmt: skip
+# Set from the downward API: by the chart on the operator, by the operator on every worker.
+POD_NAME = _declare(
+    "POD_NAME", _text, "",
+    "Name of this pod: the operator's peering identity, the worker's lease identity.", CHART,
+)  # fmt: skip
+POD_NAMESPACE = _declare(
+    "POD_NAMESPACE", _text, "",
+    "Namespace of this pod: a worker serves the queues of this namespace only.", CHART,
+)  # fmt: skip
+
+# -- The operator -------------------------------------------------------------------------
+PEERING_PRIORITY = _declare(
+    "KUBETASKS_PEERING_PRIORITY", int, 0,
+    "kopf peering priority of this operator (the highest active one runs; equals freeze).",
+    CHART,
+)  # fmt: skip
+RESYNC_SECONDS = _declare(
+    "KUBETASKS_RESYNC_SECONDS", float, 60.0,
+    "Seconds between checks of Redis against the Task resources (and repairs).",
+)  # fmt: skip
+EVENTS = _declare(
+    "KUBETASKS_EVENTS", _text, "all",
+    "Which Task transitions post Kubernetes Events: all, failures or none.",
+)  # fmt: skip
+STATUS_GRACE_SECONDS = _declare(
+    "KUBETASKS_STATUS_GRACE_SECONDS", float, 1.0,
+    "Seconds a queued Task may go without its finalizer and Queued status.",
+)  # fmt: skip
+QUEUED_WRITES_PER_SECOND = _declare(
+    "KUBETASKS_QUEUED_WRITES_PER_SECOND", float, 10.0,
+    "Budget of those deferred writes per second (ten seconds' worth may be saved up).",
+)  # fmt: skip
+EVENTS_PER_SECOND = _declare(
+    "KUBETASKS_EVENTS_PER_SECOND", float, 20.0,
+    "Budget of Task transition Events per second (bursts of five times as many).",
+)  # fmt: skip
+
+# -- What the operator gives every worker Deployment -----------------------------------------
+WORKER_IMAGE = _declare(
+    "KUBETASKS_WORKER_IMAGE", _text, "ghcr.io/kubetasks/worker:0.1.0",
+    "Image of the worker pods of a WorkerPool that names none.", CHART,
+)  # fmt: skip
+WORKER_SERVICE_ACCOUNT = _declare(
+    "KUBETASKS_WORKER_SERVICE_ACCOUNT", _text, "",
+    "Service account of the worker pods of a WorkerPool that names none.", CHART,
+)  # fmt: skip
+WORKER_REDIS_URL = _declare(
+    "KUBETASKS_WORKER_REDIS_URL", _text, "",
+    "Redis URL of the worker pods when it differs from the operator's (default the same).",
+)  # fmt: skip
+REDIS_SECRET = _declare(
+    "KUBETASKS_REDIS_SECRET", _text, "",
+    "Secret with the Redis password, referenced by every worker pod (never copied).", CHART,
+)  # fmt: skip
+REDIS_SECRET_KEY = _declare(
+    "KUBETASKS_REDIS_SECRET_KEY", _text, "password",
+    "Key of the password in that Secret.", CHART,
+)  # fmt: skip
+REDIS_CA_SECRET = _declare(
+    "KUBETASKS_REDIS_CA_SECRET", _text, "",
+    f"Secret with the Redis CA certificate, mounted in every worker pod under {REDIS_CA_DIR};"
+    " it must exist in each pool's namespace.", CHART,
+)  # fmt: skip
+REDIS_CA_KEY = _declare(
+    "KUBETASKS_REDIS_CA_KEY", _text, "ca.crt",
+    "Key of the certificate in that Secret (also the mounted file's name).", CHART,
+)  # fmt: skip
+WORKER_POD_LABELS: EnvVar[dict[str, str]] = _declare(
+    "KUBETASKS_WORKER_POD_LABELS", _labels, {},
+    "Labels added to every worker pod, as a=1,b=2 (the local environment marks its pods).",
+)  # fmt: skip
+
+# -- Kubernetes' own ------------------------------------------------------------------------
+KUBERNETES_SERVICE_HOST = _declare(
+    "KUBERNETES_SERVICE_HOST", _text, "",
+    "Set by the kubelet in every pod: the in-cluster service account is used.", "kubernetes",
+)  # fmt: skip
+KUBECONFIG = _declare(
+    "KUBECONFIG", _text, "",
+    "The kubeconfig outside a cluster (default ~/.kube/config).", "kubernetes",
+)  # fmt: skip
 
 
 def redis_url(explicit: str | None = None) -> str:
@@ -33,12 +191,12 @@ def redis_url(explicit: str | None = None) -> str:
     A password in ``$KUBETASKS_REDIS_PASSWORD`` (mounted from a Secret) is added to a URL
     that has none, so the URL itself can live in a ConfigMap.
     """
-    url = explicit or os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
+    url = explicit or REDIS_URL.get()
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigurationError(
-            f"{REDIS_URL_ENV} must start with redis://, rediss:// or unix://, got {url!r}"
+            f"{REDIS_URL.name} must start with redis://, rediss:// or unix://, got {url!r}"
         )
-    password = os.environ.get(REDIS_PASSWORD_ENV)
+    password = REDIS_PASSWORD.get()
     if password and "@" not in url.split("//", 1)[1].split("/", 1)[0]:
         from urllib.parse import quote
 
@@ -78,13 +236,8 @@ def parse_queues(text: str) -> tuple[QueueWeight, ...]:
 def namespace(explicit: str | None = None) -> str:
     """The namespace whose queues a client or the CLI addresses: the explicit one, else
     ``$KUBETASKS_NAMESPACE``, else the pod's own (``$POD_NAMESPACE``), else ``default``."""
-    chosen = (
-        explicit
-        or os.environ.get(NAMESPACE_ENV)
-        or os.environ.get(POD_NAMESPACE_ENV)
-        or DEFAULT_NAMESPACE
-    )
-    return validate_namespace(chosen, "--namespace" if explicit else NAMESPACE_ENV)
+    chosen = explicit or NAMESPACE.get() or POD_NAMESPACE.get() or DEFAULT_NAMESPACE
+    return validate_namespace(chosen, "--namespace" if explicit else NAMESPACE.name)
 
 
 def worker_namespace(explicit: str | None = None) -> str:
@@ -92,14 +245,14 @@ def worker_namespace(explicit: str | None = None) -> str:
     nothing else: a worker never takes the tasks of another namespace, which would run them
     with this pod's image, service account, secrets and network position. Outside a pod it
     is chosen as for a client."""
-    pod = os.environ.get(POD_NAMESPACE_ENV)
+    pod = POD_NAMESPACE.get()
     if pod:
         if explicit and explicit != pod:
             raise ConfigurationError(
                 f"--namespace {explicit!r}: a worker in a pod serves the queues of its own"
                 f" namespace ({pod!r}) only"
             )
-        return validate_namespace(pod, POD_NAMESPACE_ENV)
+        return validate_namespace(pod, POD_NAMESPACE.name)
     return namespace(explicit)
 
 
@@ -118,7 +271,7 @@ def default_worker_id() -> str:
     """The pod's worker identity in Kubernetes (stable per pod), else host, pid and a random
     suffix (unique per process, so a process outside a pod never takes back another's tasks).
     """
-    pod = os.environ.get(POD_NAME_ENV)
+    pod = POD_NAME.get()
     if pod:
         return worker_id_for_pod(worker_namespace(), pod)
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -132,7 +285,7 @@ def operator_identity() -> str:
     (``getpass.getuser()``), which raises for a UID without a passwd entry: the images run
     as UID 65532 and have none.
     """
-    return os.environ.get(POD_NAME_ENV) or f"{socket.gethostname()}-{os.getpid()}"
+    return POD_NAME.get() or f"{socket.gethostname()}-{os.getpid()}"
 
 
 @dataclass(frozen=True, slots=True)

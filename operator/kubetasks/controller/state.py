@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from dataclasses import dataclass, field
 
+from kubetasks import settings
 from kubetasks.clock import SYSTEM_CLOCK, Clock
 from kubetasks.k8s.api import KubeApi
 from kubetasks.k8s.status import TaskStatusWriter
@@ -15,23 +15,21 @@ from kubetasks.queue import Broker
 
 @dataclass(frozen=True)
 class OperatorSettings:
-    resync_seconds: float = float(os.environ.get("KUBETASKS_RESYNC_SECONDS", "60"))
+    resync_seconds: float = field(default_factory=settings.RESYNC_SECONDS.get)
     """How often Redis is checked against the Task resources (and repaired)."""
-    events: str = os.environ.get("KUBETASKS_EVENTS", "all")
+    events: str = field(default_factory=settings.EVENTS.get)
     """Which transitions post Kubernetes Events: all, failures, or none."""
     namespaces: tuple[str, ...] = ()
     """Namespaces watched; empty means all."""
     metrics_port: int = 0
     """Port of the Prometheus /metrics endpoint (0: off)."""
-    status_grace_seconds: float = float(os.environ.get("KUBETASKS_STATUS_GRACE_SECONDS", "1"))
+    status_grace_seconds: float = field(default_factory=settings.STATUS_GRACE_SECONDS.get)
     """How long a queued Task may go without its finalizer and Queued status: a worker that
     takes it sooner makes both writes unnecessary (see ``controller/deferred.py``)."""
-    queued_writes_per_second: float = float(
-        os.environ.get("KUBETASKS_QUEUED_WRITES_PER_SECOND", "10")
-    )
+    queued_writes_per_second: float = field(default_factory=settings.QUEUED_WRITES_PER_SECOND.get)
     """Budget for those deferred writes (ten seconds' worth may be saved up): in a larger
     burst, Tasks past it show no phase until a worker takes them."""
-    events_per_second: float = float(os.environ.get("KUBETASKS_EVENTS_PER_SECOND", "20"))
+    events_per_second: float = field(default_factory=settings.EVENTS_PER_SECOND.get)
     """Budget of Kubernetes Events the operator posts for Task transitions (bursts of five
     times as many are allowed); transitions beyond it are counted, not posted."""
 

@@ -8,15 +8,19 @@ template overrides the pool asks for.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubetasks import settings
 from kubetasks.vocabulary import POOL_LABEL
 
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 #: Environment variables of the worker container a pool's ``podTemplate.env`` cannot set.
-IDENTITY_ENV = frozenset({"POD_NAME", "POD_NAMESPACE", "KUBETASKS_NAMESPACE"})
+IDENTITY_ENV = frozenset(
+    {settings.POD_NAME.name, settings.POD_NAMESPACE.name, settings.NAMESPACE.name}
+)
+#: The worker pod's volume with the Redis CA certificate (``KUBETASKS_REDIS_CA_SECRET``).
+REDIS_CA_VOLUME = "redis-tls"
 #: Seconds a worker keeps for itself at the end of the grace period to hand tasks back.
 HANDBACK_SECONDS = 5
 #: Pod spec fields a pool's ``podTemplate`` sets as given (Kubernetes' own shapes).
@@ -31,24 +35,31 @@ POD_SPEC_OVERRIDES = (
 
 @dataclass(frozen=True)
 class WorkloadDefaults:
-    """What the operator's own environment (set by the Helm chart) gives every pool."""
+    """What the operator's own environment (set by the Helm chart) gives every pool; each
+    field's variable is declared in ``kubetasks.settings``."""
 
-    image: str = os.environ.get("KUBETASKS_WORKER_IMAGE", "ghcr.io/kubetasks/worker:0.1.0")
-    service_account: str = os.environ.get("KUBETASKS_WORKER_SERVICE_ACCOUNT", "")
-    redis_url: str = os.environ.get(
-        "KUBETASKS_WORKER_REDIS_URL", os.environ.get("KUBETASKS_REDIS_URL", "")
+    image: str = field(default_factory=settings.WORKER_IMAGE.get)
+    service_account: str = field(default_factory=settings.WORKER_SERVICE_ACCOUNT.get)
+    redis_url: str = field(
+        default_factory=lambda: settings.WORKER_REDIS_URL.get() or settings.REDIS_URL.get()
     )
-    redis_secret: str = os.environ.get("KUBETASKS_REDIS_SECRET", "")
-    """Secret with the Redis password under key ``password`` (optional)."""
-    extra_labels: dict[str, str] = field(
-        default_factory=lambda: _parse_labels(os.environ.get("KUBETASKS_WORKER_POD_LABELS", ""))
-    )
+    """The workers' Redis URL: the operator's unless ``KUBETASKS_WORKER_REDIS_URL`` differs."""
+    redis_secret: str = field(default_factory=settings.REDIS_SECRET.get)
+    """Secret with the Redis password (optional), referenced from the pool's namespace."""
+    redis_secret_key: str = field(default_factory=settings.REDIS_SECRET_KEY.get)
+    """Key of the password in that Secret."""
+    redis_ca_secret: str = field(default_factory=settings.REDIS_CA_SECRET.get)
+    """Secret with the Redis CA certificate (optional), mounted under ``REDIS_CA_DIR`` where
+    the URL's ``ssl_ca_certs`` points; like the password Secret it must exist in the pool's
+    namespace."""
+    redis_ca_key: str = field(default_factory=settings.REDIS_CA_KEY.get)
+    """Key of the certificate in that Secret, and the name of the mounted file."""
+    extra_labels: dict[str, str] = field(default_factory=settings.WORKER_POD_LABELS.get)
     """Labels added to every worker pod (the local dev env marks them for its kubelet)."""
 
 
-def _parse_labels(text: str) -> dict[str, str]:
-    pairs = (p.split("=", 1) for p in text.split(",") if "=" in p)
-    return {k.strip(): v.strip() for k, v in pairs}
+def _field_env(name: str, path: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
 def worker_args(spec: dict[str, Any]) -> list[str]:
@@ -84,17 +95,15 @@ def deployment(pool: dict[str, Any], replicas: int, defaults: WorkloadDefaults) 
         POOL_LABEL: name,
     }
     env: list[dict[str, Any]] = [
-        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        _field_env(settings.POD_NAME.name, "metadata.name"),
+        _field_env(settings.POD_NAMESPACE.name, "metadata.namespace"),
     ]
     if defaults.redis_url:
-        env.append({"name": "KUBETASKS_REDIS_URL", "value": defaults.redis_url})
+        env.append({"name": settings.REDIS_URL.name, "value": defaults.redis_url})
     if defaults.redis_secret:
+        secret_ref = {"name": defaults.redis_secret, "key": defaults.redis_secret_key}
         env.append(
-            {
-                "name": "KUBETASKS_REDIS_PASSWORD",
-                "valueFrom": {"secretKeyRef": {"name": defaults.redis_secret, "key": "password"}},
-            }
+            {"name": settings.REDIS_PASSWORD.name, "valueFrom": {"secretKeyRef": secret_ref}}
         )
     # The pod's identity is the worker's: a pool that set POD_NAMESPACE itself would have its
     # workers serve (and run with this pod's secrets) the queues of another namespace.
@@ -119,6 +128,20 @@ def deployment(pool: dict[str, Any], replicas: int, defaults: WorkloadDefaults) 
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
     }
+    if defaults.redis_ca_secret:
+        # The same path as in the operator pod, so the URL's ssl_ca_certs holds for both.
+        container["volumeMounts"] = [
+            {"name": REDIS_CA_VOLUME, "mountPath": settings.REDIS_CA_DIR, "readOnly": True}
+        ]
+        pod_spec["volumes"] = [
+            {
+                "name": REDIS_CA_VOLUME,
+                "secret": {
+                    "secretName": defaults.redis_ca_secret,
+                    "items": [{"key": defaults.redis_ca_key, "path": defaults.redis_ca_key}],
+                },
+            }
+        ]
     account = overrides.get("serviceAccountName") or defaults.service_account
     if account:
         pod_spec["serviceAccountName"] = account

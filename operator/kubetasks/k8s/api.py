@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import aiohttp
 from kubernetes import client, config
 
+from kubetasks import settings
 from kubetasks.errors import ConfigurationError, KubetasksError
 from kubetasks.vocabulary import GROUP, VERSION
 
@@ -95,11 +95,11 @@ def load_configuration() -> client.Configuration:
     try:
         # Kubernetes' own variables (the kubelet sets the first, users the second), read
         # now: the kubernetes client reads $KUBECONFIG once, when it is imported.
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        if settings.KUBERNETES_SERVICE_HOST.get():
             config.load_incluster_config(client_configuration=configuration)
         else:
             config.load_kube_config(
-                config_file=os.environ.get("KUBECONFIG") or None,
+                config_file=settings.KUBECONFIG.get() or None,
                 client_configuration=configuration,
             )
     except config.ConfigException as exc:
