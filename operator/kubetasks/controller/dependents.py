@@ -37,6 +37,7 @@ class Dependents:
         self._waiters: dict[Key, dict[str, dict[str, Any]]] = {}  # dependency -> uid -> body
         self._waiting_on: dict[str, tuple[Key, ...]] = {}  # dependent uid -> dependencies
         self._outcomes: dict[Key, Outcome] = {}  # only for dependencies with waiters
+        self._unadmitted: dict[Key, dict[str, Any]] = {}  # dependents not admitted yet
 
     def observe(self, body: dict[str, Any]) -> list[dict[str, Any]]:
         """Take in one event's Task; returns the Tasks to admit again because this one, a
@@ -45,11 +46,13 @@ class Dependents:
         namespace, uid = meta.get("namespace") or "", meta["uid"]
         depends_on = (body.get("spec") or {}).get("dependsOn") or []
         phase = (body.get("status") or {}).get("phase")
+        key = (namespace, meta["name"])
         if depends_on and phase in UNADMITTED and not meta.get("deletionTimestamp"):
             self._register(uid, tuple((namespace, d) for d in depends_on), body)
+            self._unadmitted[key] = body
         else:
             self._unregister(uid)
-        key = (namespace, meta["name"])
+            self._drop_unadmitted(key, uid)
         waiters = self._waiters.get(key)
         if not waiters:
             return []
@@ -60,6 +63,7 @@ class Dependents:
         meta = body["metadata"]
         self._unregister(meta["uid"])
         key = (meta.get("namespace") or "", meta["name"])
+        self._drop_unadmitted(key, meta["uid"])
         if key in self._outcomes:
             self._outcomes[key] = (None, None)  # gone: its dependents wait for a new one
 
@@ -75,6 +79,28 @@ class Dependents:
 
     def waiting(self) -> int:
         return len(self._waiting_on)
+
+    def depends_on(self, namespace: str, name: str) -> list[str]:
+        """The ``dependsOn`` of the not yet admitted Task of that name (empty if none is
+        known): the edges along which a dependency cycle is looked for."""
+        body = self._unadmitted.get((namespace, name))
+        return list((body.get("spec") or {}).get("dependsOn") or []) if body else []
+
+    def unadmitted(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The last body seen of the not yet admitted Task of that name, if any."""
+        return self._unadmitted.get((namespace, name))
+
+    def ended(self, body: dict[str, Any]) -> None:
+        """The operator has just ended this Task (a dependency cycle): it waits no more, and
+        what waits on it learns that from its next event, not from the stale body here."""
+        meta = body["metadata"]
+        self._unregister(meta["uid"])
+        self._drop_unadmitted((meta.get("namespace") or "", meta["name"]), meta["uid"])
+
+    def _drop_unadmitted(self, key: Key, uid: str) -> None:
+        body = self._unadmitted.get(key)
+        if body is not None and body["metadata"]["uid"] == uid:
+            del self._unadmitted[key]
 
     def _register(self, uid: str, deps: tuple[Key, ...], body: dict[str, Any]) -> None:
         if self._waiting_on.get(uid) != deps:

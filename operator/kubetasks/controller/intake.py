@@ -7,12 +7,15 @@ kopf handlers only read, call these, and write.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kubetasks.errors import ConfigurationError
+from kubetasks.models.task import DEFAULT_DEPENDENCY_TIMEOUT_SECONDS
 from kubetasks.outcome import BackoffPolicy
 from kubetasks.queue import TaskMessage
+from kubetasks.queue.message import check_size
 from kubetasks.queuename import validate_queue_name
 from kubetasks.timestamps import parse_rfc3339
 from kubetasks.vocabulary import FINAL_PHASES, TaskPhase
@@ -28,11 +31,22 @@ def created_at(body: dict[str, Any], default: float) -> float:
     return parse_rfc3339(stamp) if stamp else default
 
 
+def deadline_of(body: dict[str, Any], now: float) -> float | None:
+    """Epoch seconds after which no attempt of the Task may start, or None."""
+    spec = body.get("spec") or {}
+    if spec.get("deadline"):
+        return parse_rfc3339(spec["deadline"])
+    if spec.get("activeDeadlineSeconds"):
+        return created_at(body, now) + float(spec["activeDeadlineSeconds"])
+    return None
+
+
 def build_message(
     body: dict[str, Any], now: float, dependency_results: list[Any] | None = None
 ) -> TaskMessage:
     """The queue message for a Task. Raises ConfigurationError naming a field that the
-    schema could not check (the API server validated everything else)."""
+    schema could not check (the API server validated everything else), and
+    MessageTooLargeError when the encoded message would exceed ``MAX_MESSAGE_BYTES``."""
     spec = body.get("spec") or {}
     created = created_at(body, now)
     backoff = spec.get("retryBackoff") or {}
@@ -41,11 +55,7 @@ def build_message(
         run_at = parse_rfc3339(spec["runAt"])
     elif spec.get("delaySeconds"):
         run_at = created + float(spec["delaySeconds"])
-    deadline = None
-    if spec.get("deadline"):
-        deadline = parse_rfc3339(spec["deadline"])
-    elif spec.get("activeDeadlineSeconds"):
-        deadline = created + float(spec["activeDeadlineSeconds"])
+    deadline = deadline_of(body, now)
     args = list(spec.get("args") or [])
     kwargs = dict(spec.get("kwargs") or {})
     if dependency_results is not None:
@@ -59,7 +69,7 @@ def build_message(
     # must fail naming its field before anything of it reaches Redis.
     queue = validate_queue_name(spec.get("queue", "default"), "spec.queue")
     try:
-        return TaskMessage(
+        message = TaskMessage(
             id=body["metadata"]["uid"],
             handler=spec["handler"],
             queue=queue,
@@ -81,6 +91,8 @@ def build_message(
         )
     except KeyError as exc:
         raise ConfigurationError(f"spec.{exc.args[0]} is required") from None
+    check_size(message.encode())
+    return message
 
 
 @dataclass(frozen=True)
@@ -110,6 +122,87 @@ def dependency_state(
     if waiting:
         return DependencyState(False, waiting_for=tuple(waiting))
     return DependencyState(True, results=results)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How a waiting Task ends: its phase, reason and message."""
+
+    phase: str
+    reason: str
+    message: str
+
+
+def waiting_verdict(
+    body: dict[str, Any], deps: DependencyState, phases: dict[str, str | None], now: float
+) -> Verdict | None:
+    """Whether a Task that still waits for ``deps.waiting_for`` must end now: its deadline
+    has passed (DeadlineExceeded), or its ``dependencyTimeoutSeconds`` (Failed with reason
+    DependencyTimeout, naming each awaited dependency with its phase, or "not found").
+    ``phases`` maps dependencies to their phase (None: not found, or no phase yet). None:
+    it goes on waiting."""
+    deadline = deadline_of(body, now)
+    if deadline is not None and now >= deadline:
+        return Verdict(
+            TaskPhase.DEADLINE_EXCEEDED,
+            "DeadlineExceeded",
+            f"the deadline passed while waiting for {', '.join(deps.waiting_for)}",
+        )
+    timeout = dependency_timeout(body)
+    if now >= created_at(body, now) + timeout:
+        named = ", ".join(
+            f"{name} ({phases.get(name) or 'not found'})" for name in deps.waiting_for
+        )
+        return Verdict(
+            TaskPhase.FAILED,
+            "DependencyTimeout",
+            f"dependencies not succeeded within dependencyTimeoutSeconds={timeout:g}: {named}",
+        )
+    return None
+
+
+def dependency_timeout(body: dict[str, Any]) -> float:
+    spec = body.get("spec") or {}
+    return float(spec.get("dependencyTimeoutSeconds") or DEFAULT_DEPENDENCY_TIMEOUT_SECONDS)
+
+
+def wait_until(body: dict[str, Any], now: float) -> float:
+    """When a waiting Task must be looked at again even if no event comes: the earlier of
+    its deadline and the end of its dependency timeout."""
+    until = created_at(body, now) + dependency_timeout(body)
+    deadline = deadline_of(body, now)
+    return min(until, deadline) if deadline is not None else until
+
+
+def find_cycle(start: str, depends_on: Callable[[str], Sequence[str]]) -> list[str] | None:
+    """A dependency cycle through ``start``, as the names along it from ``start`` back to it
+    (``["a", "b", "a"]``; a self-dependency is ``["a", "a"]``), or None.
+
+    ``depends_on(name)`` gives the ``dependsOn`` of a Task that has not been admitted yet
+    (empty for one that is unknown, queued or finished: those cannot close a cycle)."""
+    path = [start]
+    on_path = {start}
+    seen: set[str] = set()
+    stack = [iter(depends_on(start))]
+    while stack:
+        name = next(stack[-1], None)
+        if name is None:
+            stack.pop()
+            on_path.discard(path.pop())
+            continue
+        if name == start:
+            return [*path, start]
+        if name in seen or name in on_path:
+            continue  # a cycle that does not pass through start is found from its own Tasks
+        seen.add(name)
+        path.append(name)
+        on_path.add(name)
+        stack.append(iter(depends_on(name)))
+    return None
+
+
+def cycle_text(cycle: Sequence[str]) -> str:
+    return " -> ".join(cycle)
 
 
 def queued_phase(message: TaskMessage, now: float) -> str:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from kubetasks.controller.reaper import Reaper
     from kubetasks.controller.repair import Repairer
     from kubetasks.controller.state import OperatorState
+    from kubetasks.controller.waiting import WaitingTasks
 
 
 class OperatorMemo:
@@ -38,6 +39,8 @@ class OperatorMemo:
     """The finalizer and Queued status writes a queued Task may do without."""
     dependents: Dependents
     """Tasks waiting on other Tasks, and the outcomes they wait for."""
+    waiting: WaitingTasks
+    """Waiting Tasks, looked at again when their deadline or dependency timeout passes."""
     queues: QueueController
     """Queue resources: their spec into Redis, their load back into status."""
     reaper: Reaper

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any, cast
 
@@ -22,6 +23,7 @@ from kubetasks.controller.periodic import PeriodicRunners  # registers the Perio
 from kubetasks.controller.reaper import Reaper
 from kubetasks.controller.repair import Repairer
 from kubetasks.controller.state import OperatorSettings, OperatorState
+from kubetasks.controller.waiting import WaitingTasks
 from kubetasks.k8s.api import KubeApi
 from kubetasks.k8s.deployments import DeploymentWriter
 from kubetasks.k8s.periodic import PeriodicApi
@@ -88,6 +90,9 @@ async def startup(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: Any)
         _settings.queued_writes_per_second,
     )
     memo.dependents = Dependents()
+    memo.waiting = WaitingTasks(
+        state.clock, state.tasks.get, functools.partial(tasks.readmit, memo)
+    )
     memo.queues = queues.QueueController(
         state.broker, QueueApi(api), state.clock, namespaces=_settings.namespaces
     )
@@ -109,6 +114,7 @@ async def startup(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: Any)
     memo.loops = [
         asyncio.create_task(run_every(memo.deferred, memo.stop)),
         asyncio.create_task(run_every(memo.reaper, memo.stop)),
+        asyncio.create_task(run_every(memo.waiting, memo.stop)),
         asyncio.create_task(run_every(memo.queues, memo.stop)),
         asyncio.create_task(run_every(memo.repairer, memo.stop)),
         asyncio.create_task(run_every(memo.autoscaler, memo.stop)),

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import kopf
 
@@ -26,19 +26,31 @@ from kubetasks.controller import intake
 from kubetasks.controller.deferred import DeferredWrites
 from kubetasks.controller.dependents import Dependents, Outcome, outcome
 from kubetasks.controller.state import OperatorState
-from kubetasks.errors import ConfigurationError
+from kubetasks.errors import ConfigurationError, MessageTooLargeError
 from kubetasks.queuename import is_queue_name
 from kubetasks.status_patches import operator_patch
 from kubetasks.vocabulary import FINAL_PHASES, GROUP, TASK_FINALIZER, TASKS, VERSION, TaskPhase
 
 if TYPE_CHECKING:
     from kubetasks.controller.memo import OperatorMemo
+    from kubetasks.controller.waiting import WaitingTasks
 
 log = logging.getLogger("kubetasks.operator")
 
 
 #: (namespace, name) -> (phase, result) of a Task, for dependency checks.
 PhaseLookup = Callable[[str, str], Awaitable[Outcome]]
+
+
+class WaitGraph(Protocol):
+    """The not yet admitted Tasks with ``dependsOn`` that the caller knows of (the watch's
+    :class:`Dependents`, or the repair loop's listing): where cycles are looked for."""
+
+    def unadmitted(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def ended(self, body: dict[str, Any]) -> None:
+        """The operator has just ended this Task: it waits no more."""
+        ...
 
 
 # -- dependencies ----------------------------------------------------------------------------
@@ -71,6 +83,7 @@ async def task_event(event: kopf.RawEvent, body: kopf.Body, memo: OperatorMemo, 
     phase = status.get("phase")
     if event.get("type") == "DELETED":
         memo.tracker.forget(meta["uid"])
+        memo.waiting.forget(meta["uid"])
         memo.deferred.forget(meta["uid"])
         dependents.deleted(obj)
         if phase not in FINAL_PHASES:
@@ -80,6 +93,8 @@ async def task_event(event: kopf.RawEvent, body: kopf.Body, memo: OperatorMemo, 
                 await state.broker.in_namespace(meta["namespace"]).forget(queue, meta["uid"])
         return
     ready = dependents.observe(obj)  # before admitting: see controller/dependents.py
+    if phase not in (None, TaskPhase.PENDING, TaskPhase.WAITING) or meta.get("deletionTimestamp"):
+        memo.waiting.forget(meta["uid"])
     if meta.get("deletionTimestamp"):
         memo.deferred.forget(meta["uid"])
         await finalize(state, obj)
@@ -89,12 +104,29 @@ async def task_event(event: kopf.RawEvent, body: kopf.Body, memo: OperatorMemo, 
     if phase in FINAL_PHASES:
         memo.reaper.track(obj)
         for dependent in ready:
-            await admit(state, dependent, api_lookup(state, dependents))
+            await admit(
+                state, dependent, api_lookup(state, dependents), graph=dependents,
+                waiting=memo.waiting,
+            )  # fmt: skip
         return
     if (obj.get("spec") or {}).get("cancel"):
         await cancel(state, obj)
     elif phase is None or phase == TaskPhase.WAITING:
-        await admit(state, obj, api_lookup(state, dependents), memo.deferred)
+        await admit(
+            state, obj, api_lookup(state, dependents), memo.deferred, graph=dependents,
+            waiting=memo.waiting,
+        )  # fmt: skip
+
+
+async def readmit(memo: OperatorMemo, body: dict[str, Any]) -> None:
+    """A waiting Task whose time is up (``controller/waiting.py``), read afresh."""
+    phase = (body.get("status") or {}).get("phase")
+    if phase not in (None, TaskPhase.WAITING) or body["metadata"].get("deletionTimestamp"):
+        return
+    if (body.get("spec") or {}).get("cancel"):
+        return
+    lookup = api_lookup(memo.state, memo.dependents)
+    await admit(memo.state, body, lookup, graph=memo.dependents, waiting=memo.waiting)
 
 
 # -- actions ----------------------------------------------------------------------------------
@@ -113,10 +145,17 @@ async def admit(
     body: dict[str, Any],
     lookup: PhaseLookup,
     deferred: DeferredWrites | None = None,
+    *,
+    graph: WaitGraph | None = None,
+    waiting: WaitingTasks | None = None,
 ) -> None:
     """Decide a new (or waiting) Task's fate: wait, fail, or enqueue it. With ``deferred``,
     a Task that goes straight to the queue gets its finalizer and Queued status only if no
-    worker has written its status within the grace; without, at once."""
+    worker has written its status within the grace; without, at once.
+
+    A Task that would wait is failed instead when it is on a dependency cycle (with every
+    other Task on it that ``graph`` knows), when its deadline has passed, or when its
+    dependency timeout has; one that waits is tracked by ``waiting`` until those times."""
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     spec = body.get("spec") or {}
@@ -132,19 +171,31 @@ async def admit(
             await set_phase(state, body, TaskPhase.FAILED, "DependencyFailed", deps.failed)
             return
         if not deps.ready:
+            if await fail_cycle(state, body, graph):
+                return
+            phases = {d: phase for d, (phase, _) in found.items()}
+            verdict = intake.waiting_verdict(body, deps, phases, now)
+            if verdict is not None:
+                await set_phase(state, body, verdict.phase, verdict.reason, verdict.message)
+                return
+            if waiting is not None:
+                waiting.track(body, intake.wait_until(body, now))
             if status.get("phase") != TaskPhase.WAITING:
-                waiting = ", ".join(deps.waiting_for)
+                awaited = ", ".join(deps.waiting_for)
                 await set_phase(
                     state,
                     body,
                     TaskPhase.WAITING,
                     "WaitingForDependencies",
-                    f"waiting for {waiting}",
+                    f"waiting for {awaited}",
                 )
             return
         results = deps.results
     try:
         message = intake.build_message(body, now, results)
+    except MessageTooLargeError as exc:
+        await set_phase(state, body, TaskPhase.FAILED, "MessageTooLarge", str(exc))
+        return
     except ConfigurationError as exc:
         await set_phase(state, body, TaskPhase.FAILED, "InvalidSpec", str(exc))
         return
@@ -188,6 +239,34 @@ async def admit(
         return
     await state.tasks.add_finalizer(body, TASK_FINALIZER)
     await state.writer.write(namespace, name, patch)
+
+
+async def fail_cycle(state: OperatorState, body: dict[str, Any], graph: WaitGraph | None) -> bool:
+    """Fail every Task on a dependency cycle through this one (reason DependencyCycle, the
+    message naming the cycle from that Task on); False when there is none."""
+    if graph is None:
+        return False
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+
+    def depends_on(task: str) -> list[str]:
+        found = body if task == name else graph.unadmitted(namespace, task)
+        return list(((found or {}).get("spec") or {}).get("dependsOn") or [])
+
+    cycle = intake.find_cycle(name, depends_on)
+    if cycle is None:
+        return False
+    members = cycle[:-1]
+    for i, task in enumerate(members):
+        member = body if task == name else graph.unadmitted(namespace, task)
+        if member is None:
+            continue
+        graph.ended(member)
+        text = intake.cycle_text([*members[i:], *members[:i], task])
+        await set_phase(
+            state, member, TaskPhase.FAILED, "DependencyCycle", f"dependency cycle {text}"
+        )
+    return True
 
 
 async def set_phase(

@@ -26,6 +26,10 @@ from kubetasks.models.base import (
 )
 from kubetasks.vocabulary import FINAL_PHASES, TaskPhase
 
+#: Seconds a Task waits for its dependencies when it names no ``dependencyTimeoutSeconds``
+#: (also for Tasks stored before the field existed).
+DEFAULT_DEPENDENCY_TIMEOUT_SECONDS = 86400
+
 
 class RetryBackoff(Model):
     """How long to wait before the next attempt: exponential, with jitter, up to a cap.
@@ -129,7 +133,16 @@ class TaskSpec(Model):
         },
     )
     """Names of Tasks in the same namespace that must succeed before this one is queued; it is
-    Waiting until then, and Failed (reason DependencyFailed) if one of them fails."""
+    Waiting until then, and Failed (reason DependencyFailed) if one of them fails, (reason
+    DependencyCycle, naming the cycle) if it depends on itself through them, or (reason
+    DependencyTimeout, naming the dependency) if one of them does not exist or has not
+    succeeded ``dependencyTimeoutSeconds`` after creation. A deadline applies while it waits."""
+    dependency_timeout_seconds: int = Field(
+        default=DEFAULT_DEPENDENCY_TIMEOUT_SECONDS, ge=1, le=31536000
+    )
+    """Seconds after creation by which every ``dependsOn`` Task must have succeeded; then the
+    Task ends Failed with reason DependencyTimeout, naming what it still waits for. Default
+    86400 (one day)."""
     dependency_results: Literal["None", "Args", "Kwarg"] = "None"
     """How the results of ``dependsOn`` reach the handler: ``None`` (not at all), ``Args``
     (prepended to ``args``, in ``dependsOn`` order) or ``Kwarg`` (as the keyword argument
