@@ -10,8 +10,9 @@
   WorkerPool hook (the order the hook exists for), an upgrade recreates it with the new
   values, and uninstall keeps the CRDs;
 - the RBAC the chart installs, probed as each service account with `kubectl auth can-i --as`
-  and with real requests: what each account may do, and what it is refused. The table of
-  probes is printed and is the assertion message, so a failure shows every answer.
+  and with real requests: what each account may do, and what it is refused, on the default
+  values (the release namespace only), on a list of namespaces and on all namespaces. The
+  table of probes is printed and is the assertion message, so a failure shows every answer.
 """
 
 from __future__ import annotations
@@ -101,9 +102,11 @@ def install_crds(kube_api: k8s.ApiClient, tmp_path: Path, docs: list[dict[str, A
 
 
 def variant_sets(name: str, namespace: str, other: str) -> list[str]:
-    if name == "namespaced":  # the variant's namespaces, moved to this test's namespaces
-        return [f"operator.watch.namespaces={{{namespace},{other}}}",
-                f"worker.extraNamespaces={{{other}}}"]  # fmt: skip
+    # The variants' namespaces, moved to this test's namespaces.
+    if name == "namespaced":
+        return [f"operator.watch.namespaces={{{namespace},{other}}}"]
+    if name == "all-namespaces":
+        return [f"worker.extraNamespaces={{{other}}}"]
     return []
 
 
@@ -151,6 +154,7 @@ def test_install_upgrade_uninstall(
     assert f"rollout status deployment/{full}-operator" in notes
     assert "handler: kubetasks.echo" in notes
     assert "needs a running Docker engine" in notes
+    assert f"watching namespaces {namespace}." in notes, "the default: the release namespace"
 
     apps = k8s.AppsV1Api(kube_api)
     operator = apps.read_namespaced_deployment(f"{full}-operator", namespace)
@@ -310,12 +314,14 @@ def uninstall(control_plane: ControlPlane, release: str, namespace: str) -> None
 
 
 def worker_probes(ns: str, other: str) -> list[Probe]:
+    """A worker only patches the status of its namespace's Tasks; its work, args included,
+    comes from Redis, so it has no reason to read a Task."""
     return [
-        ("get", "tasks.kubetasks.dev", ns, True),
-        ("list", "tasks.kubetasks.dev", ns, True),
-        ("watch", "tasks.kubetasks.dev", ns, True),
-        ("get", "tasks.kubetasks.dev/status", ns, True),
         ("patch", "tasks.kubetasks.dev/status", ns, True),
+        ("get", "tasks.kubetasks.dev", ns, False),
+        ("list", "tasks.kubetasks.dev", ns, False),
+        ("watch", "tasks.kubetasks.dev", ns, False),
+        ("get", "tasks.kubetasks.dev/status", ns, False),
         ("update", "tasks.kubetasks.dev/status", ns, False),
         ("patch", "tasks.kubetasks.dev", ns, False),
         ("create", "tasks.kubetasks.dev", ns, False),
@@ -337,10 +343,11 @@ def worker_probes(ns: str, other: str) -> list[Probe]:
     ]
 
 
-def operator_probes(ns: str, other: str, outside: str | None) -> list[Probe]:
-    """What the operator may do in the namespaces it watches, and never anywhere."""
+def operator_probes(watched: list[str], outside: list[str]) -> list[Probe]:
+    """What the operator may do in the namespaces it watches, nothing of it in the
+    ``outside`` ones, and what it may never do anywhere."""
     probes: list[Probe] = []
-    for where in (ns, other):
+    for where in watched:
         for resource in ("tasks", "periodictasks", "workerpools"):
             for verb in ("get", "list", "watch", "patch", "update"):
                 probes.append((verb, f"{resource}.kubetasks.dev", where, True))
@@ -355,11 +362,15 @@ def operator_probes(ns: str, other: str, outside: str | None) -> list[Probe]:
             ("patch", "queues.kubetasks.dev/status", where, True),
             ("create", "queues.kubetasks.dev", where, False),
             ("delete", "queues.kubetasks.dev", where, False),
+            ("get", "deployments.apps", where, True),
             ("create", "deployments.apps", where, True),
             ("patch", "deployments.apps", where, True),
-            ("delete", "deployments.apps", where, True),
+            ("update", "deployments.apps", where, False),
+            ("delete", "deployments.apps", where, False),
             ("patch", "pods", where, True),
             ("list", "pods", where, True),
+            ("watch", "pods", where, True),
+            ("update", "pods", where, False),
             ("create", "events", where, True),
             ("create", "events.events.k8s.io", where, True),
             ("get", "secrets", where, False),
@@ -371,13 +382,17 @@ def operator_probes(ns: str, other: str, outside: str | None) -> list[Probe]:
             ("create", "serviceaccounts/token", where, False),
             ("create", "rolebindings.rbac.authorization.k8s.io", where, False),
         ]
-    if outside is not None:  # namespace-scoped install: nothing outside the watched ones
+    for where in outside:  # namespace-scoped install: nothing outside the watched ones
         probes += [
-            ("get", "tasks.kubetasks.dev", outside, False),
-            ("patch", "tasks.kubetasks.dev", outside, False),
-            ("watch", "queues.kubetasks.dev", outside, False),
-            ("create", "deployments.apps", outside, False),
-            ("patch", "pods", outside, False),
+            ("get", "tasks.kubetasks.dev", where, False),
+            ("patch", "tasks.kubetasks.dev", where, False),
+            ("watch", "queues.kubetasks.dev", where, False),
+            ("get", "deployments.apps", where, False),
+            ("create", "deployments.apps", where, False),
+            ("patch", "deployments.apps", where, False),
+            ("list", "pods", where, False),
+            ("patch", "pods", where, False),
+            ("create", "events", where, False),
         ]
     probes += [
         ("list", "namespaces", "", True),
@@ -420,7 +435,7 @@ def assert_no_live_wildcards(kube_api: k8s.ApiClient, manifest: list[dict[str, A
         assert grants(live) == grants(doc), "the API server stores the rules as rendered"
 
 
-def test_worker_account_may_only_read_tasks_and_patch_their_status(
+def test_worker_account_may_only_patch_task_status(
     control_plane: ControlPlane,
     kube_api: k8s.ApiClient,
     kubectl: Kubectl,
@@ -455,6 +470,10 @@ def test_worker_account_may_only_read_tasks_and_patch_their_status(
         assert patched["status"]["worker"] == "probe"
         core = k8s.CoreV1Api(as_worker)
         for call in (
+            lambda: worker_custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, "tasks", "rbac-probe"),
+            lambda: worker_custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, "tasks"),
             lambda: core.list_namespaced_secret(namespace),
             lambda: core.create_namespaced_pod(namespace, k8s.V1Pod(
                 metadata=k8s.V1ObjectMeta(name="nope"),
@@ -471,7 +490,7 @@ def test_worker_account_may_only_read_tasks_and_patch_their_status(
         uninstall(control_plane, release, namespace)
 
 
-def test_operator_account_has_what_it_uses_cluster_wide(
+def test_operator_account_is_confined_to_the_release_namespace_by_default(
     control_plane: ControlPlane,
     kube_api: k8s.ApiClient,
     kubectl: Kubectl,
@@ -483,11 +502,50 @@ def test_operator_account_has_what_it_uses_cluster_wide(
     try:
         sa = f"{release}-kubetasks-operator"
         user = f"system:serviceaccount:{namespace}:{sa}"
-        probes = operator_probes(namespace, other_namespace, outside=None)
+        probes = operator_probes([namespace], outside=[other_namespace, "default"])
+        table, wrong = can_i(impersonate, kubectl, (namespace, sa), probes)
+        assert not wrong, report(f"operator account {user} (default values)", table, wrong)
+        report(f"operator account {user} (default values)", table, wrong)
+        assert_no_live_wildcards(kube_api, manifest)
+        core = k8s.CoreV1Api(impersonate(namespace, sa))
+        with pytest.raises(k8s.ApiException) as refused:
+            core.read_namespaced_secret(f"{release}-kubetasks-redis", namespace)
+        assert refused.value.status == 403, "the operator gets the password from its env only"
+        # A real deletion-cost patch outside the release namespace is refused.
+        with pytest.raises(k8s.ApiException) as refused:
+            core.patch_namespaced_pod(
+                "any", other_namespace,
+                {"metadata": {"annotations": {"controller.kubernetes.io/pod-deletion-cost": "1"}}},
+            )  # fmt: skip
+        assert refused.value.status == 403
+        # No worker account outside the watched namespace.
+        accounts = k8s.CoreV1Api(kube_api).list_namespaced_service_account(other_namespace)
+        assert f"{release}-kubetasks-worker" not in {a.metadata.name for a in accounts.items}
+    finally:
+        uninstall(control_plane, release, namespace)
+
+
+def test_operator_account_has_what_it_uses_cluster_wide_when_asked(
+    control_plane: ControlPlane,
+    kube_api: k8s.ApiClient,
+    kubectl: Kubectl,
+    impersonate: Impersonate,
+    namespace: str,
+    other_namespace: str,
+) -> None:
+    release, manifest = install_for_rbac(
+        control_plane, namespace, "operator.watch.allNamespaces=true"
+    )
+    try:
+        sa = f"{release}-kubetasks-operator"
+        user = f"system:serviceaccount:{namespace}:{sa}"
+        # "default" stands for any namespace: Deployment writes and the Pod patch reach it.
+        probes = operator_probes([namespace, other_namespace, "default"], outside=[])
         table, wrong = can_i(impersonate, kubectl, (namespace, sa), probes)
         assert not wrong, report(f"operator account {user} (all namespaces)", table, wrong)
         report(f"operator account {user} (all namespaces)", table, wrong)
         assert_no_live_wildcards(kube_api, manifest)
+        assert not [d for d in manifest if d["kind"] == "Role" and d["metadata"]["name"] == sa]
         core = k8s.CoreV1Api(impersonate(namespace, sa))
         with pytest.raises(k8s.ApiException) as refused:
             core.read_namespaced_secret(f"{release}-kubetasks-redis", namespace)
@@ -507,20 +565,17 @@ def test_operator_account_is_confined_to_watched_namespaces(
     other_namespace: str,
 ) -> None:
     release, manifest = install_for_rbac(
-        control_plane,
-        namespace,
-        f"operator.watch.namespaces={{{namespace},{other_namespace}}}",
-        f"worker.extraNamespaces={{{other_namespace}}}",
+        control_plane, namespace, f"operator.watch.namespaces={{{namespace},{other_namespace}}}"
     )
     try:
         sa = f"{release}-kubetasks-operator"
         user = f"system:serviceaccount:{namespace}:{sa}"
-        probes = operator_probes(namespace, other_namespace, outside="default")
+        probes = operator_probes([namespace, other_namespace], outside=["default"])
         table, wrong = can_i(impersonate, kubectl, (namespace, sa), probes)
         assert not wrong, report(f"operator account {user} (namespaced)", table, wrong)
         report(f"operator account {user} (namespaced)", table, wrong)
         assert_no_live_wildcards(kube_api, manifest)
-        # The worker account exists in the extra namespace and works only there.
+        # Every watched namespace gets the worker account, which works only there.
         worker = (other_namespace, f"{release}-kubetasks-worker")
         table, wrong = can_i(
             impersonate, kubectl, worker, worker_probes(other_namespace, namespace)

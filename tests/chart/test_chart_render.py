@@ -116,37 +116,81 @@ def default() -> Rendered:
     return render()
 
 
-def test_default_watches_all_namespaces_with_a_cluster_role(default: Rendered) -> None:
-    args = default.operator_container["args"]
-    assert args[0] == "operator"
-    assert "--all-namespaces" in args and "--standalone" in args
-    assert not [a for a in args if a.startswith(("--namespace", "--peering"))]
-    role = default.one("ClusterRole", f"{FULL}-operator")
-    got = grants(role)
+def _operator_role_grants_are_what_it_uses(got: set[tuple[str, str, str]]) -> None:
+    """The operator's rules on namespaced resources, wherever they are granted."""
     for resource in KUBETASKS_RESOURCES:
         for verb in ("get", "list", "watch", "patch", "update"):
             assert (GROUP, resource, verb) in got
         assert (GROUP, f"{resource}/status", "patch") in got
     assert (GROUP, "tasks", "create") in got
     assert (GROUP, "tasks", "delete") in got
-    assert ("apps", "deployments", "create") in got
-    assert ("", "pods", "patch") in got
-    assert ("", "namespaces", "watch") in got
-    assert ("apiextensions.k8s.io", "customresourcedefinitions", "list") in got
     assert {g[2] for g in got if g[:2] == (GROUP, "queues")} == {
         "get",
         "list",
         "watch",
     }, "Queues are the user's: the operator reads them and writes only their status"
     assert {g[2] for g in got if g[:2] == (GROUP, "queues/status")} == {"patch"}
+    # Server-side apply and a read back; the garbage collector deletes them with the pool.
+    assert {g[2] for g in got if g[:2] == ("apps", "deployments")} == {"get", "create", "patch"}
+    # Watched for vanished workers; patched for the deletion cost, nothing else.
+    assert {g[2] for g in got if g[:2] == ("", "pods")} == {"get", "list", "watch", "patch"}
     # Nothing the operator does not use.
     assert not {g for g in got if g[1] in ("secrets", "configmaps", "nodes")}
     assert not {g for g in got if g[0] == "kopf.dev"}, "standalone needs no peering rights"
-    binding = default.one("ClusterRoleBinding", f"{FULL}-operator")
+
+
+KOPF_CLUSTER_RULES = {
+    ("", "namespaces", "list"),
+    ("", "namespaces", "watch"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+}
+
+
+def test_default_watches_only_the_release_namespace_with_a_role(default: Rendered) -> None:
+    args = default.operator_container["args"]
+    assert args[0] == "operator"
+    assert f"--namespace={NAMESPACE}" in args and "--standalone" in args
+    assert "--all-namespaces" not in args
+    assert len([a for a in args if a.startswith("--namespace")]) == 1
+    cluster = grants(default.one("ClusterRole", f"{FULL}-operator"))
+    assert cluster == KOPF_CLUSTER_RULES, "only kopf's cluster-scoped needs are cluster-wide"
+    roles = [r for r in default.kinds("Role") if r["metadata"]["name"] == f"{FULL}-operator"]
+    assert [r["metadata"]["namespace"] for r in roles] == [NAMESPACE]
+    _operator_role_grants_are_what_it_uses(grants(roles[0]))
+    binding = default.one("RoleBinding", f"{FULL}-operator")
+    assert binding["metadata"]["namespace"] == NAMESPACE
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": NAMESPACE}
     ]
-    assert not [r for r in default.kinds("Role") if r["metadata"]["name"].endswith("operator")]
+
+
+def test_all_namespaces_is_one_cluster_role() -> None:
+    r = _variant("all-namespaces")
+    args = r.operator_container["args"]
+    assert "--all-namespaces" in args
+    assert not [a for a in args if a.startswith("--namespace")]
+    got = grants(r.one("ClusterRole", f"{FULL}-operator"))
+    assert got >= KOPF_CLUSTER_RULES
+    _operator_role_grants_are_what_it_uses(got - KOPF_CLUSTER_RULES)
+    binding = r.one("ClusterRoleBinding", f"{FULL}-operator")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": NAMESPACE}
+    ]
+    assert not [d for d in r.kinds("Role") if d["metadata"]["name"] == f"{FULL}-operator"]
+    # Worker accounts: the release namespace and the extra ones, as the variant lists.
+    worker_ns = sorted(
+        d["metadata"]["namespace"]
+        for d in r.kinds("ServiceAccount")
+        if d["metadata"]["name"] == WORKER_SA
+    )
+    assert worker_ns == ["kubetasks", "team-a"]
+    peering = render(VARIANTS["all-namespaces"], sets=["operator.peering.name=kt"])
+    peering.one("ClusterKopfPeering", "kt")
+    assert not peering.kinds("KopfPeering")
+    got = grants(peering.one("ClusterRole", f"{FULL}-operator"))
+    assert ("kopf.dev", "clusterkopfpeerings", "patch") in got
+    assert ("kopf.dev", "kopfpeerings", "patch") not in got
 
 
 def test_default_wires_bundled_redis_with_its_password(default: Rendered) -> None:
@@ -183,17 +227,12 @@ def test_two_renderings_generate_independent_passwords() -> None:
     assert a.one("Secret", key)["data"] != b.one("Secret", key)["data"]
 
 
-def test_default_worker_account_reads_tasks_and_patches_status_only(default: Rendered) -> None:
+def test_default_worker_account_patches_task_status_only(default: Rendered) -> None:
+    # What kubetasks.k8s.status.TaskStatusWriter sends, and all a worker sends to the API.
     default.one("ServiceAccount", WORKER_SA)
     role = default.one("Role", f"{FULL}-worker")
     assert role["metadata"]["namespace"] == NAMESPACE
-    assert grants(role) == {
-        (GROUP, "tasks", "get"),
-        (GROUP, "tasks", "list"),
-        (GROUP, "tasks", "watch"),
-        (GROUP, "tasks/status", "get"),
-        (GROUP, "tasks/status", "patch"),
-    }
+    assert grants(role) == {(GROUP, "tasks/status", "patch")}
     binding = default.one("RoleBinding", f"{FULL}-worker")
     assert binding["roleRef"]["name"] == f"{FULL}-worker"
     assert binding["subjects"] == [
@@ -304,19 +343,11 @@ def test_namespaced_watch_uses_roles_in_each_namespace() -> None:
     assert "--namespace=kubetasks" in args and "--namespace=team-a" in args
     assert "--all-namespaces" not in args
     cluster = grants(r.one("ClusterRole", f"{FULL}-operator"))
-    assert cluster == {
-        ("", "namespaces", "list"),
-        ("", "namespaces", "watch"),
-        ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
-        ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
-    }, "only kopf's cluster-scoped needs stay cluster-wide"
+    assert cluster == KOPF_CLUSTER_RULES, "only kopf's cluster-scoped needs stay cluster-wide"
     roles = [d for d in r.kinds("Role") if d["metadata"]["name"] == f"{FULL}-operator"]
     assert sorted(d["metadata"]["namespace"] for d in roles) == ["kubetasks", "team-a"]
     for role in roles:
-        assert (GROUP, "tasks", "patch") in grants(role)
-        assert (GROUP, "queues", "watch") in grants(role)
-        assert (GROUP, "queues/status", "patch") in grants(role)
-        assert ("apps", "deployments", "create") in grants(role)
+        _operator_role_grants_are_what_it_uses(grants(role))
     bindings = [d for d in r.kinds("RoleBinding") if d["metadata"]["name"] == f"{FULL}-operator"]
     for binding in bindings:
         assert binding["subjects"][0] == {
@@ -329,7 +360,14 @@ def test_namespaced_watch_uses_roles_in_each_namespace() -> None:
         for d in r.kinds("ServiceAccount")
         if d["metadata"]["name"] == WORKER_SA
     )
-    assert worker_ns == ["kubetasks", "team-a"]
+    assert worker_ns == ["kubetasks", "team-a"], "each watched namespace gets the worker account"
+    extra = render(VARIANTS["namespaced"], sets=["worker.extraNamespaces={team-b}"])
+    worker_roles = sorted(
+        d["metadata"]["namespace"]
+        for d in extra.kinds("Role")
+        if d["metadata"]["name"] == f"{FULL}-worker"
+    )
+    assert worker_roles == ["kubetasks", "team-a", "team-b"]
 
 
 def test_observability_variant_adds_monitor_pdb_and_network_policies() -> None:
@@ -380,11 +418,16 @@ def test_peering_variant_creates_the_peering_and_its_rights() -> None:
     args = r.operator_container["args"]
     assert "--peering=kubetasks" in args and "--standalone" not in args
     assert env_of(r.operator_container)["KUBETASKS_PEERING_PRIORITY"] == "100"
-    peering = r.one("ClusterKopfPeering", "kubetasks")
+    # The release namespace only (the default): a KopfPeering there, rights on it there.
+    peering = r.one("KopfPeering", "kubetasks")
+    assert peering["metadata"]["namespace"] == NAMESPACE
     assert peering["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
-    got = grants(r.one("ClusterRole", f"{FULL}-operator"))
+    assert not r.kinds("ClusterKopfPeering")
+    got = grants(r.one("Role", f"{FULL}-operator"))
     for verb in ("get", "list", "watch", "patch"):
-        assert ("kopf.dev", "clusterkopfpeerings", verb) in got
+        assert ("kopf.dev", "kopfpeerings", verb) in got
+    cluster = grants(r.one("ClusterRole", f"{FULL}-operator"))
+    assert not {g for g in cluster if g[0] == "kopf.dev"}
     crds = {c["metadata"]["name"]: c for c in r.kinds("CustomResourceDefinition")}
     assert crds["clusterkopfpeerings.kopf.dev"]["spec"]["scope"] == "Cluster"
     assert crds["kopfpeerings.kopf.dev"]["spec"]["scope"] == "Namespaced"
@@ -435,7 +478,8 @@ def test_chart_versions_agree_with_the_package() -> None:
 
 
 def test_variant_files_exist() -> None:
-    expected = {"external-redis-tls", "namespaced", "observability", "no-crds", "no-workerpool"}
+    expected = {"external-redis-tls", "namespaced", "all-namespaces", "hardened", "observability",
+                "no-crds", "no-workerpool"}  # fmt: skip
     assert expected <= set(VARIANTS), sorted(VARIANTS)
     for paths in VARIANTS.values():
         for path in paths:

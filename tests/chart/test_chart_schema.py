@@ -72,6 +72,11 @@ REFUSED: dict[str, tuple[list[str], list[str]]] = {
         ["operator.watch.namespaces={Team_A}"],
         ["at '/operator/watch/namespaces/0'", "does not match pattern"],
     ),
+    "all namespaces and a list of namespaces at once": (
+        ["operator.watch.allNamespaces=true", "operator.watch.namespaces={kubetasks}"],
+        [SCHEMA_ERROR, "at '/operator/watch/allNamespaces': value must be false",
+         "at '/operator/watch/namespaces': maxItems: got 1, want 0"],
+    ),
     "negative minReplicas": (
         ["workerPool.minReplicas=-1"],
         ["at '/workerPool/minReplicas': minimum: got -1, want 0"],
@@ -128,6 +133,16 @@ def test_schema_can_be_bypassed_but_the_templates_still_refuse_two_operators() -
     )
 
 
+def test_schema_can_be_bypassed_but_the_templates_still_refuse_two_watch_scopes() -> None:
+    sets = ["operator.watch.allNamespaces=true", "operator.watch.namespaces={kubetasks,team-a}"]
+    result = helm(*template_args(sets=sets), "--skip-schema-validation")
+    assert result.returncode != 0
+    assert (
+        "operator.watch.allNamespaces and operator.watch.namespaces [kubetasks team-a] exclude "
+        "each other" in result.stderr
+    )
+
+
 @pytest.mark.parametrize(
     "sets",
     [
@@ -137,9 +152,12 @@ def test_schema_can_be_bypassed_but_the_templates_still_refuse_two_operators() -
         ["operator.podDisruptionBudget.enabled=true", "operator.podDisruptionBudget.minAvailable=1",
          "operator.podDisruptionBudget.maxUnavailable=null"],
         ["operator.watch.namespaces={kubetasks,team-b}"],
+        ["operator.watch.allNamespaces=true"],
+        ["operator.watch.allNamespaces=true", "operator.watch.namespaces=null"],
         ["workerPool.minReplicas=3", "workerPool.maxReplicas=3"],
     ],
-    ids=["peering", "paused", "external-tls-no-ca", "pdb-min", "namespaced", "fixed-size-pool"],
+    ids=["peering", "paused", "external-tls-no-ca", "pdb-min", "namespaced", "all-namespaces",
+         "all-namespaces-list-unset", "fixed-size-pool"],
 )  # fmt: skip
 def test_accepted(sets: list[str]) -> None:
     rendered = render(sets=sets)

@@ -43,6 +43,9 @@ HELM_SETS = [
     "--set", "operator.extraEnv[0].name=KUBETASKS_RESYNC_SECONDS",
     "--set-string", "operator.extraEnv[0].value=86400",
     "--set", f"worker.extraNamespaces={{{','.join(TENANTS)}}}",
+    # The operator serves the release namespace and the tenants (the chart's default is the
+    # release namespace only); OTHER_NAMESPACE stays unwatched.
+    "--set", f"operator.watch.namespaces={{{','.join((NAMESPACE, *TENANTS))}}}",
 ]  # fmt: skip
 
 T = TypeVar("T")

@@ -75,14 +75,19 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* Namespaces the operator watches, as a list; empty means all namespaces. */}}
+{{/* Namespaces the operator watches (JSON list): the listed ones, else the release's; empty only with allNamespaces. */}}
 {{- define "kubetasks.watchNamespaces" -}}
-{{- toJson (uniq .Values.operator.watch.namespaces) }}
+{{- if .Values.operator.watch.allNamespaces }}
+{{- toJson (list) }}
+{{- else }}
+{{- toJson (uniq (default (list .Release.Namespace) .Values.operator.watch.namespaces)) }}
+{{- end }}
 {{- end }}
 
-{{/* Namespaces that get the worker ServiceAccount and Role: the release's plus extras. */}}
+{{/* Namespaces that get the worker ServiceAccount and Role: the watched ones (the release's when all are) plus extras. */}}
 {{- define "kubetasks.workerNamespaces" -}}
-{{- toJson (uniq (prepend .Values.worker.extraNamespaces .Release.Namespace)) }}
+{{- $watched := include "kubetasks.watchNamespaces" . | fromJsonArray }}
+{{- toJson (uniq (concat (default (list .Release.Namespace) $watched) .Values.worker.extraNamespaces)) }}
 {{- end }}
 
 {{/* Name of the bundled Redis Service and StatefulSet. */}}
@@ -172,14 +177,20 @@ app.kubernetes.io/component: {{ .component }}
 - apiGroups: ["kubetasks.dev"]
   resources: ["tasks/finalizers", "periodictasks/finalizers", "workerpools/finalizers"]
   verbs: ["update"]
-# One worker Deployment per WorkerPool, scaled on queue depth.
+# One worker Deployment per WorkerPool, server-side applied (its spec and its scale) and
+# read back; the garbage collector deletes it with its pool.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
-# Worker pods: read them, and set the deletion-cost annotation before scaling down.
+  verbs: ["get", "create", "patch"]
+# Worker pods: watch them, to take back what a vanished pod held.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch"]
+# Worker pods: the pod-deletion-cost annotation, so that scaling down removes idle pods
+# first. The only write on Pods.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["patch"]
 # Events on the resources it handles (kopf posts them through both APIs).
 - apiGroups: [""]
   resources: ["events"]
@@ -187,7 +198,7 @@ app.kubernetes.io/component: {{ .component }}
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
-{{- if and .Values.operator.peering.name .Values.operator.watch.namespaces }}
+{{- if and .Values.operator.peering.name (not .Values.operator.watch.allNamespaces) }}
 # kopf peering between operator replicas (namespaced peering objects).
 - apiGroups: ["kopf.dev"]
   resources: ["kopfpeerings"]
@@ -204,7 +215,7 @@ app.kubernetes.io/component: {{ .component }}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
-{{- if and .Values.operator.peering.name (not .Values.operator.watch.namespaces) }}
+{{- if and .Values.operator.peering.name .Values.operator.watch.allNamespaces }}
 # kopf peering between operator replicas (cluster-wide peering object).
 - apiGroups: ["kopf.dev"]
   resources: ["clusterkopfpeerings"]
@@ -214,7 +225,10 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* Cross-value checks that need the release namespace, which values.schema.json cannot see. */}}
 {{- define "kubetasks.validate" -}}
-{{- $watched := .Values.operator.watch.namespaces }}
+{{- if and .Values.operator.watch.allNamespaces .Values.operator.watch.namespaces }}
+{{- fail (printf "operator.watch.allNamespaces and operator.watch.namespaces %v exclude each other: list namespaces, or watch all of them" .Values.operator.watch.namespaces) }}
+{{- end }}
+{{- $watched := include "kubetasks.watchNamespaces" . | fromJsonArray }}
 {{- if and .Values.workerPool.create $watched (not (has .Release.Namespace $watched)) }}
 {{- fail (printf "workerPool.create puts the default WorkerPool in namespace %q, which operator.watch.namespaces %v does not include: add %q to it, or set workerPool.create=false" .Release.Namespace $watched .Release.Namespace) }}
 {{- end }}
