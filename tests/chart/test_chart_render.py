@@ -271,8 +271,10 @@ def test_default_worker_pool_is_a_hook_only_when_its_crd_comes_with_the_release(
 
 
 def test_default_optional_resources_are_off(default: Rendered) -> None:
-    for kind in ("ServiceMonitor", "PodDisruptionBudget", "NetworkPolicy", "KopfPeering"):
+    for kind in ("ServiceMonitor", "PodDisruptionBudget", "KopfPeering"):
         assert not default.kinds(kind), kind
+    # Only the bundled Redis's NetworkPolicy is on by default (tests/chart/test_chart_redis.py).
+    assert default.names("NetworkPolicy") == [f"{FULL}-redis"]
     assert not default.kinds("ClusterKopfPeering")
     assert default.names("Service") == [f"{FULL}-operator-metrics", f"{FULL}-redis"]
 
@@ -391,7 +393,8 @@ def test_observability_variant_adds_monitor_pdb_and_network_policies() -> None:
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
     ]
     redis_policy = r.one("NetworkPolicy", f"{FULL}-redis")
-    assert redis_policy["spec"]["ingress"][0]["from"] == [{"podSelector": {}}]
+    # Each source names the pods it admits (the operator, the workers), none admits every pod.
+    assert all(p["podSelector"]["matchLabels"] for p in redis_policy["spec"]["ingress"][0]["from"])
 
 
 def test_external_tls_network_policy_allows_the_url_port() -> None:
