@@ -115,8 +115,10 @@ async def test_restarted_worker_takes_back_its_own_tasks_at_once(
 
     restarted_at = time.monotonic()
     restarted = spawn("--worker-id", "pod-a", *flags)  # type: ignore[operator]
-    await wait_until(lambda: len(pids_in(marks)) == 2, timeout=10)
-    assert time.monotonic() - restarted_at < 5  # process start-up, not the 60 s lease
+    await wait_until(lambda: len(pids_in(marks)) == 2, timeout=30)
+    # Process start-up (seconds; 6 s measured on a loaded 2-core machine), not the lease:
+    # expiry would take 60 s, so anything under half of it is the take-back at start.
+    assert time.monotonic() - restarted_at < 30
     assert await handle.result(timeout=5) == restarted.pid
     info = await handle.status()
     assert info is not None
