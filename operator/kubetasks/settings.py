@@ -94,6 +94,10 @@ REDIS_PASSWORD = _declare(
     "KUBETASKS_REDIS_PASSWORD", _text, "",
     "Redis password, added to a URL that carries none (mounted from a Secret).", CHART,
 )  # fmt: skip
+REDIS_USERNAME = _declare(
+    "KUBETASKS_REDIS_USERNAME", _text, "",
+    "Redis ACL user the password belongs to, added with it (default: the default user).",
+)  # fmt: skip
 LOG_LEVEL = _declare(
     "KUBETASKS_LOG_LEVEL", _text, "info",
     "Default of --log-level (debug, info, warning, error).", CHART,
@@ -189,7 +193,8 @@ def redis_url(explicit: str | None = None) -> str:
     """The Redis URL: the explicit one, else ``$KUBETASKS_REDIS_URL``, else localhost.
 
     A password in ``$KUBETASKS_REDIS_PASSWORD`` (mounted from a Secret) is added to a URL
-    that has none, so the URL itself can live in a ConfigMap.
+    that has none, so the URL itself can live in a ConfigMap; with the ACL user
+    ``$KUBETASKS_REDIS_USERNAME`` when one is set.
     """
     url = explicit or REDIS_URL.get()
     if not url.startswith(("redis://", "rediss://", "unix://")):
@@ -201,7 +206,8 @@ def redis_url(explicit: str | None = None) -> str:
         from urllib.parse import quote
 
         scheme, rest = url.split("//", 1)
-        url = f"{scheme}//:{quote(password, safe='')}@{rest}"
+        user = quote(REDIS_USERNAME.get(), safe="")
+        url = f"{scheme}//{user}:{quote(password, safe='')}@{rest}"
     return url
 
 

@@ -88,3 +88,12 @@ class QueueKeys:
 def worker_key(worker_id: str) -> str:
     """Heartbeat record of one worker process (what it holds, when it last beat)."""
     return f"{ROOT}:worker:{worker_id}"
+
+
+def namespace_patterns(namespace: str) -> tuple[str, str]:
+    """Redis ACL key patterns (globs) of everything of one namespace a worker there touches:
+    its queues' keys (``kubetasks:{ns/*``) and its workers' load reports
+    (``kubetasks:worker:ns/*``). Namespace names hold no glob characters, and the ``/`` after
+    the name keeps ``team`` from matching ``team-a``."""
+    ns = validate_namespace(namespace)
+    return f"{ROOT}:{{{ns}/*", worker_key(f"{ns}/*")
