@@ -80,6 +80,11 @@ def _labels(text: str) -> dict[str, str]:
     return {k.strip(): v.strip() for k, v in pairs}
 
 
+def _names(text: str) -> tuple[str, ...]:
+    """``"a, b*"`` -> ``("a", "b*")`` (empty entries are dropped)."""
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 #: Where a Redis CA certificate is mounted, in the operator pod (by the chart) and in every
 #: worker pod (by the operator): the chart's ``ssl_ca_certs`` in the URL points here.
@@ -176,6 +181,43 @@ REDIS_CA_KEY = _declare(
 WORKER_POD_LABELS: EnvVar[dict[str, str]] = _declare(
     "KUBETASKS_WORKER_POD_LABELS", _labels, {},
     "Labels added to every worker pod, as a=1,b=2 (the local environment marks its pods).",
+)  # fmt: skip
+
+# -- What a WorkerPool may ask for (controller/poolpolicy.py) --------------------------------
+# Patterns: NAME exactly, PREFIX* by prefix, * anything; images: a repository with any tag.
+POOL_SERVICE_ACCOUNTS: EnvVar[tuple[str, ...]] = _declare(
+    "KUBETASKS_POOL_SERVICE_ACCOUNTS", _names, (),
+    "Service accounts (patterns) WorkerPools may name besides the worker one.", CHART,
+)  # fmt: skip
+POOL_SERVICE_ACCOUNT_SELECTOR = _declare(
+    "KUBETASKS_POOL_SERVICE_ACCOUNT_SELECTOR", _text, "kubetasks.dev/worker=true",
+    "Labels (key=value,...) that let WorkerPools name a ServiceAccount.", CHART,
+)  # fmt: skip
+POOL_IMAGES: EnvVar[tuple[str, ...]] = _declare(
+    "KUBETASKS_POOL_IMAGES", _names, (),
+    "Images (patterns) WorkerPools may run besides the worker image's repository.", CHART,
+)  # fmt: skip
+POOL_PRIORITY_CLASSES: EnvVar[tuple[str, ...]] = _declare(
+    "KUBETASKS_POOL_PRIORITY_CLASSES", _names, (),
+    "Priority classes (patterns) WorkerPools may use; none by default.", CHART,
+)  # fmt: skip
+POOL_ENV_SECRETS: EnvVar[tuple[str, ...]] = _declare(
+    "KUBETASKS_POOL_ENV_SECRETS", _names, (),
+    "Secrets (patterns) the env of WorkerPools may read; none by default.", CHART,
+)  # fmt: skip
+POOL_ENV_CONFIGMAPS: EnvVar[tuple[str, ...]] = _declare(
+    "KUBETASKS_POOL_ENV_CONFIGMAPS", _names, (),
+    "ConfigMaps (patterns) the env of WorkerPools may read; none by default.", CHART,
+)  # fmt: skip
+POOL_DENIED_ANNOTATIONS: EnvVar[tuple[str, ...]] = _declare(
+    "KUBETASKS_POOL_DENIED_ANNOTATIONS", _names, (),
+    "Pod annotation keys (patterns) WorkerPools may not set, besides the pod security ones.",
+    CHART,
+)  # fmt: skip
+POOL_ALLOWED_NODE_TAINTS: EnvVar[tuple[str, ...]] = _declare(
+    "KUBETASKS_POOL_ALLOWED_NODE_TAINTS", _names, (),
+    "node.kubernetes.io/ and node-role.kubernetes.io/ taints (patterns) WorkerPools may"
+    " tolerate; none by default.", CHART,
 )  # fmt: skip
 
 # -- Kubernetes' own ------------------------------------------------------------------------

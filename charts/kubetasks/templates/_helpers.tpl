@@ -191,6 +191,11 @@ app.kubernetes.io/component: {{ .component }}
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["patch"]
+# The labels of a ServiceAccount a WorkerPool names (poolPolicy.serviceAccountSelector).
+# Never Secrets or ConfigMaps: env sources are allowed by name only.
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["get"]
 # Events on the resources it handles (kopf posts them through both APIs).
 - apiGroups: [""]
   resources: ["events"]

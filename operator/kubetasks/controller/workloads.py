@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubetasks import settings
+from kubetasks.controller.poolpolicy import PoolPolicy, Selector
 from kubetasks.vocabulary import POOL_LABEL
 
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
@@ -23,7 +24,9 @@ IDENTITY_ENV = frozenset(
 REDIS_CA_VOLUME = "redis-tls"
 #: Seconds a worker keeps for itself at the end of the grace period to hand tasks back.
 HANDBACK_SECONDS = 5
-#: Pod spec fields a pool's ``podTemplate`` sets as given (Kubernetes' own shapes).
+#: Pod spec fields a pool's ``podTemplate`` sets as given (Kubernetes' own shapes), within
+#: the pool policy (``poolpolicy.py``). Never a security context, host namespace or volume:
+#: pod security is the operator's.
 POD_SPEC_OVERRIDES = (
     "nodeSelector",
     "tolerations",
@@ -56,6 +59,25 @@ class WorkloadDefaults:
     """Key of the certificate in that Secret, and the name of the mounted file."""
     extra_labels: dict[str, str] = field(default_factory=settings.WORKER_POD_LABELS.get)
     """Labels added to every worker pod (the local dev env marks them for its kubelet)."""
+
+    def policy(self) -> PoolPolicy:
+        """What pools may ask for, from the operator's ``KUBETASKS_POOL_*`` environment (chart
+        values ``poolPolicy``); this image and service account are always allowed."""
+        return PoolPolicy(
+            worker_image=self.image,
+            worker_service_account=self.service_account,
+            service_accounts=settings.POOL_SERVICE_ACCOUNTS.get(),
+            service_account_selector=Selector.parse(
+                settings.POOL_SERVICE_ACCOUNT_SELECTOR.get(),
+                settings.POOL_SERVICE_ACCOUNT_SELECTOR.name,
+            ),
+            images=settings.POOL_IMAGES.get(),
+            priority_classes=settings.POOL_PRIORITY_CLASSES.get(),
+            env_secrets=settings.POOL_ENV_SECRETS.get(),
+            env_config_maps=settings.POOL_ENV_CONFIGMAPS.get(),
+            denied_annotations=settings.POOL_DENIED_ANNOTATIONS.get(),
+            allowed_node_taints=settings.POOL_ALLOWED_NODE_TAINTS.get(),
+        )
 
 
 def _field_env(name: str, path: str) -> dict[str, Any]:
