@@ -258,7 +258,11 @@ def test_pod_overrides_reach_the_deployment_and_an_unusable_spec_is_reported(
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
         "serviceAccountName": "workers",
     }  # fmt: skip
-    pools.create("tuned", "q-tuned", podTemplate=template, image="example.com/w:1")
+    # Within the default pool policy: a service account labelled for workers, the worker
+    # image's repository (tests/controller/test_pool_policy.py shows what it refuses).
+    labelled = k8s.V1ObjectMeta(name="workers", labels={"kubetasks.dev/worker": "true"})
+    pools.core.create_namespaced_service_account(namespace, k8s.V1ServiceAccount(metadata=labelled))
+    pools.create("tuned", "q-tuned", podTemplate=template, image="ghcr.io/kubetasks/worker:1")
     found = pools.wait("the Deployment", lambda: pools.deployment("tuned"))
     pod = found.spec.template
     assert pod.metadata.labels["team"] == "search"
@@ -270,7 +274,7 @@ def test_pod_overrides_reach_the_deployment_and_an_unusable_spec_is_reported(
     assert [s.name for s in pod.spec.image_pull_secrets] == ["registry"]
     assert pod.spec.service_account_name == "workers"
     (container,) = pod.spec.containers
-    assert container.image == "example.com/w:1"
+    assert container.image == "ghcr.io/kubetasks/worker:1"
     assert container.resources.requests == {"cpu": "100m", "memory": "128Mi"}
     assert container.security_context.run_as_non_root is True
     assert found.metadata.owner_references[0].kind == "WorkerPool"

@@ -11,6 +11,13 @@ The Deployment is the operator's: one that was deleted or scaled by someone else
 back on the next tick, and a pool whose Deployment the API server refuses (a pod template
 the CRD let through but Kubernetes does not accept) gets a condition and an event, is tried
 again every tick, and never stops the other pools.
+
+Before any apply the pool is checked against the operator's pool policy
+(``poolpolicy.py``): a pool asking for more than it allows (a service account, an image, a
+priority class, an env source, an annotation, a toleration) gets Ready=False with reason
+``PolicyViolation`` and a Warning event of that reason, each naming the field, and nothing
+is applied. A pool edited into violation keeps the Deployment last applied for it, as it
+was (not scaled), until it is fixed or deleted: the refused spec never reaches it.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -27,8 +35,9 @@ import kopf
 from kubetasks import autoscaler
 from kubetasks.background import isolated
 from kubetasks.clock import Clock
+from kubetasks.controller import poolpolicy
 from kubetasks.controller.workloads import WorkloadDefaults, deployment
-from kubetasks.k8s.api import reason_text
+from kubetasks.k8s.api import ApiError, reason_text
 from kubetasks.k8s.deployments import DeploymentState, WorkerPod
 from kubetasks.metrics import OperatorMetrics
 from kubetasks.queue import Broker, QueueStats
@@ -67,6 +76,15 @@ class DeploymentsApi(Protocol):
         ...
 
 
+class AccountLabelsApi(Protocol):
+    """Reads the labels the pool policy decides on; the real one is
+    :class:`~kubetasks.k8s.labels.ServiceAccountLabels`."""
+
+    async def labels(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The labels of a ServiceAccount (None: there is none)."""
+        ...
+
+
 class PoolStatuses(Protocol):
     """Where pool status goes; the real one is :class:`~kubetasks.k8s.status.PoolStatusWriter`."""
 
@@ -87,6 +105,9 @@ class Pool:
     last_status: dict[str, Any] = field(default_factory=dict)
     problem: str | None = None
     """Why the pool's Deployment could not be applied (None: it was)."""
+    problem_reason: str = "DeploymentRejected"
+    """Who refused it: ``PolicyViolation`` (the operator's pool policy) or
+    ``DeploymentRejected`` (the API server)."""
     pods_failure: str | None = None
     """Why the Deployment's pods cannot be created (None: they can)."""
     adopted: bool = False
@@ -121,6 +142,8 @@ class PoolAutoscaler:
         statuses: PoolStatuses,
         *,
         defaults: WorkloadDefaults | None = None,
+        accounts: AccountLabelsApi | None = None,
+        policy: poolpolicy.PoolPolicy | None = None,
         metrics: OperatorMetrics | None = None,
         poll_seconds: float = POLL_SECONDS,
     ) -> None:
@@ -130,6 +153,8 @@ class PoolAutoscaler:
         self.deployments = deployments
         self.statuses = statuses
         self.defaults = defaults or WorkloadDefaults()
+        self.accounts = accounts
+        self.policy = policy if policy is not None else self.defaults.policy()
         self.poll_seconds = poll_seconds
         self.pools: dict[PoolKey, Pool] = {}
         self.wake: asyncio.Event | None = None
@@ -259,25 +284,50 @@ class PoolAutoscaler:
         _event(pool, "Normal", "ScaledUp" if direction == "up" else "ScaledDown", message)
 
     async def _apply(self, pool: Pool, replicas: int) -> bool:
-        """Apply the pool's Deployment; False (and the reason on the pool) if refused."""
+        """Apply the pool's Deployment; False (and the reason on the pool) if the pool
+        policy or the API server refuses it."""
+        violations = await self._violations(pool)
+        if violations:
+            self._refused(pool, "PolicyViolation", "; ".join(map(str, violations)))
+            return False
         try:
             await self.deployments.apply(deployment(pool.body, replicas, self.defaults))
         except Exception as exc:
-            problem = _api_message(exc)
-            if problem != pool.problem:
-                meta = pool.body["metadata"]
-                log.warning("pool %s/%s: Deployment refused: %s", meta["namespace"],
-                            meta["name"], problem)  # fmt: skip
-                _event(pool, "Warning", "DeploymentRejected", problem)
-            pool.problem = problem
-            pool.applied_generation = pool.body["metadata"].get("generation")
+            self._refused(pool, "DeploymentRejected", _api_message(exc))
             return False
         if pool.problem is not None:
             _event(pool, "Normal", "DeploymentApplied", "the Deployment is accepted again")
         pool.problem = None
+        pool.problem_reason = "DeploymentRejected"
         pool.desired = replicas
         pool.applied_generation = pool.body["metadata"].get("generation")
         return True
+
+    async def _violations(self, pool: Pool) -> list[poolpolicy.Violation]:
+        """The pool's spec against the pool policy, with the labels it decides on read now
+        (a label removed since the last apply counts)."""
+        spec = pool.body["spec"]
+        namespace = pool.body["metadata"]["namespace"]
+        found: dict[str, Mapping[str, str] | poolpolicy.LookupFailed | None] = {}
+        for account in poolpolicy.references(spec, self.policy):
+            if self.accounts is None:
+                found[account] = poolpolicy.LookupFailed("the operator reads no labels")
+                continue
+            try:
+                found[account] = await self.accounts.labels(namespace, account)
+            except ApiError as exc:
+                # Fail closed: a label the operator may not read allows nothing.
+                found[account] = poolpolicy.LookupFailed(reason_text(exc))
+        return poolpolicy.check(spec, self.policy, found)
+
+    def _refused(self, pool: Pool, reason: str, problem: str) -> None:
+        """Record why nothing was applied; a new reason or message is posted as an event."""
+        if (reason, problem) != (pool.problem_reason, pool.problem):
+            meta = pool.body["metadata"]
+            log.warning("pool %s/%s: %s: %s", meta["namespace"], meta["name"], reason, problem)
+            _event(pool, "Warning", reason, problem)
+        pool.problem, pool.problem_reason = problem, reason
+        pool.applied_generation = pool.body["metadata"].get("generation")
 
     async def _prefer_idle(self, key: PoolKey) -> None:
         """Mark each pod with what its worker runs, so scale-in removes idle pods first
@@ -318,7 +368,7 @@ class PoolAutoscaler:
     def _conditions(self, pool: Pool, replicas: int, ready: int) -> list[dict[str, Any]]:
         """Ready: the Deployment is applied and as many pods are ready as it asks for."""
         if pool.problem:
-            truth, reason, message = "False", "DeploymentRejected", pool.problem
+            truth, reason, message = "False", pool.problem_reason, pool.problem
         elif pool.pods_failure:
             truth, reason, message = "False", "PodsRejected", pool.pods_failure
         elif ready < replicas:

@@ -26,6 +26,7 @@ from kubetasks.controller.state import OperatorSettings, OperatorState
 from kubetasks.controller.waiting import WaitingTasks
 from kubetasks.k8s.api import KubeApi
 from kubetasks.k8s.deployments import DeploymentWriter
+from kubetasks.k8s.labels import ServiceAccountLabels
 from kubetasks.k8s.periodic import PeriodicApi
 from kubetasks.k8s.queues import QueueApi
 from kubetasks.k8s.status import PoolStatusWriter, TaskStatusWriter
@@ -108,8 +109,9 @@ async def startup(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: Any)
             "cannot serve metrics on port %d (--metrics-port): %s", _settings.metrics_port, exc
         )
     memo.autoscaler = PoolAutoscaler(
-        state.broker, state.clock, DeploymentWriter(api), PoolStatusWriter(api), metrics=metrics
-    )
+        state.broker, state.clock, DeploymentWriter(api), PoolStatusWriter(api),
+        accounts=ServiceAccountLabels(api), metrics=metrics,
+    )  # fmt: skip
     memo.stop = asyncio.Event()
     memo.loops = [
         asyncio.create_task(run_every(memo.deferred, memo.stop)),
