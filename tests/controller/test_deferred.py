@@ -27,7 +27,9 @@ class Recorder:
     async def add_finalizer(self, body: dict[str, Any], finalizer: str) -> None:
         self.finalized.append(body["metadata"]["name"])
 
-    async def write(self, namespace: str, name: str, patch: dict[str, Any]) -> bool:
+    async def write(
+        self, namespace: str, name: str, patch: dict[str, Any], *, uid: str, fresh: bool = False
+    ) -> bool:
         self.queued.append(name)
         return True
 

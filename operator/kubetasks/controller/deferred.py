@@ -111,7 +111,10 @@ class DeferredWrites:
         try:
             await self.state.tasks.add_finalizer(owed.body, self.finalizer)
             if owed.queued_patch is not None:
-                await self.state.writer.write(meta["namespace"], meta["name"], owed.queued_patch)
+                await self.state.writer.write(
+                    meta["namespace"], meta["name"], owed.queued_patch, uid=meta["uid"],
+                    fresh=not owed.body.get("status"),
+                )  # fmt: skip
             self.written += 1
         except Exception as exc:  # the next resync repairs what is missing
             log.warning("deferred writes to task %s failed: %s", meta["name"], reason_text(exc))

@@ -196,7 +196,7 @@ async def report_ended(state: OperatorState, leased: Leased) -> None:
     namespace, _, task = resource.partition("/")
     outcome = ended_outcome(leased.ended or "failed")
     patch = finished_patch(outcome.kind, leased.attempt, state.clock.now(), error=outcome.error)
-    await state.writer.write(namespace, task, patch)
+    await state.writer.write(namespace, task, patch, uid=leased.message.id)
 
 
 def run(

@@ -165,7 +165,9 @@ class Repairer:
                     f"on queue {queue}",
                     extra={"attempts": spent[message.id]},
                 )
-                await self.state.writer.write(meta["namespace"], meta["name"], patch)
+                await self.state.writer.write(
+                    meta["namespace"], meta["name"], patch, uid=meta["uid"]
+                )
         return settled
 
     async def _settle(self, broker: Broker, queue: str, bodies: list[dict[str, Any]]) -> int:
@@ -184,7 +186,9 @@ class Repairer:
                 info.state, info.attempts, at, result=info.result, error=info.error
             )
             meta = body["metadata"]
-            if await self.state.writer.write(meta["namespace"], meta["name"], patch):
+            if await self.state.writer.write(
+                meta["namespace"], meta["name"], patch, uid=meta["uid"]
+            ):
                 settled += 1
         return settled
 

@@ -238,7 +238,7 @@ async def admit(
         deferred.defer(body, patch)
         return
     await state.tasks.add_finalizer(body, TASK_FINALIZER)
-    await state.writer.write(namespace, name, patch)
+    await state.writer.write(namespace, name, patch, uid=meta["uid"], fresh=not status)
 
 
 async def fail_cycle(state: OperatorState, body: dict[str, Any], graph: WaitGraph | None) -> bool:
@@ -276,7 +276,9 @@ async def set_phase(
     patch = operator_patch(
         phase, state.clock.now(), reason, message, generation=meta.get("generation")
     )
-    await state.writer.write(meta["namespace"], meta["name"], patch)
+    await state.writer.write(
+        meta["namespace"], meta["name"], patch, uid=meta["uid"], fresh=not body.get("status")
+    )
 
 
 async def cancel(state: OperatorState, body: dict[str, Any]) -> None:

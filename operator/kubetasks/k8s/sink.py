@@ -3,7 +3,9 @@
 Each attempt's start and end are written onto the Task's status (Running with the attempt,
 start time and worker pod; then Succeeded with the result, Retrying with the error and the
 next attempt's time, or Failed). Writes run in the background so a handler never waits for
-the API server, and the end of an attempt is written only after its start.
+the API server, and the end of an attempt is written only after its start. Every write
+names the Task's uid (the message id of a task from a Task resource), so a worker's late
+report never lands on a re-created Task of the same name.
 """
 
 from __future__ import annotations
@@ -66,10 +68,12 @@ class ResourceStatusSink:
 
         start = _Start(worker, at)
 
+        uid, fresh = leased.message.id, leased.attempt == 1
+
         async def write_unless_finished() -> bool:
             await asyncio.sleep(self.running_delay)
             start.sending = True
-            return await self.writer.write_quietly(*where, patch)
+            return await self.writer.write_quietly(*where, patch, uid=uid, fresh=fresh)
 
         start.task = self._spawn(write_unless_finished())
         self._started[key] = start
@@ -89,17 +93,22 @@ class ResourceStatusSink:
             retry_at=outcome.retry_at,
         )
         before = None
+        # A first attempt that was never reported Running most likely finds no status yet.
+        fresh = leased.attempt == 1
         if started is not None and started.task is not None:
             patch["status"].update(startedAt=rfc3339_millis(started.at), worker=started.worker)
             if started.sending:
                 before = started.task  # the Running write is on its way: let it land first
+                fresh = False
             else:
                 started.task.cancel()
 
         async def write_after_start() -> bool:
             if before is not None:
                 await before
-            return await self.writer.write_quietly(*where, patch)
+            return await self.writer.write_quietly(
+                *where, patch, uid=leased.message.id, fresh=fresh
+            )
 
         self._spawn(write_after_start())
 
