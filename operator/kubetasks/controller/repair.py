@@ -25,6 +25,7 @@ from typing import Any
 from kubetasks.background import isolated
 from kubetasks.controller import tasks
 from kubetasks.controller.deferred import DeferredWrites
+from kubetasks.controller.dependents import UNADMITTED, outcome
 from kubetasks.controller.intake import build_message
 from kubetasks.controller.state import OperatorState
 from kubetasks.metrics import OperatorMetrics
@@ -74,17 +75,23 @@ class Repairer:
             return
         self.state.redis_ok = True
         listed_at = self.state.clock.now()
-        items = await self.state.tasks.list(self.state.settings.namespaces)
-        known = {
-            (t["metadata"]["namespace"], t["metadata"]["name"]): (
-                (t.get("status") or {}).get("phase"),
-                (t.get("status") or {}).get("result"),
-            )
-            for t in items
-        }
+        uids: set[str] = set()
+        items: list[dict[str, Any]] = []  # the unfinished ones (and those being deleted)
+        async for page in self.state.tasks.pages(self.state.settings.namespaces):
+            for t in page:
+                uids.add(t["metadata"]["uid"])
+                finished = (t.get("status") or {}).get("phase") in FINAL_PHASES
+                if not finished or t["metadata"].get("deletionTimestamp"):
+                    items.append(t)
+        known = {(t["metadata"]["namespace"], t["metadata"]["name"]): outcome(t) for t in items}
+        graph = _Listed(items)
 
         async def lookup(namespace: str, name: str) -> tuple[str | None, Any]:
-            return known.get((namespace, name), (None, None))
+            found = known.get((namespace, name))
+            if found is None:  # finished (its result was not kept), or missing
+                body = await self.state.tasks.get(namespace, name)
+                found = known[namespace, name] = outcome(body) if body else (None, None)
+            return found
 
         by_queue: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         for body in items:
@@ -102,7 +109,7 @@ class Repairer:
                     or (phase == TaskPhase.PENDING and spec.get("dependsOn"))
                     or tasks.queue_of(body) is None  # admission fails it, naming spec.queue
                 ):
-                    await tasks.admit(self.state, body, lookup, self.deferred)
+                    await tasks.admit(self.state, body, lookup, self.deferred, graph=graph)
                 else:
                     by_queue[meta["namespace"], spec.get("queue", "default")].append(body)
         settled: dict[str, int] = {}
@@ -110,7 +117,7 @@ class Repairer:
             with isolated(log, "restore of queue %s/%s", namespace, queue):
                 broker = self.state.broker.in_namespace(namespace)
                 settled[f"{namespace}/{queue}"] = await self._restore(broker, queue, bodies)
-        await self._sweep({t["metadata"]["uid"] for t in items}, listed_at)
+        await self._sweep(uids, listed_at)
         repaired = sum(settled.values())
         self.settled += repaired
         if self.metrics is not None:
@@ -221,3 +228,22 @@ class Repairer:
                 queue,
                 resource,
             )
+
+
+class _Listed:
+    """The unadmitted Tasks with dependencies of one listing, for cycle checks in repair."""
+
+    def __init__(self, items: list[dict[str, Any]]) -> None:
+        self._bodies = {
+            (t["metadata"]["namespace"], t["metadata"]["name"]): t
+            for t in items
+            if (t.get("spec") or {}).get("dependsOn")
+            and (t.get("status") or {}).get("phase") in UNADMITTED
+        }
+
+    def unadmitted(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._bodies.get((namespace, name))
+
+    def ended(self, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        self._bodies.pop((meta["namespace"], meta["name"]), None)

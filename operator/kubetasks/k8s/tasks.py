@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from kubetasks.k8s.api import (
@@ -22,6 +22,9 @@ from kubetasks.k8s.api import (
 from kubetasks.vocabulary import TASKS
 
 log = logging.getLogger("kubetasks.operator")
+
+#: Tasks per page when listing: a page is one response the API server builds in memory.
+PAGE_SIZE = 500
 
 
 class TaskApi:
@@ -80,12 +83,24 @@ class TaskApi:
             return False
         return True
 
+    async def pages(
+        self, namespaces: Iterable[str] = (), limit: int = PAGE_SIZE
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """The Tasks in ``namespaces`` (every namespace when empty), ``limit`` at a time
+        (``limit``/``continue``), so a caller never holds every Task's body at once."""
+        paths = [custom_path(TASKS, ns) for ns in namespaces] or [custom_path(TASKS)]
+        for path in paths:
+            token = ""
+            while True:
+                query: dict[str, str | int] = {"limit": limit}
+                if token:
+                    query["continue"] = token
+                reply = await self.api.get(path, **query)
+                yield list(reply.get("items") or [])
+                token = (reply.get("metadata") or {}).get("continue") or ""
+                if not token:
+                    break
+
     async def list(self, namespaces: Iterable[str] = ()) -> list[dict[str, Any]]:
         """All Tasks in ``namespaces`` (every namespace when empty)."""
-        wanted = list(namespaces)
-        if not wanted:
-            return list((await self.api.get(custom_path(TASKS)))["items"])
-        items: list[dict[str, Any]] = []
-        for namespace in wanted:
-            items += (await self.api.get(custom_path(TASKS, namespace)))["items"]
-        return items
+        return [task async for page in self.pages(namespaces) for task in page]
