@@ -147,6 +147,11 @@ EVENTS_PER_SECOND = _declare(
     "KUBETASKS_EVENTS_PER_SECOND", float, 20.0,
     "Budget of Task transition Events per second (bursts of five times as many).",
 )  # fmt: skip
+DEFAULT_TTL_SECONDS_AFTER_FINISHED: EnvVar[int | None] = _declare(
+    "KUBETASKS_DEFAULT_TTL_SECONDS_AFTER_FINISHED", int, None,
+    "Seconds after which a finished Task that sets no TTL (nor its Queue) is deleted;"
+    " empty: kept.", CHART,
+)  # fmt: skip
 
 # -- What the operator gives every worker Deployment -----------------------------------------
 WORKER_IMAGE = _declare(

@@ -1,4 +1,6 @@
-"""Delete finished Tasks once their ``ttlSecondsAfterFinished`` (or their Queue's) has passed.
+"""Delete finished Tasks once their ``ttlSecondsAfterFinished`` has passed: the Task's own,
+else its Queue's, else the operator-wide default (``KUBETASKS_DEFAULT_TTL_SECONDS_AFTER_FINISHED``,
+chart value ``operator.defaultTtlSecondsAfterFinished``), so history need not grow forever.
 
 Finished Tasks with a TTL are kept in a heap by due time; one tick deletes those that are
 due (with the uid as a precondition, so a re-created Task of the same name is safe). The
@@ -42,6 +44,8 @@ class Reaper:
         meta = body["metadata"]
         if ttl is None and self.default_ttl is not None:
             ttl = self.default_ttl(meta["namespace"], spec.get("queue", "default"))
+        if ttl is None:  # the operator-wide default, last
+            ttl = self.state.settings.default_ttl_seconds_after_finished
         if ttl is None or not finished or meta["uid"] in self._tracked:
             return
         self._tracked.add(meta["uid"])

@@ -32,6 +32,12 @@ class OperatorSettings:
     events_per_second: float = field(default_factory=settings.EVENTS_PER_SECOND.get)
     """Budget of Kubernetes Events the operator posts for Task transitions (bursts of five
     times as many are allowed); transitions beyond it are counted, not posted."""
+    default_ttl_seconds_after_finished: int | None = field(
+        default_factory=settings.DEFAULT_TTL_SECONDS_AFTER_FINISHED.get
+    )
+    """Seconds after which a finished Task is deleted when neither it nor its Queue sets
+    ``ttlSecondsAfterFinished``; None keeps it (chart value
+    ``operator.defaultTtlSecondsAfterFinished``)."""
 
 
 @dataclass
