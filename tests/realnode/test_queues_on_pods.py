@@ -78,6 +78,18 @@ def queue(spec: dict[str, Any]) -> dict[str, Any]:
             "spec": spec}  # fmt: skip
 
 
+def wait_applied(cluster: Cluster, namespace: str) -> None:
+    """Until the operator has written the Queue's settings to Redis: its status follows the
+    write (Tasks created before it would run without the settings)."""
+
+    def applied() -> bool:
+        found = cluster.json("get", "queue", "default", "-n", namespace)
+        generation = found["metadata"]["generation"]
+        return bool((found.get("status") or {}).get("observedGeneration") == generation)
+
+    wait_for("the Queue applied", applied, timeout=60)
+
+
 def succeeded(cluster: Cluster, namespace: str, batch: str) -> list[dict[str, Any]]:
     return [t for t in tasks_of(cluster, namespace, batch) if phase(t) == "Succeeded"]
 
@@ -138,6 +150,7 @@ def test_max_in_flight_caps_running_tasks_across_pods_and_changes_live(
 ) -> None:
     namespace = TENANTS[0]
     apply(tenants, namespace, queue({"maxInFlight": 5}))
+    wait_applied(tenants, namespace)
     apply(tenants, namespace, pool("default", minReplicas=4, maxReplicas=4, concurrency=10))
     wait_for("4 worker pods ready", lambda: len(ready_pods(tenants, namespace)) == 4,
              timeout=180)  # fmt: skip
@@ -148,7 +161,7 @@ def test_max_in_flight_caps_running_tasks_across_pods_and_changes_live(
     pods = {r["pod"] for r in results}
     tenants.run("patch", "queue", "default", "-n", namespace, "--type=merge",
                 "-p", json.dumps({"spec": {"maxInFlight": 10}}))  # fmt: skip
-    time.sleep(2)  # the operator applies it on the watch event
+    wait_applied(tenants, namespace)  # nothing restarts: the next dequeue reads it
     apply(tenants, namespace, *[task(f"raised-{i}", 0.5) for i in range(60)])
     raised = most_at_once([t["status"]["result"] for t in wait_done(tenants, namespace,
                                                                      "raised", 60)])  # fmt: skip
@@ -174,6 +187,7 @@ def ready_pods(cluster: Cluster, namespace: str) -> list[str]:
 def test_a_rate_limit_holds_every_pod_to_the_rate(tenants: Cluster) -> None:
     namespace = TENANTS[1]
     apply(tenants, namespace, queue({"rateLimit": {"perSecond": 20}}))
+    wait_applied(tenants, namespace)
     apply(tenants, namespace, *[task(f"rated-{i}", 0) for i in range(1000)])
     # Let 14 s of starts happen, then stop the rest.
     first = wait_for("the first start", lambda: succeeded(tenants, namespace, "rated"), 180)
@@ -197,6 +211,7 @@ def test_a_rate_limit_holds_every_pod_to_the_rate(tenants: Cluster) -> None:
 def test_a_paused_queue_starts_nothing_and_loses_nothing(tenants: Cluster) -> None:
     namespace = TENANTS[0]
     apply(tenants, namespace, queue({"paused": True}))
+    wait_applied(tenants, namespace)
     wait_for("the pool at its minimum", lambda: replicas(tenants, namespace, "default") == 0
              and not ready_pods(tenants, namespace), timeout=120)  # fmt: skip
     apply(tenants, namespace, *[task(f"held-{i}", 0) for i in range(20)])
