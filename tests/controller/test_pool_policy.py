@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +19,7 @@ from kubernetes import client as k8s
 from devenv.controlplane import ControlPlane
 from fixtures.kube import obj
 from fixtures.operator import Operator, kube_env
+from fixtures.waiting import wait_for as wait
 from kubetasks.vocabulary import API_VERSION, GROUP, VERSION, WORKER_POOLS
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -126,16 +126,6 @@ class Cluster:
         except k8s.ApiException as exc:
             return str(exc.body)
         return None
-
-
-def wait(what: str, check: Callable[[], T | None], timeout: float = 30) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

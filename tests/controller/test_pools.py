@@ -22,6 +22,7 @@ from devenv.kubelet import PROCESS_KUBELET_LABEL, ProcessKubelet
 from fixtures.controlplane import Kubectl
 from fixtures.kube import meta, obj, pod_status, present
 from fixtures.operator import Operator, Tasks, kube_env
+from fixtures.waiting import wait_for
 from kubetasks.client import AsyncClient, TaskRequest
 from kubetasks.queue import Broker, keys
 from kubetasks.queue.keys import QueueKeys
@@ -113,13 +114,7 @@ class Pools:
         ]
 
     def wait(self, what: str, check: Any, timeout: float = 60) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = check()
-            if value:
-                return value
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}")
+        return wait_for(what, check, timeout, every=0.05)
 
 
 @pytest.fixture

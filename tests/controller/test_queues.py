@@ -9,7 +9,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from devenv.controlplane import ControlPlane
 from fixtures.controlplane import Kubectl
 from fixtures.kube import event_reasons, obj
 from fixtures.operator import Operator, StartWorkers, Tasks, kube_env
+from fixtures.waiting import wait_for as wait
 from kubetasks.queue import Broker, QueueSettings
 from kubetasks.vocabulary import API_VERSION, GROUP, VERSION
 
@@ -68,16 +68,6 @@ class Queues:
 @pytest.fixture
 def queues(kube_api: k8s.ApiClient, namespace: str) -> Queues:
     return Queues(kube_api, namespace)
-
-
-def wait(what: str, check: Callable[[], Any], timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what} (last: {check()!r})")
 
 
 def settings(redis_url: str, namespace: str, queue: str) -> QueueSettings | None:

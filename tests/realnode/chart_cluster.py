@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 from devenv.binaries import find_binary
 from fixtures.realnode import RealNodeHandle
+from fixtures.waiting import wait_for
 from kubetasks.vocabulary import POOL_LABEL
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,18 +51,7 @@ HELM_SETS = [
 
 T = TypeVar("T")
 
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float, every: float = 0.5) -> T:
-    """Poll ``probe`` until it returns something truthy; fail saying what was awaited."""
-    end = time.monotonic() + timeout
-    last: T | None = None
-    while True:
-        last = probe()
-        if last:
-            return last
-        if time.monotonic() > end:
-            raise AssertionError(f"{what}: not within {timeout:g}s (last seen: {last!r})")
-        time.sleep(every)
+__all__ = ["Cluster", "installed_release", "wait_for"]
 
 
 class Cluster:
