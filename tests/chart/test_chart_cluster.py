@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from devenv.controlplane import ControlPlane
 from devenv.crds import apply_crds
 from devenv.kubeapi import JsonApi
 from fixtures.controlplane import Impersonate, Kubectl
+from fixtures.kube import meta, obj, present
 from kubetasks.vocabulary import API_VERSION, GROUP, VERSION
 
 RBAC_API = "/apis/rbac.authorization.k8s.io/v1"
@@ -139,7 +140,7 @@ def test_server_side_dry_run(
 
 def _secret_password(kube_api: k8s.ApiClient, namespace: str, name: str) -> str:
     secret = k8s.CoreV1Api(kube_api).read_namespaced_secret(name, namespace)
-    return base64.b64decode(secret.data["password"]).decode()
+    return base64.b64decode(present(secret.data)["password"]).decode()
 
 
 def test_install_upgrade_uninstall(
@@ -158,10 +159,12 @@ def test_install_upgrade_uninstall(
 
     apps = k8s.AppsV1Api(kube_api)
     operator = apps.read_namespaced_deployment(f"{full}-operator", namespace)
-    assert operator.spec.replicas == 1 and operator.spec.strategy.type == "Recreate"
+    spec = present(operator.spec)
+    assert spec.replicas == 1 and present(spec.strategy).type == "Recreate"
     apps.read_namespaced_stateful_set(f"{full}-redis", namespace)
     custom = k8s.CustomObjectsApi(kube_api)
-    pool = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "workerpools", "default")
+    pool = obj(custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "workerpools",
+                                                   "default"))  # fmt: skip
     assert pool["spec"]["maxReplicas"] == 10
     assert pool["spec"]["podTemplate"]["serviceAccountName"] == f"{full}-worker"
     uid = pool["metadata"]["uid"]
@@ -173,7 +176,8 @@ def test_install_upgrade_uninstall(
         kubeconfig=control_plane.kubeconfig,
     )  # fmt: skip
     assert upgraded.returncode == 0, upgraded.stderr
-    pool = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "workerpools", "default")
+    pool = obj(custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "workerpools",
+                                                   "default"))  # fmt: skip
     assert pool["spec"]["maxReplicas"] == 3, "upgrades apply changed values"
     assert pool["metadata"]["uid"] == uid, "updated in place: its worker Deployment stays"
     assert _secret_password(kube_api, namespace, f"{full}-redis") == password, (
@@ -187,7 +191,7 @@ def test_install_upgrade_uninstall(
     with pytest.raises(k8s.ApiException) as gone:
         rbac.read_cluster_role(f"{full}-operator")
     assert gone.value.status == 404
-    pools = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "workerpools")
+    pools = obj(custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "workerpools"))
     assert pools["items"] == [], "uninstall removes the default WorkerPool"
 
 
@@ -205,13 +209,15 @@ def test_fresh_cluster_install_creates_crds_then_the_pool(tmp_path: Path) -> Non
             ext = k8s.ApiextensionsV1Api(api)
             for name in KUBETASKS_CRDS:
                 crd = ext.read_custom_resource_definition(name)
-                assert crd.metadata.annotations["meta.helm.sh/release-name"] == "kubetasks"
-                conditions = {c.type: c.status for c in crd.status.conditions}
+                annotations = present(meta(crd).annotations)
+                assert annotations["meta.helm.sh/release-name"] == "kubetasks"
+                crd_conditions = present(present(crd.status).conditions)
+                conditions = {c.type: c.status for c in crd_conditions}
                 assert conditions["Established"] == "True", name
             custom = k8s.CustomObjectsApi(api)
 
             def pool() -> dict[str, Any]:
-                return dict(custom.get_namespaced_custom_object(
+                return obj(custom.get_namespaced_custom_object(
                     GROUP, VERSION, "kubetasks", "workerpools", "default"))  # fmt: skip
 
             first = pool()
@@ -228,7 +234,7 @@ def test_fresh_cluster_install_creates_crds_then_the_pool(tmp_path: Path) -> Non
             assert removed.returncode == 0, removed.stderr
             assert "kept due to the resource policy" in removed.stdout
             for name in KUBETASKS_CRDS:
-                assert ext.read_custom_resource_definition(name).metadata.name == name
+                assert meta(ext.read_custom_resource_definition(name)).name == name
             # As the chart README says: Helm leaves hooks behind on uninstall.
             assert pool()["metadata"]["uid"] == second["metadata"]["uid"]
     finally:
@@ -253,7 +259,7 @@ def _review(api: k8s.ApiClient, verb: str, resource: str, ns: str) -> bool:
         spec=k8s.V1SelfSubjectAccessReviewSpec(resource_attributes=attributes)
     )
     answer = k8s.AuthorizationV1Api(api).create_self_subject_access_review(review)
-    return bool(answer.status.allowed)
+    return bool(present(answer.status).allowed)
 
 
 def _kubectl_can_i(kubectl: Kubectl, user: str, verb: str, resource: str, ns: str) -> bool:
@@ -464,12 +470,12 @@ def test_worker_account_may_only_patch_task_status(
         custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "tasks", task)
         as_worker = impersonate(namespace, sa)
         worker_custom = k8s.CustomObjectsApi(as_worker)
-        patched = worker_custom.patch_namespaced_custom_object_status(
+        patched = obj(worker_custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, "tasks", "rbac-probe", {"status": {"worker": "probe"}}
-        )
+        ))  # fmt: skip
         assert patched["status"]["worker"] == "probe"
         core = k8s.CoreV1Api(as_worker)
-        for call in (
+        calls: tuple[Callable[[], object], ...] = (
             lambda: worker_custom.get_namespaced_custom_object(
                 GROUP, VERSION, namespace, "tasks", "rbac-probe"),
             lambda: worker_custom.list_namespaced_custom_object(
@@ -482,7 +488,8 @@ def test_worker_account_may_only_patch_task_status(
                 GROUP, VERSION, namespace, "tasks", "rbac-probe"),
             lambda: worker_custom.patch_namespaced_custom_object(
                 GROUP, VERSION, namespace, "tasks", "rbac-probe", {"spec": {"cancel": True}}),
-        ):  # fmt: skip
+        )  # fmt: skip
+        for call in calls:
             with pytest.raises(k8s.ApiException) as refused:
                 call()
             assert refused.value.status == 403
@@ -520,7 +527,7 @@ def test_operator_account_is_confined_to_the_release_namespace_by_default(
         assert refused.value.status == 403
         # No worker account outside the watched namespace.
         accounts = k8s.CoreV1Api(kube_api).list_namespaced_service_account(other_namespace)
-        assert f"{release}-kubetasks-worker" not in {a.metadata.name for a in accounts.items}
+        assert f"{release}-kubetasks-worker" not in {meta(a).name for a in accounts.items}
     finally:
         uninstall(control_plane, release, namespace)
 
@@ -550,7 +557,7 @@ def test_operator_account_has_what_it_uses_cluster_wide_when_asked(
         with pytest.raises(k8s.ApiException) as refused:
             core.read_namespaced_secret(f"{release}-kubetasks-redis", namespace)
         assert refused.value.status == 403, "the operator gets the password from its env only"
-        names = {n.metadata.name for n in core.list_namespace().items}
+        names = {meta(n).name for n in core.list_namespace().items}
         assert {namespace, other_namespace} <= names
     finally:
         uninstall(control_plane, release, namespace)
