@@ -109,6 +109,7 @@ def test_refusals_leave_other_work_alone_and_defaults_are_filled(
         "maxRetries": 3,
         "cancel": False,
         "dependencyResults": "None",
+        "dependencyTimeoutSeconds": 86400,
     }
     explain = kubectl("explain", "task.spec.retryBackoff")
     assert explain.returncode == 0, explain.stderr

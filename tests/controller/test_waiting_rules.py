@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from kubetasks.clock import FakeClock
+from kubetasks.controller.dependents import Dependents
 from kubetasks.controller.intake import (
     DependencyState,
     build_message,
@@ -120,3 +121,17 @@ def test_a_message_over_the_limit_is_refused_naming_its_size_and_the_limit() -> 
     with pytest.raises(MessageTooLargeError, match="limit of 262144 bytes"):
         build_message(task, T0)
     assert isinstance(build_message(body(args=["x" * 1000]), T0), TaskMessage)
+
+
+def test_a_task_failed_for_a_cycle_is_remembered_until_it_is_deleted_and_only_by_uid() -> None:
+    deps = Dependents()
+    a, b = body("a", dependsOn=["b"]), body("b", dependsOn=["a"])
+    deps.observe(a)
+    deps.observe(b)
+    assert deps.depends_on("ns", "a") == ["b"]
+    deps.on_cycle(a, "dependency cycle a -> b -> a")
+    assert deps.unadmitted("ns", "a") is None  # no longer an edge to walk
+    assert deps.cycle_of("ns", "a", "uid-a") == "dependency cycle a -> b -> a"
+    assert deps.cycle_of("ns", "a", "uid-of-a-new-a") is None
+    deps.deleted(a)
+    assert deps.cycle_of("ns", "a", "uid-a") is None

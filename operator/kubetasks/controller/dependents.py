@@ -38,6 +38,7 @@ class Dependents:
         self._waiting_on: dict[str, tuple[Key, ...]] = {}  # dependent uid -> dependencies
         self._outcomes: dict[Key, Outcome] = {}  # only for dependencies with waiters
         self._unadmitted: dict[Key, dict[str, Any]] = {}  # dependents not admitted yet
+        self._cycles: dict[Key, tuple[str, str]] = {}  # failed for a cycle: uid, cycle
 
     def observe(self, body: dict[str, Any]) -> list[dict[str, Any]]:
         """Take in one event's Task; returns the Tasks to admit again because this one, a
@@ -64,6 +65,8 @@ class Dependents:
         self._unregister(meta["uid"])
         key = (meta.get("namespace") or "", meta["name"])
         self._drop_unadmitted(key, meta["uid"])
+        if self._cycles.get(key, ("",))[0] == meta["uid"]:
+            del self._cycles[key]
         if key in self._outcomes:
             self._outcomes[key] = (None, None)  # gone: its dependents wait for a new one
 
@@ -90,12 +93,20 @@ class Dependents:
         """The last body seen of the not yet admitted Task of that name, if any."""
         return self._unadmitted.get((namespace, name))
 
-    def ended(self, body: dict[str, Any]) -> None:
-        """The operator has just ended this Task (a dependency cycle): it waits no more, and
-        what waits on it learns that from its next event, not from the stale body here."""
+    def on_cycle(self, body: dict[str, Any], cycle: str) -> None:
+        """The operator is ending this Task for the dependency ``cycle``: it waits no more,
+        and until it is deleted, an admission of it that raced this one (and may have seen
+        another Task of the cycle already Failed) fails it for the same cycle."""
         meta = body["metadata"]
+        key = (meta.get("namespace") or "", meta["name"])
         self._unregister(meta["uid"])
-        self._drop_unadmitted((meta.get("namespace") or "", meta["name"]), meta["uid"])
+        self._drop_unadmitted(key, meta["uid"])
+        self._cycles[key] = (meta["uid"], cycle)
+
+    def cycle_of(self, namespace: str, name: str, uid: str) -> str | None:
+        """The cycle this very Task (not a re-created one of its name) was failed for."""
+        found = self._cycles.get((namespace, name))
+        return found[1] if found is not None and found[0] == uid else None
 
     def _drop_unadmitted(self, key: Key, uid: str) -> None:
         body = self._unadmitted.get(key)

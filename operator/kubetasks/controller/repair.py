@@ -240,10 +240,15 @@ class _Listed:
             if (t.get("spec") or {}).get("dependsOn")
             and (t.get("status") or {}).get("phase") in UNADMITTED
         }
+        self._cycles: dict[str, str] = {}  # uid -> the cycle it was failed for
 
     def unadmitted(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._bodies.get((namespace, name))
 
-    def ended(self, body: dict[str, Any]) -> None:
+    def on_cycle(self, body: dict[str, Any], cycle: str) -> None:
         meta = body["metadata"]
         self._bodies.pop((meta["namespace"], meta["name"]), None)
+        self._cycles[meta["uid"]] = cycle
+
+    def cycle_of(self, namespace: str, name: str, uid: str) -> str | None:
+        return self._cycles.get(uid)

@@ -48,8 +48,12 @@ class WaitGraph(Protocol):
 
     def unadmitted(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
-    def ended(self, body: dict[str, Any]) -> None:
-        """The operator has just ended this Task: it waits no more."""
+    def on_cycle(self, body: dict[str, Any], cycle: str) -> None:
+        """The operator is ending this Task for a dependency cycle: it waits no more."""
+        ...
+
+    def cycle_of(self, namespace: str, name: str, uid: str) -> str | None:
+        """The cycle this Task was failed for, if it was."""
         ...
 
 
@@ -167,6 +171,13 @@ async def admit(
     if depends_on:
         found = {d: await lookup(namespace, d) for d in depends_on}
         deps = intake.dependency_state(depends_on, found)
+        # Checked after the lookups: a concurrent admission that failed a cycle through
+        # this Task recorded it before failing any Task of it, so a dependency seen Failed
+        # here for that cycle does not make this one DependencyFailed.
+        cycle = graph.cycle_of(namespace, name, meta["uid"]) if graph is not None else None
+        if cycle is not None:
+            await set_phase(state, body, TaskPhase.FAILED, "DependencyCycle", cycle)
+            return
         if deps.failed:
             await set_phase(state, body, TaskPhase.FAILED, "DependencyFailed", deps.failed)
             return
@@ -257,15 +268,16 @@ async def fail_cycle(state: OperatorState, body: dict[str, Any], graph: WaitGrap
     if cycle is None:
         return False
     members = cycle[:-1]
+    failing: list[tuple[dict[str, Any], str]] = []
     for i, task in enumerate(members):
         member = body if task == name else graph.unadmitted(namespace, task)
-        if member is None:
-            continue
-        graph.ended(member)
-        text = intake.cycle_text([*members[i:], *members[:i], task])
-        await set_phase(
-            state, member, TaskPhase.FAILED, "DependencyCycle", f"dependency cycle {text}"
-        )
+        if member is not None:
+            text = intake.cycle_text([*members[i:], *members[:i], task])
+            failing.append((member, f"dependency cycle {text}"))
+    for member, message in failing:  # every member recorded before any is failed
+        graph.on_cycle(member, message)
+    for member, message in failing:
+        await set_phase(state, member, TaskPhase.FAILED, "DependencyCycle", message)
     return True
 
 
