@@ -31,12 +31,16 @@ from kubetasks.controller.state import OperatorState
 from kubetasks.metrics import OperatorMetrics
 from kubetasks.queue import Broker
 from kubetasks.status_patches import finished_patch, operator_patch
+from kubetasks.timestamps import parse_rfc3339
 from kubetasks.vocabulary import FINAL_PHASES, TaskPhase
 
 log = logging.getLogger("kubetasks.operator")
 
 #: Seconds between repair ticks while Redis is unreachable.
 FAST_RETRY = 2.0
+#: Seconds a new Task is left to the watch before repair admits it (a Task repair finds
+#: unadmitted after this, the watch missed).
+WATCH_GRACE = 30.0
 
 #: Seconds an outcome Redis recorded is left to the worker that ran it before repair copies
 #: it: a lease's worth (the workers' default). The worker's own status write follows its ack
@@ -102,6 +106,10 @@ class Repairer:
                 if meta.get("deletionTimestamp"):
                     await tasks.finalize(self.state, body)
                 elif phase in FINAL_PHASES or spec.get("cancel"):
+                    continue
+                elif phase is None and _young(body, listed_at):
+                    # The watch admits a new Task itself; from this listing, one deleted
+                    # since would be queued again after its DELETED event forgot it.
                     continue
                 elif (
                     phase is None
@@ -252,3 +260,9 @@ class _Listed:
 
     def cycle_of(self, namespace: str, name: str, uid: str) -> str | None:
         return self._cycles.get(uid)
+
+
+def _young(body: dict[str, Any], now: float) -> bool:
+    """Created less than :data:`WATCH_GRACE` seconds before ``now``."""
+    created = body["metadata"].get("creationTimestamp")
+    return bool(created) and now - parse_rfc3339(created) < WATCH_GRACE
