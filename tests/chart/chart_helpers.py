@@ -13,9 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from devenv.binaries import KUBERNETES_VERSION, find_binary
+from kubetasks import settings
+from kubetasks.controller.workloads import WorkloadDefaults
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "kubetasks"
@@ -102,6 +105,25 @@ def render(
     assert result.returncode == 0, f"helm template failed:\n{result.stderr}"
     docs = [d for d in yaml.safe_load_all(result.stdout) if d]
     return Rendered(docs, result.stdout)
+
+
+def operator_environ(r: Rendered) -> dict[str, str]:
+    """The operator container's environment as the pod would see it: references to Secrets
+    and fields become a stand-in value (what they hold does not reach the worker manifest)."""
+    return {
+        e["name"]: e["value"] if "value" in e else f"<{e['name']} from a reference>"
+        for e in r.operator_container["env"]
+    }
+
+
+def workload_defaults(environ: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> WorkloadDefaults:
+    """What the operator, started with exactly ``environ`` (no other kubetasks variable),
+    gives the worker Deployment of every WorkerPool."""
+    for name in settings.ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    return WorkloadDefaults()
 
 
 def env_of(container: dict[str, Any]) -> dict[str, Any]:

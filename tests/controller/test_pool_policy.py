@@ -19,6 +19,7 @@ from kubernetes import client as k8s
 from devenv.controlplane import ControlPlane
 from fixtures.kube import obj
 from fixtures.operator import Operator, kube_env
+from fixtures.podsecurity import pod_refusal, restrict
 from fixtures.waiting import wait_for as wait
 from kubetasks.vocabulary import API_VERSION, GROUP, VERSION, WORKER_POOLS
 
@@ -107,25 +108,12 @@ class Cluster:
 
     def restricted(self) -> None:
         """Pod Security "restricted" enforced in the namespace."""
-        self.core.patch_namespace(
-            self.namespace,
-            {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}},
-        )
+        restrict(self.core.api_client, self.namespace)
 
     def admits_pod(self, template: Any) -> str | None:
         """None if the API server (Pod Security included) would create a pod of this
         template, else its refusal (a server-side dry run: nothing is created)."""
-        pod = k8s.V1Pod(
-            metadata=k8s.V1ObjectMeta(
-                generate_name="probe-", annotations=template.metadata.annotations
-            ),
-            spec=template.spec,
-        )
-        try:
-            self.core.create_namespaced_pod(self.namespace, pod, dry_run="All")
-        except k8s.ApiException as exc:
-            return str(exc.body)
-        return None
+        return pod_refusal(self.core.api_client, self.namespace, template)
 
 
 @pytest.fixture
