@@ -74,6 +74,16 @@ def _text(text: str) -> str:
     return text
 
 
+def _flag(text: str) -> bool:
+    """``true``/``false`` (also ``1``/``0``, ``yes``/``no``), any case."""
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
 def _labels(text: str) -> dict[str, str]:
     """``"a=1,b=2"`` -> ``{"a": "1", "b": "2"}`` (entries without ``=`` are ignored)."""
     pairs = (p.split("=", 1) for p in text.split(",") if "=" in p)
@@ -102,6 +112,7 @@ REDIS_PASSWORD = _declare(
 REDIS_USERNAME = _declare(
     "KUBETASKS_REDIS_USERNAME", _text, "",
     "Redis ACL user the password belongs to, added with it (default: the default user).",
+    CHART,
 )  # fmt: skip
 LOG_LEVEL = _declare(
     "KUBETASKS_LOG_LEVEL", _text, "info",
@@ -165,6 +176,11 @@ WORKER_SERVICE_ACCOUNT = _declare(
 WORKER_REDIS_URL = _declare(
     "KUBETASKS_WORKER_REDIS_URL", _text, "",
     "Redis URL of the worker pods when it differs from the operator's (default the same).",
+)  # fmt: skip
+POOL_REDIS_USERS = _declare(
+    "KUBETASKS_POOL_REDIS_USERS", _flag, False,
+    "Give each WorkerPool its own Redis ACL user and credential Secret (needs a password).",
+    CHART,
 )  # fmt: skip
 REDIS_SECRET = _declare(
     "KUBETASKS_REDIS_SECRET", _text, "",

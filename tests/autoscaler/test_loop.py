@@ -256,7 +256,7 @@ async def test_a_spec_change_applies_at_once_and_a_deleted_pool_is_forgotten(
     args = harness.deployments.manifests["p"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--concurrency") + 1] == "2"
     assert harness.sample("kubetasks_pool_desired_replicas", namespace=NS, pool="p") == 3
-    harness.scaler.remove((NS, "p"))
+    await harness.scaler.remove((NS, "p"))
     assert harness.sample("kubetasks_pool_desired_replicas", namespace=NS, pool="p") is None
     await harness.scaler.tick()  # nothing left to scale
 

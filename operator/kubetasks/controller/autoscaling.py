@@ -36,6 +36,7 @@ from kubetasks import autoscaler
 from kubetasks.background import isolated
 from kubetasks.clock import Clock
 from kubetasks.controller import poolpolicy
+from kubetasks.controller.poolusers import PoolCredentials, PoolUsers
 from kubetasks.controller.workloads import WorkloadDefaults, deployment
 from kubetasks.k8s.api import ApiError, reason_text
 from kubetasks.k8s.deployments import DeploymentState, WorkerPod
@@ -106,7 +107,8 @@ class Pool:
     problem: str | None = None
     """Why the pool's Deployment could not be applied (None: it was)."""
     problem_reason: str = "DeploymentRejected"
-    """Who refused it: ``PolicyViolation`` (the operator's pool policy) or
+    """Who refused it: ``PolicyViolation`` (the operator's pool policy), ``RedisUserFailed``
+    (its Redis user or credential Secret could not be made) or
     ``DeploymentRejected`` (the API server)."""
     pods_failure: str | None = None
     """Why the Deployment's pods cannot be created (None: they can)."""
@@ -144,6 +146,7 @@ class PoolAutoscaler:
         defaults: WorkloadDefaults | None = None,
         accounts: AccountLabelsApi | None = None,
         policy: poolpolicy.PoolPolicy | None = None,
+        users: PoolUsers | None = None,
         metrics: OperatorMetrics | None = None,
         poll_seconds: float = POLL_SECONDS,
     ) -> None:
@@ -155,6 +158,8 @@ class PoolAutoscaler:
         self.defaults = defaults or WorkloadDefaults()
         self.accounts = accounts
         self.policy = policy if policy is not None else self.defaults.policy()
+        self.users = users
+        """Each pool's own Redis user (None: workers share the operator's password)."""
         self.poll_seconds = poll_seconds
         self.pools: dict[PoolKey, Pool] = {}
         self.wake: asyncio.Event | None = None
@@ -180,10 +185,12 @@ class PoolAutoscaler:
         if pool.applied_generation != meta.get("generation"):
             await self.evaluate(key, "spec changed" if pool.adopted else "pool found")
 
-    def remove(self, key: PoolKey) -> None:
+    async def remove(self, key: PoolKey) -> None:
         self.pools.pop(key, None)
         if self.metrics is not None:
             self.metrics.forget_pool(*key)
+        if self.users is not None:
+            await self.users.remove(key)
 
     # -- decisions -------------------------------------------------------------------------
 
@@ -290,8 +297,16 @@ class PoolAutoscaler:
         if violations:
             self._refused(pool, "PolicyViolation", "; ".join(map(str, violations)))
             return False
+        credentials: PoolCredentials | None = None
+        if self.users is not None:
+            try:
+                credentials = await self.users.ensure(pool.body)
+            except Exception as exc:
+                self._refused(pool, "RedisUserFailed", f"setting the pool's Redis user: {exc}")
+                return False
         try:
-            await self.deployments.apply(deployment(pool.body, replicas, self.defaults))
+            manifest = deployment(pool.body, replicas, self.defaults, credentials)
+            await self.deployments.apply(manifest)
         except Exception as exc:
             self._refused(pool, "DeploymentRejected", _api_message(exc))
             return False

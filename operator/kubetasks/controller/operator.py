@@ -20,6 +20,7 @@ from kubetasks.controller.dependents import Dependents
 from kubetasks.controller.events import PhaseTracker
 from kubetasks.controller.memo import OperatorMemo
 from kubetasks.controller.periodic import PeriodicRunners  # registers the PeriodicTask handlers
+from kubetasks.controller.poolusers import PoolUsers
 from kubetasks.controller.reaper import Reaper
 from kubetasks.controller.repair import Repairer
 from kubetasks.controller.state import OperatorSettings, OperatorState
@@ -28,6 +29,7 @@ from kubetasks.k8s.api import KubeApi
 from kubetasks.k8s.deployments import DeploymentWriter
 from kubetasks.k8s.labels import ServiceAccountLabels
 from kubetasks.k8s.periodic import PeriodicApi
+from kubetasks.k8s.poolcredentials import PoolLookup, SecretCreator
 from kubetasks.k8s.queues import QueueApi
 from kubetasks.k8s.status import PoolStatusWriter, TaskStatusWriter
 from kubetasks.k8s.tasks import TaskApi
@@ -35,7 +37,7 @@ from kubetasks.metrics import OperatorMetrics
 from kubetasks.metrics import serve as serve_metrics
 from kubetasks.outcome import ended_outcome
 from kubetasks.queue import Broker, Leased
-from kubetasks.settings import operator_identity, redis_url, worker_id_for_pod
+from kubetasks.settings import REDIS_PASSWORD, operator_identity, redis_url, worker_id_for_pod
 from kubetasks.status_patches import finished_patch
 from kubetasks.vocabulary import KOPF_FINALIZER, POOL_LABEL, TASK_FINALIZER
 
@@ -108,9 +110,15 @@ async def startup(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: Any)
         log.error(
             "cannot serve metrics on port %d (--metrics-port): %s", _settings.metrics_port, exc
         )
+    users = None
+    if _settings.pool_redis_users:
+        users = PoolUsers(
+            state.broker, SecretCreator(api), PoolLookup(api), state.clock,
+            key=REDIS_PASSWORD.get(), namespaces=_settings.namespaces,
+        )  # fmt: skip
     memo.autoscaler = PoolAutoscaler(
         state.broker, state.clock, DeploymentWriter(api), PoolStatusWriter(api),
-        accounts=ServiceAccountLabels(api), metrics=metrics,
+        accounts=ServiceAccountLabels(api), users=users, metrics=metrics,
     )  # fmt: skip
     memo.stop = asyncio.Event()
     memo.loops = [
@@ -122,6 +130,8 @@ async def startup(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: Any)
         asyncio.create_task(run_every(memo.autoscaler, memo.stop)),
         asyncio.create_task(memo.autoscaler.listen(memo.stop)),
     ]
+    if users is not None:
+        memo.loops.append(asyncio.create_task(run_every(users, memo.stop)))
 
 
 @kopf.on.cleanup()

@@ -21,6 +21,7 @@ async def pool_event(event: kopf.RawEvent, body: kopf.Body, memo: OperatorMemo, 
     meta = body["metadata"]
     key = (meta["namespace"], meta["name"])
     if event.get("type") == "DELETED" or meta.get("deletionTimestamp"):
-        memo.autoscaler.remove(key)  # the Deployment goes with it (owner reference)
+        # The Deployment and the credential Secret go with it (owner references).
+        await memo.autoscaler.remove(key)
         return
     await memo.autoscaler.upsert(dict(body))

@@ -38,6 +38,8 @@ class OperatorSettings:
     """Seconds after which a finished Task is deleted when neither it nor its Queue sets
     ``ttlSecondsAfterFinished``; None keeps it (chart value
     ``operator.defaultTtlSecondsAfterFinished``)."""
+    pool_redis_users: bool = field(default_factory=settings.POOL_REDIS_USERS.get)
+    """Each WorkerPool gets its own Redis user and credential Secret (``poolusers.py``)."""
 
 
 @dataclass

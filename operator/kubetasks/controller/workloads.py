@@ -13,12 +13,21 @@ from typing import Any
 
 from kubetasks import settings
 from kubetasks.controller.poolpolicy import PoolPolicy, Selector
+from kubetasks.controller.poolusers import PASSWORD_KEY, PoolCredentials
 from kubetasks.vocabulary import POOL_LABEL
 
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
-#: Environment variables of the worker container a pool's ``podTemplate.env`` cannot set.
-IDENTITY_ENV = frozenset(
-    {settings.POD_NAME.name, settings.POD_NAMESPACE.name, settings.NAMESPACE.name}
+#: Environment variables of the worker container a pool's ``podTemplate.env`` cannot set:
+#: the pod's identity, and how it reaches Redis.
+OPERATOR_ENV = frozenset(
+    {
+        settings.POD_NAME.name,
+        settings.POD_NAMESPACE.name,
+        settings.NAMESPACE.name,
+        settings.REDIS_URL.name,
+        settings.REDIS_USERNAME.name,
+        settings.REDIS_PASSWORD.name,
+    }
 )
 #: The worker pod's volume with the Redis CA certificate (``KUBETASKS_REDIS_CA_SECRET``).
 REDIS_CA_VOLUME = "redis-tls"
@@ -47,8 +56,12 @@ class WorkloadDefaults:
         default_factory=lambda: settings.WORKER_REDIS_URL.get() or settings.REDIS_URL.get()
     )
     """The workers' Redis URL: the operator's unless ``KUBETASKS_WORKER_REDIS_URL`` differs."""
+    redis_username: str = field(default_factory=settings.REDIS_USERNAME.get)
+    """The Redis user of that shared password: the operator's (empty: the default user).
+    Unused when pools have their own users (``controller/poolusers.py``)."""
     redis_secret: str = field(default_factory=settings.REDIS_SECRET.get)
-    """Secret with the Redis password (optional), referenced from the pool's namespace."""
+    """Secret with the shared Redis password (optional), referenced from the pool's
+    namespace. Unused when pools have their own users."""
     redis_secret_key: str = field(default_factory=settings.REDIS_SECRET_KEY.get)
     """Key of the password in that Secret."""
     redis_ca_secret: str = field(default_factory=settings.REDIS_CA_SECRET.get)
@@ -105,7 +118,31 @@ def worker_args(spec: dict[str, Any]) -> list[str]:
     return args
 
 
-def deployment(pool: dict[str, Any], replicas: int, defaults: WorkloadDefaults) -> dict[str, Any]:
+def _redis_credentials_env(
+    defaults: WorkloadDefaults, credentials: PoolCredentials | None
+) -> list[dict[str, Any]]:
+    """The pool's own Redis user and its Secret, else the shared password (if any)."""
+    if credentials is not None:
+        user, secret_ref = credentials.username, {"name": credentials.secret, "key": PASSWORD_KEY}
+    elif defaults.redis_secret:
+        user = defaults.redis_username
+        secret_ref = {"name": defaults.redis_secret, "key": defaults.redis_secret_key}
+    else:
+        return []
+    env = [{"name": settings.REDIS_PASSWORD.name, "valueFrom": {"secretKeyRef": secret_ref}}]
+    if user:
+        env.append({"name": settings.REDIS_USERNAME.name, "value": user})
+    return env
+
+
+def deployment(
+    pool: dict[str, Any],
+    replicas: int,
+    defaults: WorkloadDefaults,
+    credentials: PoolCredentials | None = None,
+) -> dict[str, Any]:
+    """The pool's Deployment; its workers log in to Redis as ``credentials`` when the pool
+    has its own user, else with the shared password of ``defaults``."""
     meta = pool["metadata"]
     spec = pool["spec"]
     name = meta["name"]
@@ -122,14 +159,11 @@ def deployment(pool: dict[str, Any], replicas: int, defaults: WorkloadDefaults) 
     ]
     if defaults.redis_url:
         env.append({"name": settings.REDIS_URL.name, "value": defaults.redis_url})
-    if defaults.redis_secret:
-        secret_ref = {"name": defaults.redis_secret, "key": defaults.redis_secret_key}
-        env.append(
-            {"name": settings.REDIS_PASSWORD.name, "valueFrom": {"secretKeyRef": secret_ref}}
-        )
+    env += _redis_credentials_env(defaults, credentials)
     # The pod's identity is the worker's: a pool that set POD_NAMESPACE itself would have its
-    # workers serve (and run with this pod's secrets) the queues of another namespace.
-    env += [e for e in overrides.get("env") or [] if e.get("name") not in IDENTITY_ENV]
+    # workers serve (and run with this pod's secrets) the queues of another namespace. Its
+    # Redis login is the operator's choice too (the pool's own user, or the shared one).
+    env += [e for e in overrides.get("env") or [] if e.get("name") not in OPERATOR_ENV]
     container: dict[str, Any] = {
         "name": "worker",
         "image": spec.get("image") or defaults.image,
