@@ -379,8 +379,14 @@ def operator_probes(watched: list[str], outside: list[str]) -> list[Probe]:
             ("update", "pods", where, False),
             ("create", "events", where, True),
             ("create", "events.events.k8s.io", where, True),
+            # Each pool's Redis credentials: created, and nothing else on any Secret.
+            ("create", "secrets", where, True),
             ("get", "secrets", where, False),
             ("list", "secrets", where, False),
+            ("watch", "secrets", where, False),
+            ("update", "secrets", where, False),
+            ("patch", "secrets", where, False),
+            ("delete", "secrets", where, False),
             ("get", "configmaps", where, False),
             ("create", "pods", where, False),
             ("delete", "pods", where, False),
@@ -399,6 +405,7 @@ def operator_probes(watched: list[str], outside: list[str]) -> list[Probe]:
             ("list", "pods", where, False),
             ("patch", "pods", where, False),
             ("create", "events", where, False),
+            ("create", "secrets", where, False),
         ]
     probes += [
         ("list", "namespaces", "", True),

@@ -16,10 +16,19 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from chart_helpers import RELEASE, VARIANTS, Rendered, render
+from chart_helpers import (
+    RELEASE,
+    VARIANTS,
+    Rendered,
+    operator_environ,
+    render,
+    workload_defaults,
+)
 
 from kubetasks import settings
-from kubetasks.controller.workloads import WorkloadDefaults, deployment
+from kubetasks.controller.poolusers import PoolCredentials, secret_name
+from kubetasks.controller.workloads import deployment
+from kubetasks.queue.acl import pool_password, pool_user
 
 PACKAGE = Path(settings.__file__).parent
 
@@ -41,16 +50,7 @@ ALL_ON = [
 
 RENDERS: dict[str, tuple[tuple[Path, ...], list[str]]] = {
     name: (files, []) for name, files in VARIANTS.items()
-} | {"all-on": ((), ALL_ON)}
-
-
-def operator_environ(r: Rendered) -> dict[str, str]:
-    """The operator container's environment as the pod would see it: references to Secrets
-    and fields become a stand-in value (what they hold does not reach the worker manifest)."""
-    return {
-        e["name"]: e["value"] if "value" in e else f"<{e['name']} from a reference>"
-        for e in r.operator_container["env"]
-    }
+} | {"all-on": ((), ALL_ON), "all-on-shared": ((), [*ALL_ON, "redis.poolUsers.enabled=false"])}
 
 
 def worker_deployment(
@@ -58,18 +58,24 @@ def worker_deployment(
 ) -> dict[str, Any]:
     """The Deployment the operator, started with ``environ``, makes of the chart's WorkerPool
     (or of a minimal one when the chart creates none)."""
-    for name in settings.ENVIRONMENT:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in environ.items():
-        monkeypatch.setenv(name, value)
+    defaults = workload_defaults(environ, monkeypatch)
     pools = r.kinds("WorkerPool")
     pool: dict[str, Any] = pools[0] if pools else {
         "apiVersion": "kubetasks.dev/v1alpha1", "kind": "WorkerPool",
         "metadata": {"name": "workers", "namespace": "kubetasks"},
         "spec": {"queues": [{"name": "default"}]},
     }  # fmt: skip
-    pool = pool | {"metadata": pool["metadata"] | {"uid": "6b3e7c1e-0000-4000-8000-000000000001"}}
-    return deployment(pool, 1, WorkloadDefaults())
+    meta = pool["metadata"] | {"uid": "6b3e7c1e-0000-4000-8000-000000000001"}
+    pool = pool | {"metadata": meta}
+    credentials = None
+    if settings.POOL_REDIS_USERS.get(environ):
+        # What PoolUsers.ensure returns for the pool (it also sets the user in Redis).
+        key = settings.REDIS_PASSWORD.get(environ)
+        password = pool_password(key, meta["namespace"], meta["name"], meta["uid"])
+        credentials = PoolCredentials(
+            pool_user(meta["namespace"], meta["name"]), secret_name(meta["name"], password)
+        )
+    return deployment(pool, 1, defaults, credentials)
 
 
 def container(d: dict[str, Any]) -> dict[str, Any]:
@@ -126,13 +132,15 @@ def test_every_value_the_chart_sets_parses_as_declared(
 def test_the_password_key_and_the_ca_reach_the_worker_pods(
     renders: dict[str, Rendered], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    shared = renders["all-on-shared"]
+    worker_env = container(worker_deployment(shared, operator_environ(shared), monkeypatch))["env"]
+    assert {e["name"]: e for e in worker_env}["KUBETASKS_REDIS_PASSWORD"]["valueFrom"] == {
+        "secretKeyRef": {"name": "redis-auth", "key": "redis-password"}
+    }
     r = renders["all-on"]
     worker_pod = worker_deployment(r, operator_environ(r), monkeypatch)["spec"]["template"]
     worker = container({"spec": {"template": worker_pod}})
     env = {e["name"]: e for e in worker["env"]}
-    assert env["KUBETASKS_REDIS_PASSWORD"]["valueFrom"] == {
-        "secretKeyRef": {"name": "redis-auth", "key": "redis-password"}
-    }
     # The URL names a CA file; in the worker pod that file is the CA Secret's key.
     url = env["KUBETASKS_REDIS_URL"]["value"]
     (ca_file,) = parse_qs(urlsplit(url).query)["ssl_ca_certs"]
@@ -165,10 +173,12 @@ def test_without_a_ca_the_worker_pods_mount_nothing(
     pod = worker_deployment(r, operator_environ(r), monkeypatch)["spec"]["template"]["spec"]
     assert "volumes" not in pod
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
-    assert env["KUBETASKS_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": f"{RELEASE}-kubetasks-redis",
-        "key": "password",
-    }
+    # The pool's own user and Secret, not the operator's password.
+    assert env["KUBETASKS_REDIS_USERNAME"]["value"] == "kubetasks:pool:kubetasks/default"
+    ref = env["KUBETASKS_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert ref["key"] == "password"
+    assert ref["name"].startswith("default-redis-")
+    assert ref["name"] != f"{RELEASE}-kubetasks-redis"
 
 
 # Reads of the environment anywhere but settings.py: os.environ, os.getenv, os.environ.get.

@@ -99,7 +99,9 @@ def test_with_an_existing_secret_two_renders_are_the_same() -> None:
     assert refs == [{"name": "redis-auth", "key": "password"}] * 2
     env = {e["name"]: e for e in first.operator_container["env"]}
     assert env["KUBETASKS_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "redis-auth"
-    assert env["KUBETASKS_REDIS_SECRET"]["value"] == "redis-auth"
+    shared = {e["name"]: e for e in render(sets=[*EXISTING, "redis.poolUsers.enabled=false"])
+              .operator_container["env"]}  # fmt: skip
+    assert shared["KUBETASKS_REDIS_SECRET"]["value"] == "redis-auth"
 
 
 def test_without_one_each_template_render_makes_a_new_password() -> None:
@@ -134,7 +136,14 @@ def notes(tmp_path: Path, sets: list[str]) -> str:
     [
         ([], True),
         (EXISTING, False),
-        (["redis.enabled=false", "redis.external.url=redis://r:6379/0"], False),
+        (
+            [
+                "redis.enabled=false",
+                "redis.external.url=redis://r:6379/0",
+                "redis.poolUsers.enabled=false",
+            ],
+            False,
+        ),
     ],
 )
 def test_the_default_install_warns_about_helm_template(

@@ -25,6 +25,7 @@ from chart_helpers import (
     pod_security_problems,
     rbac_wildcards,
     render,
+    template_args,
 )
 
 from devenv.binaries import KUBERNETES_VERSION
@@ -134,8 +135,10 @@ def _operator_role_grants_are_what_it_uses(got: set[tuple[str, str, str]]) -> No
     assert {g[2] for g in got if g[:2] == ("apps", "deployments")} == {"get", "create", "patch"}
     # Watched for vanished workers; patched for the deletion cost, nothing else.
     assert {g[2] for g in got if g[:2] == ("", "pods")} == {"get", "list", "watch", "patch"}
+    # Each pool's Redis credentials: created, never read, changed or deleted.
+    assert {g[2] for g in got if g[1] == "secrets"} == {"create"}
     # Nothing the operator does not use.
-    assert not {g for g in got if g[1] in ("secrets", "configmaps", "nodes")}
+    assert not {g for g in got if g[1] in ("configmaps", "nodes")}
     assert not {g for g in got if g[0] == "kopf.dev"}, "standalone needs no peering rights"
 
 
@@ -200,16 +203,24 @@ def test_default_wires_bundled_redis_with_its_password(default: Rendered) -> Non
     assert env["KUBETASKS_REDIS_PASSWORD"] == ref
     assert env["KUBETASKS_WORKER_IMAGE"] == "kubetasks/worker:0.1.0"
     assert env["KUBETASKS_WORKER_SERVICE_ACCOUNT"] == WORKER_SA
-    # What the operator gives worker pods: the Secret's name and key, never the password.
-    assert env["KUBETASKS_REDIS_SECRET"] == f"{FULL}-redis"
-    assert env["KUBETASKS_REDIS_SECRET_KEY"] == "password"
+    # The operator logs in as the bundled Redis's one full-rights user and gives each pool
+    # its own user; the worker pods get no reference to the operator's password.
+    assert env["KUBETASKS_REDIS_USERNAME"] == "kubetasks"
+    assert env["KUBETASKS_POOL_REDIS_USERS"] == "true"
+    assert "KUBETASKS_REDIS_SECRET" not in env
     secret = default.one("Secret", f"{FULL}-redis")
     assert len(secret["data"]["password"]) >= 40  # 32 random characters, base64
     sts = default.one("StatefulSet", f"{FULL}-redis")
     redis = sts["spec"]["template"]["spec"]["containers"][0]
     args = redis["args"]
     assert args[args.index("--appendonly") + 1] == "yes"
-    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    # No default user: nobody connects without a user name and password.
+    assert "--requirepass" not in args
+    users = [args[i + 1 : i + 3] for i, a in enumerate(args) if a == "--user"]
+    assert users == [["default", "off"], ["kubetasks", "on"]]
+    assert args[args.index("kubetasks") + 2 :][:4] == [">$(REDIS_PASSWORD)", "~*", "&*", "+@all"]
+    probe = redis["readinessProbe"]["exec"]["command"][-1]
+    assert "redis-cli --user kubetasks" in probe
     assert redis["image"] == "redis:7.4-alpine"
     assert env_of(redis)["REDIS_PASSWORD"] == ref
     (claim,) = sts["spec"]["volumeClaimTemplates"]
@@ -332,11 +343,44 @@ def test_external_redis_with_tls_mounts_the_ca() -> None:
 
 
 def test_external_redis_without_password_sets_none() -> None:
-    r = render(sets=["redis.enabled=false", "redis.external.url=redis://redis.shared:6379/2"])
+    r = render(sets=["redis.enabled=false", "redis.external.url=redis://redis.shared:6379/2",
+                     "redis.poolUsers.enabled=false"])  # fmt: skip
     env = env_of(r.operator_container)
     assert env["KUBETASKS_REDIS_URL"] == "redis://redis.shared:6379/2"
     assert "KUBETASKS_REDIS_PASSWORD" not in env
     assert "KUBETASKS_REDIS_SECRET" not in env
+    assert "KUBETASKS_REDIS_USERNAME" not in env
+    assert "KUBETASKS_POOL_REDIS_USERS" not in env
+
+
+def test_pool_users_without_a_password_is_refused_naming_the_values() -> None:
+    external = ["redis.enabled=false", "redis.external.url=redis://redis.shared:6379/2"]
+    result = helm(*template_args(sets=external))
+    assert result.returncode != 0
+    assert "redis.poolUsers.enabled needs a Redis password" in result.stderr
+    assert "redis.external.existingSecret" in result.stderr
+
+
+def test_external_redis_with_a_user_and_pool_users() -> None:
+    r = render(sets=["redis.enabled=false", "redis.external.url=redis://redis.shared:6379/2",
+                     "redis.external.existingSecret=redis-auth",
+                     "redis.external.username=kubetasks-admin"])  # fmt: skip
+    env = env_of(r.operator_container)
+    assert env["KUBETASKS_REDIS_USERNAME"] == "kubetasks-admin"
+    assert env["KUBETASKS_REDIS_PASSWORD"] == {
+        "secretKeyRef": {"name": "redis-auth", "key": "password"}
+    }
+    assert env["KUBETASKS_POOL_REDIS_USERS"] == "true"
+
+
+def test_without_pool_users_workers_get_the_shared_secret_by_reference() -> None:
+    r = render(sets=["redis.poolUsers.enabled=false"])
+    env = env_of(r.operator_container)
+    assert env["KUBETASKS_REDIS_SECRET"] == f"{FULL}-redis"
+    assert env["KUBETASKS_REDIS_SECRET_KEY"] == "password"
+    assert "KUBETASKS_POOL_REDIS_USERS" not in env
+    rules = [rule for doc in r.kinds("Role", "ClusterRole") for rule in doc["rules"]]
+    assert not [rule for rule in rules if "secrets" in rule["resources"]]
 
 
 def test_namespaced_watch_uses_roles_in_each_namespace() -> None:

@@ -148,7 +148,8 @@ def test_schema_can_be_bypassed_but_the_templates_still_refuse_two_watch_scopes(
     [
         ["operator.replicas=2", "operator.peering.name=kt", "operator.peering.priority=10"],
         ["operator.replicas=0"],
-        ["redis.enabled=false", "redis.external.url=rediss://r.example:6380/0"],
+        ["redis.enabled=false", "redis.external.url=rediss://r.example:6380/0",
+         "redis.poolUsers.enabled=false"],
         ["operator.podDisruptionBudget.enabled=true", "operator.podDisruptionBudget.minAvailable=1",
          "operator.podDisruptionBudget.maxUnavailable=null"],
         ["operator.watch.namespaces={kubetasks,team-b}"],

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import yaml
 from chart_helpers import Rendered, env_of, render
 from kubernetes import client as k8s
@@ -36,6 +37,7 @@ from devenv.redis_server import free_port
 from fixtures.controlplane import Kubectl
 from fixtures.kube import present
 from fixtures.operator import Process, Tasks
+from kubetasks.queue.acl import pool_of_user
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -109,11 +111,16 @@ def operator_docs(rendered: Rendered) -> list[dict[str, Any]]:
 
 
 def pod_env(
-    container: dict[str, Any], pod: str, namespace: str, redis_url: str, server: str
+    container: dict[str, Any],
+    pod: str,
+    namespace: str,
+    redis_url: str,
+    server: str,
+    password: str,
 ) -> dict[str, str]:
     """What the kubelet would give the container: the chart's env with the downward API
-    resolved, Kubernetes' service variables, and the image's ENV (PATH, PYTHONUNBUFFERED).
-    The test's Redis has no password, so the Secret reference is left out."""
+    resolved, the Redis password Secret's value, Kubernetes' service variables, and the
+    image's ENV (PATH, PYTHONUNBUFFERED)."""  # fmt: skip
     env: dict[str, str] = {}
     for name, value in env_of(container).items():
         if isinstance(value, str):
@@ -123,7 +130,8 @@ def pod_env(
         elif (value or {}).get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
             env[name] = namespace
         else:
-            assert "secretKeyRef" in (value or {}), f"unexpected env source {name}: {value}"
+            assert name == "KUBETASKS_REDIS_PASSWORD", f"unexpected env source {name}: {value}"
+            env[name] = password
     host, port = server.removeprefix("https://").rsplit(":", 1)
     return env | {
         "KUBETASKS_REDIS_URL": redis_url,
@@ -167,7 +175,22 @@ def operator_rbac(
             kubectl("delete", doc["kind"], doc["metadata"]["name"], "--ignore-not-found")
 
 
+@pytest.fixture
+def chart_redis_user(redis_url: str) -> Iterator[tuple[str, str]]:
+    """The bundled Redis's operator user (``redis.auth.username``) on the test server, with a
+    password; removed afterwards with the pool users the operator made."""
+    user, password = "kubetasks", uuid.uuid4().hex
+    r = redis.Redis.from_url(redis_url)
+    r.execute_command("ACL", "SETUSER", user, "reset", "on", f">{password}", "~*", "&*", "+@all")  # type: ignore[no-untyped-call]
+    yield user, password
+    for name in r.execute_command("ACL", "USERS"):  # type: ignore[no-untyped-call]
+        if name.decode() == user or pool_of_user(name.decode()):
+            r.execute_command("ACL", "DELUSER", name)  # type: ignore[no-untyped-call]
+    r.close()
+
+
 def test_operator_runs_as_the_charts_user_without_a_passwd_entry(
+    chart_redis_user: tuple[str, str],
     control_plane: ControlPlane,
     kube_api: k8s.ApiClient,
     redis_url: str,
@@ -207,7 +230,9 @@ def test_operator_runs_as_the_charts_user_without_a_passwd_entry(
     args = with_port(with_port(container["args"], "--health-port", health), "--metrics-port",
                      metrics)  # fmt: skip
     argv = [*launcher(tmp_path / "stage", token_dir, uid, gid), "kubetasks", *args]
-    env = pod_env(container, pod, namespace, redis_url, control_plane.server)
+    user, password = chart_redis_user
+    env = pod_env(container, pod, namespace, redis_url, control_plane.server, password)
+    assert env["KUBETASKS_REDIS_USERNAME"] == user
     log = tmp_path / "operator.log"
     proc = Process(argv, env, log)
     try:

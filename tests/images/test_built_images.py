@@ -53,6 +53,7 @@ from devenv.images import (
     locked,
 )
 from kubetasks import __version__
+from kubetasks.queue.acl import pool_user, pool_user_rules
 
 pytestmark = pytest.mark.images
 
@@ -297,12 +298,29 @@ def test_redis_image_runs_the_charts_command_and_answers(
         assert time.monotonic() < deadline, f"readiness probe never passed: {ready.stderr}"
         time.sleep(0.2)
     port = next(p["containerPort"] for p in container["ports"])
-    cli = ["redis-cli", "-p", str(port)]
+    anonymous = ["redis-cli", "-p", str(port)]
+    cli = ["redis-cli", "--user", "kubetasks", "-p", str(port)]
     assert runc.exec(name, [*cli, "ping"], env=auth).stdout.strip() == "PONG"
     # The container's environment holds REDISCLI_AUTH (as the chart sets it): drop it.
     refused = runc.exec(name, ["sh", "-c", f"unset REDISCLI_AUTH; {' '.join(cli)} ping"])
     assert "NOAUTH" in refused.stdout + refused.stderr, "the password is not required"
+    # No default user: the password alone, without the user name, lets nobody in.
+    default = runc.exec(name, [*anonymous, "ping"], env=auth)
+    assert "PONG" not in default.stdout, "the default user is on"
     assert runc.exec(name, [*cli, "set", "k", "v"], env=auth).stdout.strip() == "OK"
+    # This server (Debian's 7.0) knows no CLIENT SETINFO: a pool user's rules leave it out
+    # (queue/acl.py) and are accepted then.
+    user = pool_user("team-a", "workers")
+    full = runc.exec(name, [*cli, "acl", "setuser", user, *pool_user_rules("team-a", "pw")],
+                     env=auth)  # fmt: skip
+    assert "Unknown command" in full.stdout + full.stderr, full
+    older = pool_user_rules("team-a", "pw", newer=False)
+    assert runc.exec(name, [*cli, "acl", "setuser", user, *older], env=auth).stdout.strip() == "OK"
+    as_pool = ["redis-cli", "--user", user, "-p", str(port)]
+    pool_auth = {"REDISCLI_AUTH": "pw"}
+    assert runc.exec(name, [*as_pool, "ping"], env=pool_auth).stdout.strip() == "PONG"
+    denied = runc.exec(name, [*as_pool, "get", "k"], env=pool_auth)
+    assert "NOPERM" in denied.stdout + denied.stderr, denied
     version = runc.exec(name, [*cli, "info", "server"], env=auth).stdout
     assert re.search(r"redis_version:7\.", version), version
     assert any(data.rglob("*.aof")), "no append-only file in /data"

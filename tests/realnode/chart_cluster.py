@@ -4,7 +4,11 @@
 the node's containerd and runs ``helm install`` of ``charts/kubetasks`` with the local-node
 values; the tier's modules share the release, so it is installed once. Besides the release
 namespace, two tenant namespaces get the worker ServiceAccount and Role (the chart's
-``worker.extraNamespaces``) and a copy of the Redis password Secret, for WorkerPools there.
+``worker.extraNamespaces``), for WorkerPools there. They get no copy of the Redis password:
+each pool logs in as its own Redis user (``redis.poolUsers``, on by default).
+
+Every namespace of the tier enforces Pod Security "restricted" (the node's default is
+"baseline"): the operator, Redis and every worker pod must pass it to run at all.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ EXAMPLES = REPO / "examples"
 NAMESPACE = "kubetasks"
 RELEASE = "kubetasks"
 OTHER_NAMESPACE = "kubetasks-other"
-#: Namespaces of the tenancy tests: each gets the worker account and the Redis Secret.
+#: Namespaces of the tenancy tests: each gets the worker account.
 TENANTS = ("team-a", "team-b")
 OPERATOR_METRICS = (
     f"/api/v1/namespaces/{NAMESPACE}/services/{RELEASE}-operator-metrics:metrics/proxy/metrics"
@@ -100,16 +104,13 @@ class Cluster:
                 values[name] = float(value)
         return values
 
-    def copy_redis_secret(self, *namespaces: str) -> None:
-        """The bundled Redis's password Secret, copied to ``namespaces`` for their pools."""
-        (secret,) = self.json(
-            "get", "secrets", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=redis"
-        )["items"]
-        for namespace in namespaces:
-            copy = {"apiVersion": "v1", "kind": "Secret", "type": secret.get("type", "Opaque"),
-                    "metadata": {"name": secret["metadata"]["name"], "namespace": namespace},
-                    "data": secret["data"]}  # fmt: skip
-            self.run("apply", "-f", "-", input=json.dumps(copy))
+    def create_restricted_namespace(self, name: str) -> None:
+        """A namespace that enforces Pod Security "restricted"."""
+        labels = {f"pod-security.kubernetes.io/{mode}": "restricted"
+                  for mode in ("enforce", "warn", "audit")}  # fmt: skip
+        namespace = {"apiVersion": "v1", "kind": "Namespace",
+                     "metadata": {"name": name, "labels": labels}}  # fmt: skip
+        self.run("apply", "-f", "-", input=json.dumps(namespace))
 
     def diagnose(self) -> str:
         """What a user would look at when the tier fails: pods, events, operator log."""
@@ -139,14 +140,13 @@ def installed_release(real_node: RealNodeHandle) -> Iterator[Cluster]:
     load_images(real_node.containerd_address, build_images())
     images = time.monotonic()
     c = Cluster(real_node)
-    for namespace in (OTHER_NAMESPACE, *TENANTS):
-        c.run("create", "namespace", namespace)
+    for namespace in (NAMESPACE, OTHER_NAMESPACE, *TENANTS):
+        c.create_restricted_namespace(namespace)
     c.helm(
         "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--create-namespace",
         "--values", str(LOCAL_VALUES), *HELM_SETS, "--wait", "--timeout", "5m",
     )  # fmt: skip
     installed = time.monotonic()
-    c.copy_redis_secret(*TENANTS)
     print(
         f"\nimages built and loaded in {images - started:.0f}s,"
         f" helm install --wait in {installed - images:.0f}s"

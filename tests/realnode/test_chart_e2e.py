@@ -40,7 +40,7 @@ from chart_cluster import (
     wait_for,
 )
 
-from kubetasks.vocabulary import API_VERSION, FINAL_PHASES
+from kubetasks.vocabulary import API_VERSION, FINAL_PHASES, POOL_LABEL
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.images]
 
@@ -193,6 +193,63 @@ def test_a_worker_pod_may_write_task_status_and_nothing_else(cluster: Cluster) -
         "list Pods": 403,
     }, answers
     wait_phase(cluster, "rbac-probe", "Succeeded", timeout=60)
+
+
+def test_each_pool_logs_in_to_redis_as_its_own_user(cluster: Cluster) -> None:
+    """The worker pod holds its pool's Redis credentials, from a Secret the operator made,
+    never the operator's password; with them it reaches its own namespace's keys only, and
+    without a user name the bundled Redis answers nobody."""
+    hold = hold_task(cluster, "redis-user-probe", seconds=20)
+    pod_name = pod_of(hold)
+    pod = cluster.json("get", "pod", pod_name, "-n", NAMESPACE)
+    (container,) = pod["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    pool = pod["metadata"]["labels"][POOL_LABEL]
+    assert env["KUBETASKS_REDIS_USERNAME"]["value"] == f"kubetasks:pool:{NAMESPACE}/{pool}"
+    ref = env["KUBETASKS_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert ref["name"].startswith(f"{pool}-redis-"), ref
+    secret = cluster.json("get", "secret", ref["name"], "-n", NAMESPACE)
+    assert secret["metadata"]["ownerReferences"][0]["kind"] == "WorkerPool"
+    (chart_secret,) = cluster.json(
+        "get", "secrets", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=redis"
+    )["items"]
+    assert ref["name"] != chart_secret["metadata"]["name"]
+    script = REDIS_PROBE_SCRIPT.format(other=OTHER_NAMESPACE, own=NAMESPACE)
+    out = cluster.run("exec", "-n", NAMESPACE, pod_name, "-c", "worker", "--", "python", "-c",
+                      script)  # fmt: skip
+    assert json.loads(out) == {
+        "whoami": f"kubetasks:pool:{NAMESPACE}/{pool}",
+        "own load report": "ok",
+        "another namespace's queue": "NoPermissionError",
+        "every key": "NoPermissionError",
+        "ACL SETUSER": "NoPermissionError",
+        "without a user name": "AuthenticationError",
+    }, out
+    wait_phase(cluster, "redis-user-probe", "Succeeded", timeout=60)
+
+
+REDIS_PROBE_SCRIPT = """
+import json, redis
+from kubetasks import settings
+url = settings.redis_url()
+r = redis.Redis.from_url(url)
+def attempt(call):
+    try:
+        call()
+        return "ok"
+    except redis.RedisError as exc:
+        return type(exc).__name__
+answers = {{"whoami": r.execute_command("ACL", "WHOAMI").decode()}}
+answers["own load report"] = attempt(lambda: r.hset("kubetasks:worker:{own}/probe", "a", 1))
+answers["another namespace's queue"] = attempt(
+    lambda: r.zrange("kubetasks:{{{other}/default}}:pending", 0, -1))
+answers["every key"] = attempt(lambda: r.keys("*"))
+answers["ACL SETUSER"] = attempt(
+    lambda: r.execute_command("ACL", "SETUSER", "intruder", "on", "~*", "+@all"))
+anonymous = redis.Redis.from_url(url.split("@")[0].split("//")[0] + "//" + url.split("@")[1])
+answers["without a user name"] = attempt(lambda: anonymous.zrange("kubetasks:queues", 0, -1))
+print(json.dumps(answers))
+"""
 
 
 PROBE_SCRIPT = """

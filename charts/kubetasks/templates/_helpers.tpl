@@ -104,6 +104,27 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* The operator's Redis user: the bundled Redis's one full-rights user, or the external one
+(empty: the default user). */}}
+{{- define "kubetasks.redis.username" -}}
+{{- if .Values.redis.enabled }}
+{{- .Values.redis.auth.username }}
+{{- else }}
+{{- .Values.redis.external.username }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when each WorkerPool gets its own Redis user; they need a password to derive
+theirs from. */}}
+{{- define "kubetasks.redis.poolUsers" -}}
+{{- if .Values.redis.poolUsers.enabled }}
+{{- if not (include "kubetasks.redis.secretName" .) }}
+{{- fail "redis.poolUsers.enabled needs a Redis password (redis.external.existingSecret): each pool's password is derived from it; for a Redis without one set redis.poolUsers.enabled=false" }}
+{{- end }}
+{{- print "true" }}
+{{- end }}
+{{- end }}
+
 {{/* Key of the Redis password in that Secret. */}}
 {{- define "kubetasks.redis.secretKey" -}}
 {{- if .Values.redis.enabled }}
@@ -133,10 +154,15 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* Env vars that point a kubetasks process at Redis: URL, and the password from its Secret. */}}
+{{/* Env vars that point a kubetasks process at Redis: URL, user, and the password from its
+Secret. */}}
 {{- define "kubetasks.redis.env" -}}
 - name: KUBETASKS_REDIS_URL
   value: {{ include "kubetasks.redis.url" . | quote }}
+{{- with include "kubetasks.redis.username" . }}
+- name: KUBETASKS_REDIS_USERNAME
+  value: {{ . | quote }}
+{{- end }}
 {{- $secret := include "kubetasks.redis.secretName" . }}
 {{- if $secret }}
 - name: KUBETASKS_REDIS_PASSWORD
@@ -192,10 +218,18 @@ app.kubernetes.io/component: {{ .component }}
   resources: ["pods"]
   verbs: ["patch"]
 # The labels of a ServiceAccount a WorkerPool names (poolPolicy.serviceAccountSelector).
-# Never Secrets or ConfigMaps: env sources are allowed by name only.
+# Never a read of Secrets or ConfigMaps: env sources are allowed by name only.
 - apiGroups: [""]
   resources: ["serviceaccounts"]
   verbs: ["get"]
+{{- if include "kubetasks.redis.poolUsers" . }}
+# Each WorkerPool's Redis credentials (redis.poolUsers): created once, named after what they
+# hold, deleted with the pool by the garbage collector. Create only: no read, list, update
+# or delete of any Secret.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create"]
+{{- end }}
 # Events on the resources it handles (kopf posts them through both APIs).
 - apiGroups: [""]
   resources: ["events"]
