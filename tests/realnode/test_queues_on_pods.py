@@ -244,11 +244,19 @@ def test_a_same_named_pod_elsewhere_takes_back_nothing(tenants: Cluster) -> None
     running = wait_for("the victim running", lambda: [t for t in tasks_of(tenants, victim_ns,
                        "victim") if phase(t) == "Running"], timeout=120)  # fmt: skip
     pod = running[0]["status"]["worker"].partition("/")[2]
-    # A pod of the other namespace, same name and the worker label, deleted at once.
+    # A pod of the other namespace, same name and the worker label, deleted at once (the
+    # tier's namespaces enforce Pod Security "restricted", so it is a compliant one).
+    restricted = {
+        "allowPrivilegeEscalation": False,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
     impostor = {"apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": pod, "labels": {POOL_LABEL: "default"}},
                 "spec": {"containers": [{"name": "worker", "image": WORKER_IMAGE,
-                                         "command": ["sleep", "3600"]}]}}  # fmt: skip
+                                         "command": ["sleep", "3600"],
+                                         "securityContext": restricted}]}}  # fmt: skip
     tenants.run("apply", "-n", other_ns, "-f", "-", input=json.dumps(impostor))
     tenants.run("delete", "pod", pod, "-n", other_ns, "--grace-period=0", "--force")
     time.sleep(3)
