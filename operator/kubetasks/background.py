@@ -40,10 +40,13 @@ class Component(Protocol):
 
 async def run_every(component: Component, stop: asyncio.Event) -> None:
     """Tick until ``stop`` is set. A failing tick is logged and retried on the next one:
-    a Redis hiccup must not end the worker."""
+    a Redis hiccup must not end the worker. A tick that failed because Redis is
+    unreachable logs nothing of its own: the outage is told once (``outages.REDIS``)."""
     while not stop.is_set():
         try:
             await component.tick()
+        except BrokerUnavailableError:
+            pass
         except Exception:
             log.exception("%s tick failed; retrying", component.name)
         wake = component.wake

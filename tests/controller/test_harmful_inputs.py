@@ -76,6 +76,7 @@ CORPUS: dict[str, Harm] = {
     "args-not-matching": Harm([task("bad-args", "test.add", args=[1, 2, 3, 4])], {"bad-args": ("Failed", "InvalidArgumentsError")}),
     "retries-at-the-maximum": Harm([task("hopeless", "kubetasks.fail", maxRetries=100, retryBackoff=FAST_RETRY)], {"hopeless": ("Failed", "RuntimeError")}),
     "never-returns": Harm([task("forever", "kubetasks.sleep", args=[3600], timeoutSeconds=1, maxRetries=0)], {"forever": ("Failed", "TaskTimeoutError")}),
+    "deadline-in-a-queue-nobody-serves": Harm([task("unserved", queue="served-by-nobody", activeDeadlineSeconds=1)], {"unserved": ("DeadlineExceeded", "DeadlineExceeded")}, message="before an attempt could start"),
     "deadline-already-past": Harm([task("too-late", deadline="2000-01-01T00:00:00Z")], {"too-late": ("DeadlineExceeded", "DeadlineExceeded")}),
     "duplicate-unique-key": Harm([task("first-of-two", "kubetasks.sleep", args=[2], uniqueKey="k", uniqueForSeconds=60), task("second-of-two", uniqueKey="k", uniqueForSeconds=60)], {"second-of-two": ("Failed", "DuplicateTask")}, message="uniqueKey 'k' is held"),
     "periodic-never-fires": Harm([periodic("feb-30", {"handler": ECHO}, schedule="0 0 30 2 *")], condition=("periodictasks", "feb-30", "ScheduleValid", "InvalidSchedule")),

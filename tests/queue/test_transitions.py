@@ -388,3 +388,68 @@ async def test_dequeue_never_reruns_a_task_cancelled_while_it_ran(
     state = await dump(raw)
     assert state[Q + "t:c"]["state"] == "cancelled"
     assert Q + "pending" not in state and Q + "active" not in state
+
+
+async def test_enqueue_with_a_deadline_records_it_for_expiry(
+    broker: Broker, raw: aioredis.Redis
+) -> None:
+    await broker.enqueue([TaskMessage(id="d", handler="h", deadline=NOW / 1000 + 5)])
+    state = await dump(raw)
+    assert state[Q + "deadlines"] == [("d", NOW + 5000)]
+    assert state[Q + "t:d"]["deadline"] == str(NOW + 5000)
+
+
+async def test_expire_ends_waiting_tasks_past_their_deadline_and_nothing_else(
+    broker: Broker, raw: aioredis.Redis
+) -> None:
+    """No worker needed: pending, scheduled and retry-waiting tasks past their deadline end
+    deadline_exceeded; a running one is its worker's, a finished one stays as it is, one
+    whose deadline is to come waits on."""
+    await seed(
+        raw,
+        {
+            Q + "deadlines": [("p", NOW - 3), ("s", NOW - 2), ("r", NOW - 1), ("run", NOW - 1),
+                              ("done", NOW - 1), ("gone", NOW - 1), ("later", NOW + 1000)],
+            Q + "pending": [("p", 1), ("later", 2)],
+            Q + "scheduled": [("s", NOW + 60_000), ("r", NOW + 1000)],
+            Q + "active": [("run", NOW + 5000)],
+            Q + "t:p": task_hash("p", "pending", 1, deadline=NOW - 3, unique="k"),
+            Q + "u:k": "p",
+            Q + "t:s": task_hash("s", "scheduled", 3, deadline=NOW - 2),
+            Q + "t:r": task_hash("r", "retrying", 4, deadline=NOW - 1, attempts=2),
+            Q + "t:run": task_hash("run", "active", 5, deadline=NOW - 1, attempts=1),
+            Q + "t:done": task_hash("done", "succeeded", 6, deadline=NOW - 1, attempts=1),
+            Q + "t:later": task_hash("later", "pending", 2, deadline=NOW + 1000),
+        },
+    )  # fmt: skip
+    ended = await broker.expire("default")
+    assert [(e.message.id, e.attempt, e.ended) for e in ended] == [
+        ("p", 0, "deadline_exceeded"),
+        ("s", 0, "deadline_exceeded"),
+        ("r", 2, "deadline_exceeded"),
+    ]
+    state = await dump(raw)
+    for task_id in ("p", "s", "r"):
+        error = json.loads(state[Q + f"t:{task_id}"].pop("error"))
+        assert error == {
+            "type": "DeadlineExceeded",
+            "message": "the deadline passed before an attempt could start",
+        }
+    assert state == {
+        Q + "deadlines": [("later", NOW + 1000)],
+        Q + "pending": [("later", 2)],
+        Q + "active": [("run", NOW + 5000)],
+        Q + "dead": [("p", NOW), ("r", NOW), ("s", NOW)],
+        Q + "stats": {"failed": "3"},
+        Q + "t:p": task_hash(
+            "p", "deadline_exceeded", 1, deadline=NOW - 3, unique="k", finished_at=NOW
+        ),
+        Q + "t:s": task_hash("s", "deadline_exceeded", 3, deadline=NOW - 2, finished_at=NOW),
+        Q + "t:r": task_hash(
+            "r", "deadline_exceeded", 4, deadline=NOW - 1, attempts=2, finished_at=NOW
+        ),
+        Q + "t:run": task_hash("run", "active", 5, deadline=NOW - 1, attempts=1),
+        Q + "t:done": task_hash("done", "succeeded", 6, deadline=NOW - 1, attempts=1),
+        Q + "t:later": task_hash("later", "pending", 2, deadline=NOW + 1000),
+    }
+    assert await broker.expire("default") == []

@@ -38,6 +38,7 @@ from kubetasks.clock import Clock
 from kubetasks.controller import poolpolicy
 from kubetasks.controller.poolusers import PoolCredentials, PoolUsers
 from kubetasks.controller.workloads import WorkloadDefaults, deployment
+from kubetasks.errors import BrokerUnavailableError
 from kubetasks.k8s.api import ApiError, reason_text
 from kubetasks.k8s.deployments import DeploymentState, WorkerPod
 from kubetasks.metrics import OperatorMetrics
@@ -413,7 +414,8 @@ class PoolAutoscaler:
             (outcome,) = await asyncio.gather(follower, return_exceptions=True)
             if stop.is_set():
                 return
-            log.warning("enqueue listener stopped (%s); reconnecting", outcome)
+            if not isinstance(outcome, BrokerUnavailableError):  # else told by outages.REDIS
+                log.warning("enqueue listener stopped (%s); reconnecting", outcome)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
 

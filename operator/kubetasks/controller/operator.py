@@ -17,7 +17,9 @@ from kubetasks.controller import pools, queues, tasks  # noqa: F401 - register t
 from kubetasks.controller.autoscaling import PoolAutoscaler
 from kubetasks.controller.deferred import DeferredWrites
 from kubetasks.controller.dependents import Dependents
+from kubetasks.controller.epoch import RedisEpoch
 from kubetasks.controller.events import PhaseTracker
+from kubetasks.controller.expiry import DeadlineExpiry
 from kubetasks.controller.memo import OperatorMemo
 from kubetasks.controller.periodic import PeriodicRunners  # registers the PeriodicTask handlers
 from kubetasks.controller.poolusers import PoolUsers
@@ -120,8 +122,21 @@ async def startup(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: Any)
         state.broker, state.clock, DeploymentWriter(api), PoolStatusWriter(api),
         accounts=ServiceAccountLabels(api), users=users, metrics=metrics,
     )  # fmt: skip
+    expiry = DeadlineExpiry(
+        state.broker, functools.partial(report_ended, state), namespaces=_settings.namespaces
+    )
+    # After a loss of Redis's data, the Queue settings and the pool users are written again
+    # at once rather than at their next tick.
+    memo.queues.wake = asyncio.Event()
+    rebuild = [memo.queues.wake]
+    if users is not None:
+        users.wake = asyncio.Event()
+        rebuild.append(users.wake)
+    epoch = RedisEpoch(state, rebuild)
     memo.stop = asyncio.Event()
     memo.loops = [
+        asyncio.create_task(run_every(epoch, memo.stop)),
+        asyncio.create_task(run_every(expiry, memo.stop)),
         asyncio.create_task(run_every(memo.deferred, memo.stop)),
         asyncio.create_task(run_every(memo.reaper, memo.stop)),
         asyncio.create_task(run_every(memo.waiting, memo.stop)),

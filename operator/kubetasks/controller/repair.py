@@ -1,6 +1,7 @@
 """Make Redis agree with the Task resources, at start-up and on a resync period.
 
-The resources are the source of truth and Redis is a derived index. Each tick lists the
+The resources are the source of truth and Redis is a derived index. A loss of Redis's data
+is noticed within a second (``epoch.py``), which runs this at once. Each tick lists the
 Tasks and (1) admits those the operator never handled, (2) re-enqueues every unfinished
 Task that Redis has no record of (after a Redis restart without persistence, a FLUSHALL,
 or a failed enqueue), keeping its attempt count, (3) copies the outcome of Tasks that ended
@@ -107,7 +108,7 @@ class Repairer:
                     await tasks.finalize(self.state, body)
                 elif phase in FINAL_PHASES or spec.get("cancel"):
                     continue
-                elif phase is None and _young(body, listed_at):
+                elif phase is None and _young(body, listed_at, self.state.redis_lost_at):
                     # The watch admits a new Task itself; from this listing, one deleted
                     # since would be queued again after its DELETED event forgot it.
                     continue
@@ -163,11 +164,17 @@ class Repairer:
         self.restored += len(messages)
         if self.metrics is not None:
             self.metrics.restored_tasks.inc(len(messages))
-        log.warning(
-            "restored %d tasks of queue %s/%s that Redis had lost",
+        # Pending ones were never queued (Redis was unreachable when they came): their status
+        # says so, and the outage was told already. The others were queued and lost.
+        lost = [m for m in messages if _phase(by_uid[m.id]) != TaskPhase.PENDING]
+        log.log(
+            logging.WARNING if lost else logging.DEBUG,
+            "queued %d tasks of queue %s/%s again (%d that Redis had lost, %d that waited for it)",
             len(messages),
             broker.namespace,
             queue,
+            len(lost),
+            len(messages) - len(lost),
         )
         for message in messages:
             body = by_uid[message.id]
@@ -262,7 +269,20 @@ class _Listed:
         return self._cycles.get(uid)
 
 
-def _young(body: dict[str, Any], now: float) -> bool:
-    """Created less than :data:`WATCH_GRACE` seconds before ``now``."""
+def _phase(body: dict[str, Any]) -> str | None:
+    return (body.get("status") or {}).get("phase")
+
+
+def _young(body: dict[str, Any], now: float, lost_at: float | None = None) -> bool:
+    """Created less than :data:`WATCH_GRACE` seconds before ``now``, and after Redis last
+    lost its data (``lost_at``): one created before may have been queued by the watch, its
+    Queued status still to be written (``deferred.py``), and lost with the data; admitting
+    it again is harmless (an enqueue of a known id changes nothing)."""
     created = body["metadata"].get("creationTimestamp")
-    return bool(created) and now - parse_rfc3339(created) < WATCH_GRACE
+    if not created:
+        return False
+    at = parse_rfc3339(created)
+    # creationTimestamp has whole seconds: one in the second of the loss counts as before.
+    if lost_at is not None and at <= lost_at:
+        return False
+    return now - at < WATCH_GRACE

@@ -54,3 +54,5 @@ class OperatorState:
     """False after an enqueue failed; the repair loop then runs every few seconds."""
     repair_soon: asyncio.Event = field(default_factory=asyncio.Event)
     """Set to make the repair loop run now (an enqueue just failed)."""
+    redis_lost_at: float | None = None
+    """When Redis was last found to have lost its data (``epoch.py``); None: never."""

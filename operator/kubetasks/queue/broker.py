@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from redis.commands.core import AsyncScript
 
+from kubetasks import outages
 from kubetasks.clock import SYSTEM_CLOCK, Clock, to_ms
 from kubetasks.errors import BrokerUnavailableError
 from kubetasks.queue import keys
@@ -61,6 +62,7 @@ _SCRIPT_NAMES = (
     "cancel",
     "forget",
     "configure",
+    "expire",
 )
 #: Pending tasks looked at to find the oldest one waiting (the stats' ``oldest_pending``).
 OLDEST_SCAN = 1000
@@ -74,14 +76,19 @@ def _unavailable(
     method: Callable[P, Coroutine[Any, Any, R]],
 ) -> Callable[P, Coroutine[Any, Any, R]]:
     """Turn the client's connection failures into :class:`BrokerUnavailableError`, so
-    callers above this module can handle "Redis is down" without importing redis."""
+    callers above this module can handle "Redis is down" without importing redis; and
+    tell :data:`kubetasks.outages.REDIS` of each failure and success, which logs the
+    outage once, when it begins and when it ends."""
 
     @functools.wraps(method)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return await method(*args, **kwargs)
+            result = await method(*args, **kwargs)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            outages.REDIS.failed(exc)
             raise BrokerUnavailableError(f"Redis is unreachable: {exc}") from exc
+        outages.REDIS.succeeded()
+        return result
 
     return wrapper
 
@@ -239,7 +246,7 @@ class Broker:
                         m.unique_for or 0,
                         spent.get(m.id, 0),
                     )
-                calls.append(([qk.pending, qk.scheduled, qk.seq, qk.notify], args))
+                calls.append(([qk.pending, qk.scheduled, qk.seq, qk.notify, qk.deadlines], args))
                 batches.append(chunk)
         script = self._scripts["enqueue"]
         if len(calls) == 1:
@@ -439,6 +446,34 @@ class Broker:
         ]
 
     @_unavailable
+    async def epoch(self, fresh: str) -> str:
+        """The server's data epoch marker; set to ``fresh`` (a new random token) first if it
+        has none (a new server, or one that lost its data)."""
+        if await self.redis.set(keys.EPOCH, fresh, nx=True):
+            return fresh
+        return str(await self.redis.get(keys.EPOCH) or fresh)
+
+    def forget_registered(self) -> None:
+        """Forget which queues this process registered: after a loss of Redis's data the
+        registry is empty, and the next enqueue of each queue must add it again."""
+        self._shared.known_queues.clear()
+
+    @_unavailable
+    async def expire(self, queue: str, limit: int = 1000) -> list[Leased]:
+        """End the tasks whose deadline passed while they waited (no worker needed); returns
+        them, ended ``deadline_exceeded``, for their status to be written."""
+        qk = self.keys(queue)
+        ended = await self._run(
+            "expire",
+            [qk.deadlines, qk.pending, qk.scheduled, qk.dead, qk.stats, qk.config],
+            [self._now_ms(), qk.task_prefix, qk.unique_prefix, self.retention, limit],
+        )
+        return [
+            Leased(TaskMessage.decode(ended[i + 1]), int(ended[i + 2]), "deadline_exceeded")
+            for i in range(0, len(ended), 3)
+        ]
+
+    @_unavailable
     async def cancel(self, queue: str, task_id: str) -> str:
         """Cancel a task: 'cancelled', 'cancelling' (running), 'missing' or its final state."""
         qk = self.keys(queue)
@@ -592,6 +627,7 @@ class Broker:
                     if queue is not None:
                         yield queue
         except (redis.exceptions.ConnectionError, OSError) as exc:
+            outages.REDIS.failed(exc)
             raise BrokerUnavailableError(f"Redis is unreachable: {exc}") from exc
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -21,7 +21,10 @@ Layout of queue ``q`` of namespace ``ns`` (``{q}`` below stands for ``{ns/q}``):
     kubetasks:{q}:config       HASH  the queue's settings from its Queue resource (paused,
                                      max_in_flight, rate, burst, timeouts, retention)
     kubetasks:{q}:bucket       HASH  rate-limit token bucket: tokens, at (ms)
+    kubetasks:{q}:deadlines    ZSET  id -> deadline (ms) of tasks enqueued with one
     kubetasks:queues           SET   ``ns/q`` of all queues ever used (outside any slot)
+    kubetasks:epoch            STRING  a token the operator writes when it finds none: its
+                                     disappearance means the server lost its data
     kubetasks:enqueued         pub/sub channel: ``ns/q``, on each enqueue
     kubetasks:worker:<id>      HASH  one worker's load report (ids are ``ns/pod`` in a pod)
 
@@ -38,6 +41,8 @@ QUEUES = f"{ROOT}:queues"
 #: Pub/sub channel on which every enqueue publishes its queue's name.
 ENQUEUED = f"{ROOT}:enqueued"
 WORKERS = f"{ROOT}:workers"
+#: The data epoch marker (see ``controller/epoch.py``).
+EPOCH = f"{ROOT}:epoch"
 
 
 class QueueKeys:
@@ -48,6 +53,7 @@ class QueueKeys:
         "bucket",
         "config",
         "dead",
+        "deadlines",
         "name",
         "namespace",
         "notify",
@@ -75,6 +81,7 @@ class QueueKeys:
         self.stats = self.prefix + "stats"
         self.config = self.prefix + "config"
         self.bucket = self.prefix + "bucket"
+        self.deadlines = self.prefix + "deadlines"
         self.task_prefix = self.prefix + "t:"
         self.unique_prefix = self.prefix + "u:"
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from kubetasks import outcome as outcomes
 from kubetasks.background import run_every
-from kubetasks.errors import TaskCancelledError, TaskTimeoutError
+from kubetasks.errors import BrokerUnavailableError, TaskCancelledError, TaskTimeoutError
 from kubetasks.metrics import WorkerMetrics
 from kubetasks.queue import Broker, Leased
 from kubetasks.queue.message import TaskMessage, dumps
@@ -37,6 +37,10 @@ from kubetasks.worker.reclaimer import Reclaimer
 from kubetasks.worker.sink import NullSink, StatusSink
 
 log = logging.getLogger("kubetasks.worker")
+
+#: Seconds before a worker asks an unreachable Redis again: how soon after its return work
+#: resumes.
+RETRY_SECONDS = 0.5
 
 
 @dataclass(eq=False)
@@ -168,11 +172,18 @@ class Worker:
                     continue  # stopping or slots taken meanwhile: look again
                 want = min(free, settings.max_batch)
                 leased = await self._fetch(want)
-            except Exception as exc:  # Redis unreachable or failing over: wait, then retry
+            except BrokerUnavailableError:
+                # Redis unreachable or failing over (told once, by outages.REDIS): look
+                # again soon, so that work resumes within a moment of its return.
+                await asyncio.sleep(RETRY_SECONDS)
+                drained = learn = True
+                continue
+            except Exception as exc:
                 log.warning(
-                    "fetching work failed (%s: %s); retrying in 1s", type(exc).__name__, exc
-                )
-                await asyncio.sleep(1.0)
+                    "fetching work failed (%s: %s); retrying in %ss",
+                    type(exc).__name__, exc, RETRY_SECONDS,
+                )  # fmt: skip
+                await asyncio.sleep(RETRY_SECONDS)
                 drained = learn = True
                 continue
             drained, learn = len(leased) < want, not leased
@@ -234,8 +245,9 @@ class Worker:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
         if waiter in done and waiter.exception() is not None:
-            log.warning("waiting for work failed: %s", waiter.exception())
-            await asyncio.sleep(min(timeout, 1.0))
+            if not isinstance(waiter.exception(), BrokerUnavailableError):
+                log.warning("waiting for work failed: %s", waiter.exception())
+            await asyncio.sleep(min(timeout, RETRY_SECONDS))
 
     async def _drain(self) -> None:
         """Let running tasks finish within the grace period; hand the rest back unspent."""
@@ -406,10 +418,13 @@ class Worker:
             for queue, items in batches.items():
                 try:
                     await self._flush(queue, items)
-                except Exception:
-                    log.exception("acking %d tasks of queue %s failed; retrying", len(items), queue)
+                except Exception as exc:
+                    if not isinstance(exc, BrokerUnavailableError):
+                        log.exception(
+                            "acking %d tasks of queue %s failed; retrying", len(items), queue
+                        )
                     self._acks[queue].extend(items)
-                    await asyncio.sleep(0.5)
+                    await asyncio.sleep(RETRY_SECONDS)
                     self._ack_ready.set()
             if stop.is_set() and not self._acks:
                 return

@@ -1,5 +1,5 @@
 -- enqueue: add tasks to one queue; idempotent by task id, deduplicated by unique key.
--- KEYS[1] pending   KEYS[2] scheduled   KEYS[3] seq   KEYS[4] notify
+-- KEYS[1] pending   KEYS[2] scheduled   KEYS[3] seq   KEYS[4] notify   KEYS[5] deadlines
 -- ARGV[1] now (ms)  ARGV[2] task prefix  ARGV[3] unique prefix  ARGV[4] notify cap
 -- ARGV[5] enqueue channel  ARGV[6] queue name (published there, so an autoscaler watching
 --         the channel wakes a pool at zero at once)
@@ -37,6 +37,10 @@ for i = 7, #ARGV, 9 do
       else
         redis.call('ZADD', KEYS[1], score, id)
       end
+      -- expire.lua ends it there if it still waits then (entries of tasks that started or
+      -- ended go when their deadline passes)
+      local deadline = tonumber(ARGV[i + 5])
+      if deadline > 0 then redis.call('ZADD', KEYS[5], deadline, id) end
       -- a scheduled task wakes a worker too, so that it learns the new due time
       woke = woke + 1
       out[#out + 1] = (state == 'scheduled') and 'scheduled' or 'queued'
