@@ -278,6 +278,15 @@ class KubeApi:
             self._session = None
 
 
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether a request failed for want of a working API server (unreachable, connection
+    lost, timed out, overloaded: 429 or 5xx), so the same request may succeed later as is;
+    any other answer (403, 404, 409, 422, ...) would be the same again."""
+    if isinstance(exc, ApiError):
+        return exc.status == 429 or exc.status >= 500
+    return isinstance(exc, aiohttp.ClientError | OSError | TimeoutError)
+
+
 def reason_text(exc: BaseException) -> str:
     if isinstance(exc, ApiError):
         return f"{exc.status} {exc.reason}: {exc.message[:500]}"

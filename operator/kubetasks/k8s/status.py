@@ -5,7 +5,9 @@ built by :mod:`kubetasks.status_patches` to the ``/status`` subresource, with th
 as a precondition, so a late write never lands on a re-created Task of the same name. The
 CRD's CEL transition rules make the API server refuse a write that would move status
 backwards (leave a terminal phase, or lower the attempt count); such a refusal means the
-write was stale and is dropped, as is a write to a Task that no longer exists.
+write was stale and is dropped, as is a write to a Task that no longer exists. A write the
+API server does not answer raises; the worker's sink (:mod:`kubetasks.k8s.sink`) keeps it
+and tries again.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from kubetasks.k8s.api import (
     KubeApi,
     NotFoundError,
     custom_path,
-    reason_text,
 )
 from kubetasks.vocabulary import TASKS, WORKER_POOLS
 
@@ -68,17 +69,6 @@ class TaskStatusWriter:
         self.refused += 1
         log.debug("status write to %s/%s refused as stale: %s", namespace, name, last)
         return False
-
-    async def write_quietly(
-        self, namespace: str, name: str, patch: dict[str, Any], *, uid: str, fresh: bool = False
-    ) -> bool:
-        """Like :meth:`write`, but a failure is logged, not raised (worker reporting must
-        never stop the work itself)."""
-        try:
-            return await self.write(namespace, name, patch, uid=uid, fresh=fresh)
-        except Exception as exc:
-            log.warning("status write to %s/%s failed: %s", namespace, name, reason_text(exc))
-            return False
 
 
 def status_ops(uid: str, patch: dict[str, Any], absent: bool) -> list[dict[str, Any]]:
