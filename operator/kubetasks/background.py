@@ -8,9 +8,23 @@ import logging
 from collections.abc import Iterator
 from typing import Protocol
 
+from kubetasks import outages
 from kubetasks.errors import BrokerUnavailableError
 
 log = logging.getLogger("kubetasks.background")
+
+
+def log_failure(logger: logging.Logger, message: str, *args: object, brief: str = "") -> None:
+    """Log a failed step (inside ``except``): during an outage of Redis or the API server,
+    which is told once (``kubetasks.outages``), at debug level only; else as a warning
+    ending with ``brief`` (a one-line reason), or without one as an error with the
+    traceback."""
+    if outages.any_ongoing():
+        logger.debug(message + " (during an outage)", *args, exc_info=True)
+    elif brief:
+        logger.warning(message + ": %s", *args, brief)
+    else:
+        logger.exception(message, *args)
 
 
 @contextlib.contextmanager
@@ -23,7 +37,7 @@ def isolated(logger: logging.Logger, what: str, *args: object) -> Iterator[None]
     except BrokerUnavailableError:
         raise
     except Exception:
-        logger.exception("skipped " + what, *args)
+        log_failure(logger, "skipped " + what, *args)
 
 
 class Component(Protocol):
@@ -40,15 +54,19 @@ class Component(Protocol):
 
 async def run_every(component: Component, stop: asyncio.Event) -> None:
     """Tick until ``stop`` is set. A failing tick is logged and retried on the next one:
-    a Redis hiccup must not end the worker. A tick that failed because Redis is
-    unreachable logs nothing of its own: the outage is told once (``outages.REDIS``)."""
+    a Redis hiccup must not end the worker. A tick that failed because Redis or the API
+    server is unreachable logs nothing of its own: the outage is told once
+    (``kubetasks.outages``)."""
     while not stop.is_set():
         try:
             await component.tick()
         except BrokerUnavailableError:
             pass
         except Exception:
-            log.exception("%s tick failed; retrying", component.name)
+            if outages.any_ongoing():
+                log.debug("%s tick failed during an outage; retrying", component.name)
+            else:
+                log.exception("%s tick failed; retrying", component.name)
         wake = component.wake
         waiters = [asyncio.ensure_future(stop.wait())]
         if wake is not None:

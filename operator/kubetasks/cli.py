@@ -50,11 +50,16 @@ def _json_arg(text: str) -> Any:
         return text  # a bare word is a string argument
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str, *, kopf_outages: bool = False) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if kopf_outages:  # the operator: kopf's per-attempt lines about the API server go
+        from kubetasks.outages import KopfOutageFilter
+
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(KopfOutageFilter())
 
 
 # -- worker ----------------------------------------------------------------------------------
@@ -145,7 +150,7 @@ def _status_sink(mode: str) -> tuple[Any, Any]:
 def cmd_operator(ns: argparse.Namespace) -> int:
     from kubetasks.controller import operator
 
-    _setup_logging(ns.log_level)
+    _setup_logging(ns.log_level, kopf_outages=True)
     standalone = ns.standalone or not ns.peering
     operator.run(
         namespaces=[] if ns.all_namespaces else ns.namespace,

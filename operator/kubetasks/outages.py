@@ -64,3 +64,42 @@ class Outage:
 
 #: Redis, as this process sees it (every Broker call reports here).
 REDIS = Outage("Redis", logging.getLogger("kubetasks.redis"))
+#: The Kubernetes API server, as the operator sees it (its API client reports here, and
+#: :class:`KopfOutageFilter` turns kopf's own retry lines into reports).
+API = Outage("The Kubernetes API server", logging.getLogger("kubetasks.kubeapi"))
+
+
+def any_ongoing() -> bool:
+    """Whether a dependency is failing right now: a failed loop tick is then most likely
+    that outage, told already."""
+    return REDIS.ongoing or API.ongoing
+
+
+#: What kopf's retry and watch lines say when the API server is unreachable or overloaded.
+_KOPF_OUTAGE_SIGNS = (
+    "Request attempt",
+    "ClientConnectorError",
+    "ServerDisconnectedError",
+    "ClientOSError",
+    "TooManyRequests",
+    "Cannot connect to host",
+    "Connection reset",
+    "Service Unavailable",
+)
+
+
+class KopfOutageFilter(logging.Filter):
+    """Drops kopf's lines about an unreachable API server (it retries each request and
+    watch itself and logs every attempt), reporting them to :data:`API` instead, which
+    logs the outage once. Attached to the operator's log handlers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("kopf") or record.levelno < logging.WARNING:
+            return True
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            text += f" {type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+        if not any(sign in text for sign in _KOPF_OUTAGE_SIGNS):
+            return True
+        API.failed(ConnectionError(text[:200]))
+        return False

@@ -33,7 +33,7 @@ from typing import Any, Protocol, cast
 import kopf
 
 from kubetasks import autoscaler
-from kubetasks.background import isolated
+from kubetasks.background import isolated, log_failure
 from kubetasks.clock import Clock
 from kubetasks.controller import poolpolicy
 from kubetasks.controller.poolusers import PoolCredentials, PoolUsers
@@ -205,7 +205,7 @@ class PoolAutoscaler:
             try:
                 await self.evaluate(key, "poll")
             except Exception:
-                log.exception("autoscaling pool %s/%s failed", *key)
+                log_failure(log, "autoscaling pool %s/%s failed", *key)
 
     async def on_enqueue(self, namespace: str, queue: str) -> None:
         """Tasks arrived on ``queue`` of ``namespace``: wake pools at zero that serve it now,
@@ -424,7 +424,7 @@ class PoolAutoscaler:
             try:
                 await self.on_enqueue(namespace, queue)
             except Exception:
-                log.exception("reacting to an enqueue on %s/%s failed", namespace, queue)
+                log_failure(log, "reacting to an enqueue on %s/%s failed", namespace, queue)
 
 
 def _usable(stats: QueueStats) -> autoscaler.QueueDepth:

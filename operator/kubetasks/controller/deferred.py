@@ -25,6 +25,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from kubetasks.background import log_failure
 from kubetasks.budget import Budget
 from kubetasks.controller.state import OperatorState
 from kubetasks.k8s.api import reason_text
@@ -117,4 +118,5 @@ class DeferredWrites:
                 )  # fmt: skip
             self.written += 1
         except Exception as exc:  # the next resync repairs what is missing
-            log.warning("deferred writes to task %s failed: %s", meta["name"], reason_text(exc))
+            log_failure(log, "deferred writes to task %s failed", meta["name"],
+                        brief=reason_text(exc))  # fmt: skip

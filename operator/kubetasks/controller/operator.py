@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import kopf
 
+from kubetasks import outages
 from kubetasks.background import isolated, run_every
 from kubetasks.controller import pools, queues, tasks  # noqa: F401 - register their handlers
 from kubetasks.controller.autoscaling import PoolAutoscaler
@@ -75,10 +76,14 @@ async def startup(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: Any)
     settings.batching.batch_window = 0.01
     settings.posting.level = logging.WARNING  # kopf's own log lines are not Events
     settings.watching.server_timeout = 300
+    # Retry a failed API request every second for a minute (kopf's default backs off to 21 s,
+    # so work would resume up to that long after an API server outage ends); kopf's line
+    # per attempt is folded into one outage report (outages.KopfOutageFilter).
+    settings.networking.error_backoffs = [0.5] + [1.0] * 60
     settings.persistence.finalizer = KOPF_FINALIZER
     if not kopf.get_default_registry()._changing.get_all_handlers():
         settings.persistence.diffbase_storage = NoDiffBase()
-    api = KubeApi()
+    api = KubeApi(outage=outages.API)
     state = OperatorState(
         broker=Broker.from_url(redis_url()),
         api=api,

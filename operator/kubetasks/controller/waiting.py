@@ -17,6 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from kubetasks.background import log_failure
 from kubetasks.clock import Clock
 
 log = logging.getLogger("kubetasks.operator")
@@ -85,5 +86,5 @@ class WaitingTasks:
                 self.expired += 1
                 await self.readmit(body)
             except Exception:
-                log.exception("re-admitting waiting task %s/%s failed", namespace, name)
+                log_failure(log, "re-admitting waiting task %s/%s failed", namespace, name)
                 self._track(namespace, name, uid, self.clock.now() + RETRY_AFTER)

@@ -22,6 +22,7 @@ from kubernetes import client, config
 
 from kubetasks import settings
 from kubetasks.errors import ConfigurationError, KubetasksError
+from kubetasks.outages import Outage
 from kubetasks.vocabulary import GROUP, VERSION
 
 JSON = "application/json"
@@ -193,8 +194,12 @@ class KubeApi:
         *,
         connections: int = 16,
         timeout: float = 30.0,
+        outage: Outage | None = None,
     ) -> None:
         self.configuration = configuration or load_configuration()
+        self.outage = outage
+        """Told of every request's success or failure for want of a working API server
+        (the operator's: ``outages.API``); None: nobody is."""
         self.server = str(self.configuration.host).rstrip("/")
         self.connections = connections
         self.timeout = aiohttp.ClientTimeout(total=timeout)
@@ -235,16 +240,26 @@ class KubeApi:
             if query
             else None
         )
-        async with self._open().request(
-            method,
-            self.server + path,
-            params=params,
-            data=data,
-            headers=self._headers(content_type if data is not None else None),
-            server_hostname=self.configuration.tls_server_name or None,
-        ) as response:
-            raw = await response.read()
-            status = response.status
+        try:
+            async with self._open().request(
+                method,
+                self.server + path,
+                params=params,
+                data=data,
+                headers=self._headers(content_type if data is not None else None),
+                server_hostname=self.configuration.tls_server_name or None,
+            ) as response:
+                raw = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            if self.outage is not None:
+                self.outage.failed(exc)
+            raise
+        if self.outage is not None:
+            if status == 429 or status >= 500:
+                self.outage.failed(ConnectionError(f"{status} on {method} {path}"))
+            else:
+                self.outage.succeeded()
         try:
             parsed: JsonObject = json.loads(raw) if raw else {}
         except ValueError:
