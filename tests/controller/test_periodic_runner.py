@@ -95,6 +95,8 @@ class World:
         self.hidden: set[str] = set()
         self.down_until: float | None = None
         """The API refuses every request before this time."""
+        self.status_refused = False
+        """Status writes fail (time out) while every other request succeeds."""
         self.poke_at: float | None = None
         self.schedules = ParsedSchedules()
         self.runners: list[PeriodicRunner] = []
@@ -171,6 +173,8 @@ class World:
 
     async def write_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.check_up()
+        if self.status_refused:
+            raise ApiDownError("status write timed out")
         assert (namespace, name) == (NAMESPACE, NAME)
         for key, value in status.items():
             if value is None:
@@ -474,6 +478,100 @@ async def test_a_restarted_runner_runs_no_slot_twice_and_catches_up_once() -> No
     assert world.slots() == [T0 + 2, T0 + 4, T0 + 8, T0 + 10, T0 + 12]
     assert world.status["missedSlots"] == 1
     assert world.already_existed == []
+
+
+async def test_the_slot_missed_while_no_operator_ran_runs_as_soon_as_one_starts() -> None:
+    world = World("@every 2s", at=T0 + 0.5, work=0.5)
+    await world.run_until(T0 + 3.0)
+    # Killed at 3.0, started again at 4.2 (down 1.2 s): slot 4 passed with no operator.
+    world.clock.set(T0 + 4.2)
+    world.runner = world.new_runner()
+    await world.sync()
+    assert world.slots(world.created) == [T0 + 2, T0 + 4]
+    created = world.tasks[name(T0 + 4)]["metadata"]["annotations"][CREATED_ANNOTATION]
+    assert parse_rfc3339(created) == T0 + 4.2  # at its first sync, 0.2 s late
+    await world.run_until(T0 + 8.5)
+    assert world.slots(world.created) == [T0 + 2, T0 + 4, T0 + 6, T0 + 8]
+    assert world.status["missedSlots"] == 0 and world.already_existed == []
+
+
+@pytest.mark.parametrize(
+    ("spec", "created", "cancelled", "events"),
+    [
+        pytest.param({"concurrencyPolicy": "Allow"}, [2, 4], [], [], id="Allow"),
+        pytest.param({"concurrencyPolicy": "Replace"}, [2, 4], [2], [], id="Replace"),
+        pytest.param({"concurrencyPolicy": "Forbid"}, [2], [], [], id="Forbid"),
+        pytest.param({"suspend": True}, [2], [], [], id="suspended"),
+        # 1.5 s late: within a deadline of 1 s (counted in whole seconds), not of 0.
+        pytest.param({"startingDeadlineSeconds": 1}, [2, 4], [], [], id="deadline-1"),
+        pytest.param({"startingDeadlineSeconds": 0}, [2], [], ["MissSchedule"], id="deadline-0"),
+    ],
+)
+async def test_the_missed_slot_meets_its_policy_as_a_slot_synced_as_late_would(
+    spec: dict[str, Any], created: list[int], cancelled: list[int], events: list[str]
+) -> None:
+    """No workers: slot 2's run is still active when slot 4 is due. The spec is changed
+    while the operator is down; it starts again at 5.5, 1.5 s after slot 4."""
+    outcomes = []
+    for restarted in (True, False):
+        world = World("@every 2s", at=T0 + 0.5)
+        await world.run_until(T0 + 3.0)
+        world.parent["spec"].update(spec)
+        world.clock.set(T0 + 5.5)
+        if restarted:
+            world.runner = world.new_runner()
+        else:  # the same runner, held up from 3.0 to 5.5
+            world.runner.update(world.stored())
+        await world.sync()
+        outcomes.append((world.created, world.cancelled, world.reasons(), world.status))
+        assert world.slots(world.created) == [T0 + s for s in created]
+        assert world.slots(world.cancelled) == [T0 + s for s in cancelled]
+        assert world.reasons() == events
+    assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize(
+    "lost",
+    [
+        pytest.param({"status": True}, id="status-write-lost"),
+        pytest.param({"status": True, "index": True}, id="status-lost-and-child-not-yet-indexed"),
+    ],
+)
+async def test_a_slot_the_killed_operator_ran_is_never_run_again_by_the_next_one(
+    lost: dict[str, bool],
+) -> None:
+    world = World("@every 2s", at=T0 + 0.5)
+    await world.run_until(T0 + 2.1)
+    # Killed between the create of slot 2's child and the status write that records it.
+    world.status = {}
+    if lost.get("index"):
+        world.hidden.add(name(T0 + 2))
+    world.clock.set(T0 + 3.5)
+    world.runner = world.new_runner()
+    await world.sync()
+    world.hidden.clear()
+    await world.run_until(T0 + 4.5)
+    assert world.slots(world.created) == [T0 + 2, T0 + 4]
+    # Without the index, the create itself is the lock: the API server answers AlreadyExists.
+    assert world.already_existed == ([name(T0 + 2)] if lost.get("index") else [])
+    assert world.status["missedSlots"] == 0
+
+
+async def test_a_run_is_deleted_for_history_only_once_the_status_records_its_slot() -> None:
+    world = World("@every 2s", at=T0 + 0.5, work=0.5, successfulTasksHistoryLimit=0)
+    world.status_refused = True  # status writes time out; creates and deletes go through
+    await world.run_until(T0 + 3.0)
+    # Slot 2 ran and succeeded, but no status says so yet: its child stays, as the only
+    # record that slot 2 ran.
+    assert world.phases() == {T0 + 2: "Succeeded"} and world.deleted == []
+    # The operator is killed; the next one sees no lastScheduleTime and must not run 2 again.
+    world.status_refused = False
+    world.clock.set(T0 + 3.5)
+    world.runner = world.new_runner()
+    await world.run_until(T0 + 4.9)
+    assert world.slots(world.created) == [T0 + 2, T0 + 4]
+    assert world.slots(world.deleted) == [T0 + 2, T0 + 4]
+    assert world.status["lastScheduleTime"] == rfc3339(T0 + 4)
 
 
 async def test_two_runners_of_one_periodic_task_run_every_slot_exactly_once(

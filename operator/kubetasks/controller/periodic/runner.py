@@ -219,13 +219,10 @@ class PeriodicRunner:
             (doomed, desired), self.pending = self.pending, None
             meta = self.body["metadata"]
             try:
-                for name in doomed:
-                    self.deletes_sent.add(name)
-                    try:
-                        await self.api.delete_child(meta["namespace"], name)
-                    except Exception:
-                        self.deletes_sent.discard(name)
-                        raise
+                # Status first, deletions after: a child is the only record that its slot
+                # ran until a lastScheduleTime at or after its slot is stored (the desired
+                # one is at least every child's slot). Deleted before that, a crash would
+                # leave the next operator neither, and it would run the slot again.
                 # Compared with the newest status seen (ours included), not the one the
                 # sync started from.
                 current = self.body.get("status") or {}
@@ -234,6 +231,13 @@ class PeriodicRunner:
                     await self.api.write_status(meta["namespace"], meta["name"], changed)
                     # Our write comes back through the watch; until then, do not repeat it.
                     self.body = {**self.body, "status": {**current, **changed}}
+                for name in doomed:
+                    self.deletes_sent.add(name)
+                    try:
+                        await self.api.delete_child(meta["namespace"], name)
+                    except Exception:
+                        self.deletes_sent.discard(name)
+                        raise
             except Exception as exc:
                 log.warning(
                     "periodic task %s: status or history update failed, retrying: %s",
