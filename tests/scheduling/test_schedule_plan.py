@@ -40,6 +40,20 @@ def test_after_an_outage_only_the_latest_slot_runs() -> None:
     assert again.run is None and again.next_time == T0 + 660
 
 
+def test_a_restart_within_one_period_runs_the_slot_it_missed_and_no_slot_twice() -> None:
+    every_2s = parse("@every 2s")
+    # The last run was slot 2; the operator was down from 3.0 to 4.2, across slot 4.
+    back = plan(every_2s, UTC, last=T0 + 2, created=T0, now=T0 + 4.2)
+    assert (back.run, back.missed, back.next_time) == (T0 + 4, 0, T0 + 6)
+    # Back only after slot 6 as well: 6 runs, 4 is counted.
+    later = plan(every_2s, UTC, last=T0 + 2, created=T0, now=T0 + 6.1)
+    assert (later.run, later.missed) == (T0 + 6, 1)
+    # Once the earlier operator's run of slot 4 is known, the next one never plans it.
+    for now in (T0 + 4.2, T0 + 5.9):
+        done = plan(every_2s, UTC, last=T0 + 4, created=T0, now=now)
+        assert (done.run, done.reason, done.next_time) == (None, "NotDue", T0 + 6)
+
+
 def test_more_than_a_hundred_missed_slots_are_flagged_but_still_one_run() -> None:
     decision = plan(MINUTELY, UTC, last=T0, created=T0, now=T0 + 3 * 3600 + 1)
     assert decision.run == T0 + 3 * 3600
