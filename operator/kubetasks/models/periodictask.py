@@ -90,9 +90,12 @@ class PeriodicTaskSpec(Model):
     both, ``Forbid`` skips the new slot, ``Replace`` cancels the active run and starts the new
     one. Default Allow."""
     starting_deadline_seconds: int | None = Field(default=None, ge=0, le=31536000)
-    """How late a slot may still start, in seconds. After downtime, at most one missed slot
-    runs: the most recent one, if it is within this deadline (no deadline: always). Slots
-    older than the deadline are skipped and counted as missed."""
+    """How late a slot may still start, in seconds from the slot (0: within the slot's own
+    second). Unset (the default): no deadline. After the operator was down, at most one
+    missed slot runs, as in CronJob: the most recent one, as soon as the operator is back,
+    if it is within this deadline; the earlier ones, and one past the deadline, are skipped
+    and counted as missed. A slot whose child Task exists, or that is not after
+    status.lastScheduleTime, never runs again."""
     suspend: bool = False
     """Stop creating runs (active runs continue). Slots that pass while suspended are missed,
     and resuming does not run them, except the most recent within startingDeadlineSeconds."""
@@ -125,7 +128,8 @@ class PeriodicTaskStatus(Model):
     """How many child Tasks have not finished."""
     missed_slots: int | None = Field(default=None, ge=0)
     """Slots that never ran because they were too late (startingDeadlineSeconds), skipped by
-    concurrencyPolicy Forbid, or passed while suspended."""
+    concurrencyPolicy Forbid, passed while suspended, or passed while no operator ran and
+    were not the most recent when it came back."""
     conditions: list[Condition] | None = Field(
         default=None, max_length=16, json_schema_extra=CONDITIONS
     )
