@@ -64,6 +64,8 @@ _SCRIPT_NAMES = (
     "configure",
     "expire",
 )
+#: Seconds a connection attempt to Redis may take.
+CONNECT_TIMEOUT = 2.0
 #: Pending tasks looked at to find the oldest one waiting (the stats' ``oldest_pending``).
 OLDEST_SCAN = 1000
 
@@ -170,7 +172,16 @@ class Broker:
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Broker:
-        client = aioredis.Redis.from_url(url, decode_responses=True)
+        # A connect that gets no answer (a Service without endpoints, a dropped route)
+        # fails after CONNECT_TIMEOUT instead of hanging, so an outage ends for this
+        # process as soon as the server is back; keepalive finds connections the network
+        # dropped silently.
+        client = aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_keepalive=True,
+        )
         return cls(client, **kwargs)
 
     @_unavailable
