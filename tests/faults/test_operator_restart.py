@@ -12,10 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kubernetes import client as k8s
+from recovery import seconds_until_succeeded
 
 from devenv.controlplane import ControlPlane
 from fixtures.operator import Operator, Process, Tasks, kube_env
-from kubetasks.vocabulary import TaskPhase
 
 BURST, RUN_SECONDS, CONCURRENCY = 60, 0.25, 10
 DOWN_SECONDS = 1.2
@@ -48,16 +48,7 @@ def test_a_killed_operator_catches_up_in_seconds_and_runs_nothing_twice(
             tasks.create(name, "test.tally", args=[str(tally), RUN_SECONDS])
         time.sleep(DOWN_SECONDS)
         operator.start()
-        back = time.monotonic()
-        while True:
-            phases = {t["metadata"]["name"]: (t.get("status") or {}).get("phase")
-                      for t in tasks.list()}  # fmt: skip
-            left = [n for n in names if phases.get(n) != TaskPhase.SUCCEEDED]
-            took = time.monotonic() - back
-            if not left:
-                break
-            assert took < RECOVERY_SECONDS + 25, f"{len(left)} not Succeeded: {left[:10]}"
-            time.sleep(0.1)
+        took = seconds_until_succeeded(tasks, names, RECOVERY_SECONDS + 25)
         runs = tally.read_text().splitlines()
         print(f"\noperator down {DOWN_SECONDS} s mid-burst: all {BURST} Succeeded {took:.1f} s"
               f" after its restart; {len(runs) - BURST} extra runs")  # fmt: skip

@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 import redis
 from kubernetes import client as k8s
+from recovery import seconds_until_succeeded
 
 from devenv.controlplane import ControlPlane
 from devenv.redis_server import RedisServer, free_port
 from fixtures.operator import Operator, Process, Tasks, kube_env
-from kubetasks.vocabulary import TaskPhase
 
 #: Tasks in a burst, how long each runs, and the worker's concurrency: about 1.5 s of work.
 BURST, RUN_SECONDS, CONCURRENCY = 60, 0.25, 10
@@ -61,19 +61,6 @@ class Stack:
 
     def uid_of(self) -> dict[str, str]:
         return {t["metadata"]["uid"]: t["metadata"]["name"] for t in self.tasks.list()}
-
-    def wait_succeeded(self, names: list[str], timeout: float) -> float:
-        """Seconds until every Task named is Succeeded (fails after ``timeout``)."""
-        start = time.monotonic()
-        while True:
-            phases = self.phases()
-            left = [n for n in names if phases.get(n) != TaskPhase.SUCCEEDED]
-            if not left:
-                return time.monotonic() - start
-            if time.monotonic() - start > timeout:
-                shown = {n: phases.get(n) for n in left[:10]}
-                raise AssertionError(f"{len(left)} Tasks not Succeeded after {timeout}s: {shown}")
-            time.sleep(0.1)
 
     def wait_some_done(self, names: list[str], count: int) -> set[str]:
         deadline = time.monotonic() + 60
@@ -136,7 +123,7 @@ def test_a_loss_of_redis_data_mid_burst_is_repaired_in_seconds(
     else:
         stack.server.stop()  # no append-only file: it comes back empty
         stack.server.start()
-    took = stack.wait_succeeded(names, timeout=RECOVERY_SECONDS + 25)
+    took = seconds_until_succeeded(stack.tasks, names, RECOVERY_SECONDS + 25)
     twice = assert_nothing_finished_ran_again(stack, finished_before)
     print(f"\n{fault}: all {BURST} Succeeded {took:.1f} s after the loss; {twice} ran twice")
     record_property("recovery_seconds", round(took, 2))
@@ -165,7 +152,7 @@ def test_redis_gone_for_a_while_is_told_in_two_lines_and_work_resumes_at_once(
         stack.tasks.create(name, "test.tally", args=[str(stack.tally), 0])
     time.sleep(OUTAGE_SECONDS)
     stack.server.start()
-    took = stack.wait_succeeded([*names, *during], timeout=RECOVERY_SECONDS + 25)
+    took = seconds_until_succeeded(stack.tasks, [*names, *during], RECOVERY_SECONDS + 25)
     twice = assert_nothing_finished_ran_again(stack, finished_before)
     print(f"\noutage of {OUTAGE_SECONDS:.0f} s: all Succeeded {took:.1f} s after Redis returned;"
           f" {twice} ran twice")  # fmt: skip
