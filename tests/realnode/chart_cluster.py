@@ -55,7 +55,7 @@ HELM_SETS = [
 
 T = TypeVar("T")
 
-__all__ = ["Cluster", "installed_release", "wait_for"]
+__all__ = ["EXAMPLES", "Cluster", "installed_release", "wait_for"]
 
 
 class Cluster:

@@ -1,8 +1,8 @@
-"""A loss of Redis's data noticed within a second, not at the next resync.
+"""A loss of Redis's data noticed within half a second, not at the next resync.
 
 Redis is a derived index of the Task resources; when it loses its data (restarted without
 persistence, flushed, replaced by a new empty server) the repair loop rebuilds it, but the
-repair runs on a long period. Every second this component reads the server's epoch marker
+repair runs on a long period. Every half second this component reads the server's epoch marker
 (``kubetasks:epoch``, written when absent): a marker that vanished or changed means the data
 went with it, and the components that rebuild Redis are woken at once (the repair, which
 re-enqueues the unfinished Tasks and so refills the queue registry; the Queue settings; the
@@ -23,11 +23,11 @@ from kubetasks.controller.state import OperatorState
 log = logging.getLogger("kubetasks.operator")
 
 #: Seconds between two looks at the marker.
-INTERVAL = 1.0
+INTERVAL = 0.5
 #: Seconds the repair waits after a loss is noticed, so that the status writes workers had
 #: on their way when the data went (Tasks that finished just before) land first: a Task
 #: whose resource shows its outcome is not queued again.
-SETTLE_SECONDS = 1.0
+SETTLE_SECONDS = 0.5
 
 
 class RedisEpoch:
