@@ -32,7 +32,7 @@ BURST, RUN_SECONDS, CONCURRENCY = 60, 0.25, 10
 #: The bound of the issue: every Task Succeeded this long after the fault ends.
 RECOVERY_SECONDS = 5.0
 #: How long the server is gone in the outage scenario.
-OUTAGE_SECONDS = 10.0
+OUTAGE_SECONDS = 30.0
 #: Log lines a process may spend on one outage (its start and its end).
 OUTAGE_LINES = 2
 
