@@ -65,7 +65,7 @@ _SCRIPT_NAMES = (
     "expire",
 )
 #: Seconds a connection attempt to Redis may take.
-CONNECT_TIMEOUT = 2.0
+CONNECT_TIMEOUT = 10.0
 #: Pending tasks looked at to find the oldest one waiting (the stats' ``oldest_pending``).
 OLDEST_SCAN = 1000
 
