@@ -453,3 +453,23 @@ async def test_expire_ends_waiting_tasks_past_their_deadline_and_nothing_else(
         Q + "t:later": task_hash("later", "pending", 2, deadline=NOW + 1000),
     }
     assert await broker.expire("default") == []
+
+
+async def test_a_burst_of_calls_beyond_the_pool_waits_for_connections(redis_url: str) -> None:
+    """More calls at once than the pool has connections (the operator admitting a burst):
+    each waits for a free connection instead of failing as if Redis were down."""
+    import asyncio
+
+    from kubetasks.queue.broker import MAX_CONNECTIONS
+
+    broker = Broker.from_url(redis_url)
+    try:
+        calls = [
+            broker.enqueue([TaskMessage(id=f"b{i}", handler="h")])
+            for i in range(3 * MAX_CONNECTIONS)
+        ]
+        results = await asyncio.gather(*calls)
+        assert [r.outcome for (r,) in results] == ["queued"] * len(calls)
+        assert (await broker.stats("default")).pending == len(calls)
+    finally:
+        await broker.close()

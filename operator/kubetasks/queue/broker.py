@@ -66,6 +66,10 @@ _SCRIPT_NAMES = (
 )
 #: Seconds a connection attempt to Redis may take.
 CONNECT_TIMEOUT = 10.0
+#: Connections one process opens to Redis at most; more calls at once wait for one.
+MAX_CONNECTIONS = 64
+#: Seconds a call waits for a free connection before it fails as "Redis unavailable".
+POOL_WAIT = 30.0
 #: Pending tasks looked at to find the oldest one waiting (the stats' ``oldest_pending``).
 OLDEST_SCAN = 1000
 
@@ -176,13 +180,20 @@ class Broker:
         # fails after CONNECT_TIMEOUT instead of hanging, so an outage ends for this
         # process as soon as the server is back; keepalive finds connections the network
         # dropped silently.
-        client = aioredis.Redis.from_url(
+        #
+        # A blocking pool: a call beyond MAX_CONNECTIONS at once waits for a free
+        # connection. redis-py's default pool raises "Too many connections" (a
+        # ConnectionError) past 100 instead, and the operator admitting a burst of Tasks at
+        # once took that for Redis being down and left Tasks Pending.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
             decode_responses=True,
+            max_connections=MAX_CONNECTIONS,
+            timeout=POOL_WAIT,
             socket_connect_timeout=CONNECT_TIMEOUT,
             socket_keepalive=True,
         )
-        return cls(client, **kwargs)
+        return cls(aioredis.Redis.from_pool(pool), **kwargs)
 
     @_unavailable
     async def close(self) -> None:
