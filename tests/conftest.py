@@ -2,5 +2,6 @@ pytest_plugins = [
     "fixtures.redis",
     "fixtures.controlplane",
     "fixtures.operator",
+    "fixtures.proxy",
     "fixtures.realnode",
 ]

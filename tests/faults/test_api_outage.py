@@ -30,20 +30,19 @@ OUTAGE_LINES = 2
 
 @pytest.fixture
 def proxied(
-    control_plane: ControlPlane, redis_url: str, namespace: str, tmp_path: Path
+    control_plane: ControlPlane, redis_url: str, namespace: str, proxy: Proxy, tmp_path: Path
 ) -> Iterator[tuple[Proxy, Operator, Process]]:
-    with Proxy.to(control_plane.server) as proxy:
-        kubeconfig = proxy.through(control_plane.admin).write_kubeconfig(tmp_path / "kubeconfig")
-        env = kube_env(control_plane, redis_url) | {"KUBECONFIG": str(kubeconfig)}
-        operator = Operator(env, tmp_path / "operator.log", namespace)
-        worker_env = env | {"POD_NAME": "worker-0", "POD_NAMESPACE": namespace}
-        argv = [sys.executable, "-m", "kubetasks.cli", "worker", "--queues", "default",
-                "--concurrency", str(CONCURRENCY), "--import", "handlers_for_tests",
-                "--report-status", "kubernetes", "--log-level", "info"]  # fmt: skip
-        worker = Process(argv, worker_env, tmp_path / "worker.log")
-        yield proxy, operator, worker
-        worker.stop()
-        operator.stop()
+    kubeconfig = proxy.through(control_plane.admin).write_kubeconfig(tmp_path / "kubeconfig")
+    env = kube_env(control_plane, redis_url) | {"KUBECONFIG": str(kubeconfig)}
+    operator = Operator(env, tmp_path / "operator.log", namespace)
+    worker_env = env | {"POD_NAME": "worker-0", "POD_NAMESPACE": namespace}
+    argv = [sys.executable, "-m", "kubetasks.cli", "worker", "--queues", "default",
+            "--concurrency", str(CONCURRENCY), "--import", "handlers_for_tests",
+            "--report-status", "kubernetes", "--log-level", "info"]  # fmt: skip
+    worker = Process(argv, worker_env, tmp_path / "worker.log")
+    yield proxy, operator, worker
+    worker.stop()
+    operator.stop()
 
 
 def outage_lines(path: Path, since: int) -> list[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -21,12 +21,6 @@ from kubetasks.outcome import Outcome
 from kubetasks.queue import Leased, TaskMessage
 
 T = 1_800_000_000.0
-
-
-@pytest.fixture
-def proxy(control_plane: ControlPlane) -> Iterator[Proxy]:
-    with Proxy.to(control_plane.server) as p:
-        yield p
 
 
 @pytest.fixture

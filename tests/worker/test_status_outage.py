@@ -26,12 +26,6 @@ OUTAGE = 8.0
 
 
 @pytest.fixture
-def proxy(control_plane: ControlPlane) -> Iterator[Proxy]:
-    with Proxy.to(control_plane.server) as p:
-        yield p
-
-
-@pytest.fixture
 def proxied_worker(
     control_plane: ControlPlane, redis_url: str, namespace: str, proxy: Proxy, tmp_path: Path
 ) -> Iterator[Process]:
