@@ -64,8 +64,10 @@ _SCRIPT_NAMES = (
     "configure",
     "expire",
 )
-#: Seconds a connection attempt to Redis may take.
-CONNECT_TIMEOUT = 10.0
+#: Seconds a connection attempt to Redis may take. Short: a connect sent while a Service
+#: still routes to a Redis pod that is gone gets no answer, and the process is back only
+#: when the attempt gives up and the next one reaches the new pod.
+CONNECT_TIMEOUT = 2.0
 #: Connections one process opens to Redis at most; more calls at once wait for one.
 MAX_CONNECTIONS = 64
 #: Seconds a call waits for a free connection before it fails as "Redis unavailable".
