@@ -44,6 +44,9 @@ class Kind:
     columns: tuple[Json, ...]
     spec_rules: tuple[Json, ...] = ()
     """CEL rules added to this kind's spec only (not where its models are reused)."""
+    selectable: tuple[str, ...] = ()
+    """Fields a field selector may name (``kubectl get --field-selector``, and the
+    operator's listing of unfinished Tasks)."""
 
     @property
     def name(self) -> str:
@@ -76,6 +79,7 @@ KINDS = (
             _column("Error", ".status.error.message", priority=1),
         ),
         tuple(SPEC_UPDATE_RULES),
+        (".status.phase", ".spec.queue"),
     ),
     Kind(
         PeriodicTask,
@@ -250,6 +254,11 @@ def crd(kind: Kind) -> Json:
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": list(kind.columns),
+                    **(
+                        {"selectableFields": [{"jsonPath": path} for path in kind.selectable]}
+                        if kind.selectable
+                        else {}
+                    ),
                     "schema": {"openAPIV3Schema": openapi_schema(kind)},
                 }
             ],

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -235,16 +235,11 @@ class KubeApi:
         """Send one request, return the body; an error status raises :class:`ApiError`, as
         the subclass of its status when there is one (:class:`NotFoundError`, ...)."""
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
-        params = (
-            {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in query.items()}
-            if query
-            else None
-        )
         try:
             async with self._open().request(
                 method,
                 self.server + path,
-                params=params,
+                params=_params(query),
                 data=data,
                 headers=self._headers(content_type if data is not None else None),
                 server_hostname=self.configuration.tls_server_name or None,
@@ -255,6 +250,10 @@ class KubeApi:
             if self.outage is not None:
                 self.outage.failed(exc)
             raise
+        return self._answer(method, path, status, raw)
+
+    def _answer(self, method: str, path: str, status: int, raw: bytes) -> JsonObject:
+        """Tell the outage of the answer; return its body, or raise its error."""
         if self.outage is not None:
             if status == 429 or status >= 500:
                 self.outage.failed(ConnectionError(f"{status} on {method} {path}"))
@@ -271,6 +270,42 @@ class KubeApi:
 
     async def get(self, path: str, **query: str | int | bool) -> JsonObject:
         return await self.request("GET", path, query=query)
+
+    async def stream(
+        self, path: str, *, idle: float, **query: str | int | bool
+    ) -> AsyncIterator[JsonObject]:
+        """A watch: GET ``path`` with ``watch=true`` and ``query``; yields each event (one
+        JSON object per line) as it comes. Ends when the server closes the stream; a stream
+        silent for ``idle`` seconds raises TimeoutError (bookmarks and the server's own
+        ``timeoutSeconds`` keep a healthy one talking). An error status raises
+        :class:`ApiError` as :meth:`request` does."""
+        params = _params({**query, "watch": True})
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout.total, sock_read=idle)
+        try:
+            async with self._open().get(
+                self.server + path,
+                params=params,
+                headers=self._headers(None),
+                server_hostname=self.configuration.tls_server_name or None,
+                timeout=timeout,
+            ) as response:
+                if response.status >= 400:
+                    self._answer("GET", path, response.status, await response.read())
+                elif self.outage is not None:
+                    self.outage.succeeded()
+                # Lines of a large object can exceed aiohttp's default 64 KiB line limit:
+                # read chunks and split them ourselves.
+                buffered = b""
+                async for chunk in response.content.iter_any():
+                    buffered += chunk
+                    *lines, buffered = buffered.split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            yield json.loads(line)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            if self.outage is not None:
+                self.outage.failed(exc)
+            raise
 
     async def post(self, path: str, body: object) -> JsonObject:
         return await self.request("POST", path, body=body)
@@ -291,6 +326,13 @@ class KubeApi:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _params(query: Mapping[str, str | int | bool] | None) -> dict[str, str] | None:
+    """Query parameters as strings (booleans lower case, as the API server expects)."""
+    if not query:
+        return None
+    return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in query.items()}
 
 
 def is_unavailable(exc: BaseException) -> bool:
