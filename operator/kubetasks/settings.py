@@ -158,6 +158,11 @@ EVENTS_PER_SECOND = _declare(
     "KUBETASKS_EVENTS_PER_SECOND", float, 20.0,
     "Budget of Task transition Events per second (bursts of five times as many).",
 )  # fmt: skip
+HISTORY_SWEEP_SECONDS = _declare(
+    "KUBETASKS_HISTORY_SWEEP_SECONDS", float, 600.0,
+    "Seconds between sweeps of the finished Tasks (TTLs, deletions no operator saw); the"
+    " first comes a minute after start-up, or this long if shorter.",
+)  # fmt: skip
 DEFAULT_TTL_SECONDS_AFTER_FINISHED: EnvVar[int | None] = _declare(
     "KUBETASKS_DEFAULT_TTL_SECONDS_AFTER_FINISHED", int, None,
     "Seconds after which a finished Task that sets no TTL (nor its Queue) is deleted;"

@@ -28,9 +28,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
-
-import kopf
+from typing import Any, Protocol
 
 from kubetasks import autoscaler
 from kubetasks.background import isolated, log_failure
@@ -41,6 +39,7 @@ from kubetasks.controller.workloads import WorkloadDefaults, deployment
 from kubetasks.errors import BrokerUnavailableError
 from kubetasks.k8s.api import ApiError, reason_text
 from kubetasks.k8s.deployments import DeploymentState, WorkerPod
+from kubetasks.k8s.events import PostEvent
 from kubetasks.metrics import OperatorMetrics
 from kubetasks.queue import Broker, QueueStats
 from kubetasks.settings import worker_id_for_pod
@@ -149,10 +148,13 @@ class PoolAutoscaler:
         policy: poolpolicy.PoolPolicy | None = None,
         users: PoolUsers | None = None,
         metrics: OperatorMetrics | None = None,
+        events: PostEvent | None = None,
         poll_seconds: float = POLL_SECONDS,
     ) -> None:
         self.broker = broker
         self.clock = clock
+        self.events = events
+        """Posts the pools' Events (None: none are posted, as in tests of the loop)."""
         self.metrics = metrics
         self.deployments = deployments
         self.statuses = statuses
@@ -289,7 +291,7 @@ class PoolAutoscaler:
         del self.decisions[:-100]
         message = f"{before} -> {decision.desired} replicas ({pool.last_reason})"
         log.info("pool %s/%s: %s", *key, message)
-        _event(pool, "Normal", "ScaledUp" if direction == "up" else "ScaledDown", message)
+        self._event(pool, "Normal", "ScaledUp" if direction == "up" else "ScaledDown", message)
 
     async def _apply(self, pool: Pool, replicas: int) -> bool:
         """Apply the pool's Deployment; False (and the reason on the pool) if the pool
@@ -312,7 +314,7 @@ class PoolAutoscaler:
             self._refused(pool, "DeploymentRejected", _api_message(exc))
             return False
         if pool.problem is not None:
-            _event(pool, "Normal", "DeploymentApplied", "the Deployment is accepted again")
+            self._event(pool, "Normal", "DeploymentApplied", "the Deployment is accepted again")
         pool.problem = None
         pool.problem_reason = "DeploymentRejected"
         pool.desired = replicas
@@ -336,12 +338,16 @@ class PoolAutoscaler:
                 found[account] = poolpolicy.LookupFailed(reason_text(exc))
         return poolpolicy.check(spec, self.policy, found)
 
+    def _event(self, pool: Pool, kind: str, reason: str, message: str) -> None:
+        if self.events is not None:
+            self.events(pool.body, kind, reason, message)
+
     def _refused(self, pool: Pool, reason: str, problem: str) -> None:
         """Record why nothing was applied; a new reason or message is posted as an event."""
         if (reason, problem) != (pool.problem_reason, pool.problem):
             meta = pool.body["metadata"]
             log.warning("pool %s/%s: %s: %s", meta["namespace"], meta["name"], reason, problem)
-            _event(pool, "Warning", reason, problem)
+            self._event(pool, "Warning", reason, problem)
         pool.problem, pool.problem_reason = problem, reason
         pool.applied_generation = pool.body["metadata"].get("generation")
 
@@ -362,7 +368,7 @@ class PoolAutoscaler:
         self, pool: Pool, key: PoolKey, depth: autoscaler.QueueDepth, found: DeploymentState | None
     ) -> None:
         if found is not None and found.failure != pool.pods_failure and found.failure:
-            _event(pool, "Warning", "PodsRejected", found.failure)
+            self._event(pool, "Warning", "PodsRejected", found.failure)
         pool.pods_failure = found.failure if found is not None else None
         replicas, ready = (found.replicas, found.ready) if found is not None else (0, 0)
         status: dict[str, Any] = {
@@ -457,9 +463,3 @@ def _api_message(exc: BaseException) -> str:
         if isinstance(message, str) and message:
             return message
     return reason_text(exc)
-
-
-def _event(pool: Pool, kind: str, reason: str, message: str) -> None:
-    # Outside a running operator (the loop driven by tests) there is nowhere to post.
-    with contextlib.suppress(LookupError):
-        kopf.event(cast(kopf.Body, pool.body), type=kind, reason=reason, message=message[:1024])

@@ -12,12 +12,11 @@ budget runs dry: they get the whole burst, Normal events only the part above a r
 
 from __future__ import annotations
 
-from typing import Any, cast
-
-import kopf
+from typing import Any
 
 from kubetasks.budget import Budget
 from kubetasks.clock import SYSTEM_CLOCK, Clock
+from kubetasks.k8s.events import PostEvent
 from kubetasks.vocabulary import FINAL_PHASES, TaskPhase
 
 WARNINGS = frozenset(
@@ -40,11 +39,18 @@ def describe(status: dict[str, Any]) -> str:
 
 
 class PhaseTracker:
-    """Remembers the last phase seen per Task uid and posts an event when it changes."""
+    """Remembers the last phase seen per unfinished Task uid and posts an event when it
+    changes."""
 
     def __init__(
-        self, level: str = "all", per_second: float = 20.0, clock: Clock = SYSTEM_CLOCK
+        self,
+        level: str = "all",
+        per_second: float = 20.0,
+        clock: Clock = SYSTEM_CLOCK,
+        post: PostEvent | None = None,
     ) -> None:
+        self.post = post
+        """Posts the Events (None: they are counted only)."""
         self.level = level
         self.seen: dict[str, str] = {}
         self.budget = Budget(per_second, max(5 * per_second, 1.0), clock)
@@ -63,9 +69,12 @@ class PhaseTracker:
         if self.seen.get(uid) == phase:
             return
         first_sight = uid not in self.seen
-        self.seen[uid] = phase
-        if first_sight and phase in FINAL_PHASES:
-            return  # an old Task seen at start-up: its events were posted long ago
+        if phase in FINAL_PHASES:
+            self.seen.pop(uid, None)  # nothing follows a final phase: keep nothing of it
+            if first_sight:
+                return  # a Task that ended before it was seen: its events were posted
+        else:
+            self.seen[uid] = phase
         if self.level == "none" or (self.level == "failures" and phase not in WARNINGS):
             return
         warning = phase in WARNINGS
@@ -74,7 +83,8 @@ class PhaseTracker:
             return
         self.posted += 1
         kind = "Warning" if warning else "Normal"
-        kopf.event(cast(kopf.Body, body), type=kind, reason=phase, message=describe(status))
+        if self.post is not None:
+            self.post(body, kind, phase, describe(status))
 
     def forget(self, uid: str) -> None:
         self.seen.pop(uid, None)

@@ -3,7 +3,8 @@
 kopf copies the memo given to ``kopf.operator(memo=...)`` (shallowly) for each object it
 handles, and passes the copy as the ``memo`` keyword; any object will do. The startup handler
 fills this one in before kopf starts watching, so every handler finds every component, and
-the copies share them. A field read before startup raises ``AttributeError``, as it would
+the copies share them. (Task events come from the operator's own feed, which hands the
+memo itself.) A field read before startup raises ``AttributeError``, as it would
 on ``kopf.Memo``.
 
 The components are imported for type checking only: the handler modules (``tasks``,
@@ -20,12 +21,14 @@ if TYPE_CHECKING:
     from kubetasks.controller.deferred import DeferredWrites
     from kubetasks.controller.dependents import Dependents
     from kubetasks.controller.events import PhaseTracker
+    from kubetasks.controller.feed import TaskFeed
     from kubetasks.controller.periodic.registry import PeriodicRunners
     from kubetasks.controller.queues import QueueController
     from kubetasks.controller.reaper import Reaper
     from kubetasks.controller.repair import Repairer
     from kubetasks.controller.state import OperatorState
     from kubetasks.controller.waiting import WaitingTasks
+    from kubetasks.k8s.events import EventPoster
 
 
 class OperatorMemo:
@@ -33,6 +36,10 @@ class OperatorMemo:
 
     state: OperatorState
     """Redis, the API, the Task status writer, the settings and the clock."""
+    feed: TaskFeed
+    """The unfinished Tasks listed, then every Task event: into ``tasks.task_event``."""
+    events: EventPoster
+    """Posts Kubernetes Events in the background (for every component)."""
     tracker: PhaseTracker
     """Posts an Event per Task transition, within its budget."""
     deferred: DeferredWrites

@@ -21,6 +21,7 @@ from kubetasks.controller.dependents import Dependents
 from kubetasks.controller.epoch import RedisEpoch
 from kubetasks.controller.events import PhaseTracker
 from kubetasks.controller.expiry import DeadlineExpiry
+from kubetasks.controller.feed import TaskFeed
 from kubetasks.controller.memo import OperatorMemo
 from kubetasks.controller.periodic import PeriodicRunners  # registers the PeriodicTask handlers
 from kubetasks.controller.poolusers import PoolUsers
@@ -30,6 +31,7 @@ from kubetasks.controller.state import OperatorSettings, OperatorState
 from kubetasks.controller.waiting import WaitingTasks
 from kubetasks.k8s.api import KubeApi
 from kubetasks.k8s.deployments import DeploymentWriter
+from kubetasks.k8s.events import EventPoster
 from kubetasks.k8s.labels import ServiceAccountLabels
 from kubetasks.k8s.periodic import PeriodicApi
 from kubetasks.k8s.poolcredentials import PoolLookup, SecretCreator
@@ -92,7 +94,11 @@ async def startup(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: Any)
         settings=_settings,
     )
     memo.state = state
-    memo.tracker = PhaseTracker(_settings.events, _settings.events_per_second)
+    # Events are posted by the operator itself: kopf's poster works only inside kopf's own
+    # tasks, and the Task feed and the background loops are not among them.
+    events = EventPoster(api)
+    memo.events = events
+    memo.tracker = PhaseTracker(_settings.events, _settings.events_per_second, post=events)
     memo.deferred = DeferredWrites(
         state,
         TASK_FINALIZER,
@@ -104,12 +110,21 @@ async def startup(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: Any)
         state.clock, state.tasks.get, functools.partial(tasks.readmit, memo)
     )
     memo.queues = queues.QueueController(
-        state.broker, QueueApi(api), state.clock, namespaces=_settings.namespaces
+        state.broker, QueueApi(api), state.clock, namespaces=_settings.namespaces, events=events
     )
     memo.reaper = Reaper(state, default_ttl=memo.queues.ttl_for)
+    memo.periodic = PeriodicRunners(
+        PeriodicApi(api), state.clock, ready=asyncio.Event(), events=events
+    )
+    memo.feed = TaskFeed(
+        state.tasks,
+        _settings.namespaces,
+        functools.partial(tasks.task_event, memo),
+        observers=[memo.periodic.child_seen],
+        ready=memo.periodic.ready,
+    )
     metrics = OperatorMetrics()
-    memo.repairer = Repairer(state, memo.deferred, metrics)
-    memo.periodic = PeriodicRunners(PeriodicApi(api), state.clock)
+    memo.repairer = Repairer(state, memo.deferred, metrics, feed=memo.feed)
     try:
         serve_metrics(metrics.registry, _settings.metrics_port)
     except OSError as exc:
@@ -125,7 +140,7 @@ async def startup(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: Any)
         )  # fmt: skip
     memo.autoscaler = PoolAutoscaler(
         state.broker, state.clock, DeploymentWriter(api), PoolStatusWriter(api),
-        accounts=ServiceAccountLabels(api), users=users, metrics=metrics,
+        accounts=ServiceAccountLabels(api), users=users, metrics=metrics, events=events,
     )  # fmt: skip
     expiry = DeadlineExpiry(
         state.broker, functools.partial(report_ended, state), namespaces=_settings.namespaces
@@ -140,6 +155,7 @@ async def startup(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: Any)
     epoch = RedisEpoch(state, rebuild)
     memo.stop = asyncio.Event()
     memo.loops = [
+        asyncio.create_task(memo.feed.run(memo.stop)),
         asyncio.create_task(run_every(epoch, memo.stop)),
         asyncio.create_task(run_every(expiry, memo.stop)),
         asyncio.create_task(run_every(memo.deferred, memo.stop)),
@@ -159,6 +175,7 @@ async def cleanup(memo: OperatorMemo, **_: Any) -> None:
     memo.stop.set()
     await asyncio.gather(*memo.loops, return_exceptions=True)
     await memo.periodic.stop()
+    await memo.events.flush()
     await memo.state.broker.close()
     await memo.state.api.close()
 

@@ -14,15 +14,15 @@ dashboard.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import kopf
 
 from kubetasks.background import isolated
 from kubetasks.clock import Clock
+from kubetasks.k8s.events import PostEvent
 from kubetasks.k8s.queues import QueueApi
 from kubetasks.queue import Broker, QueueSettings, QueueStats
 from kubetasks.queuename import is_queue_name
@@ -125,7 +125,10 @@ class QueueController:
         *,
         namespaces: tuple[str, ...] = (),
         interval: float = STATUS_SECONDS,
+        events: PostEvent | None = None,
     ) -> None:
+        self.events = events
+        """Posts the Queues' Events (None: none are posted, as in tests)."""
         self.broker = broker
         self.api = queues
         self.clock = clock
@@ -147,6 +150,10 @@ class QueueController:
 
     # -- spec to Redis -----------------------------------------------------------------------
 
+    def _event(self, body: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        if self.events is not None:
+            self.events(body, kind, reason, message)
+
     async def observe(self, body: dict[str, Any]) -> None:
         """A Queue was seen (created, changed, or listed): apply its settings if they
         changed, and say so with an event."""
@@ -159,7 +166,7 @@ class QueueController:
         if not is_queue_name(meta["name"]):
             if known.applied is None:
                 problem = f"{meta['name']!r} is not a valid queue name: the Queue has no effect"
-                _event(body, "Warning", "InvalidName", problem)
+                self._event(body, "Warning", "InvalidName", problem)
                 known.applied = QueueSettings()
             return
         wanted = settings_of(body.get("spec") or {})
@@ -177,7 +184,7 @@ class QueueController:
         else:
             reason = "Configured"
         log.info("queue %s/%s: %s", *key, describe(wanted))
-        _event(body, "Normal", reason, describe(wanted))
+        self._event(body, "Normal", reason, describe(wanted))
 
     async def deleted(self, body: dict[str, Any]) -> None:
         """A Queue was deleted: its queue runs with the defaults again."""
@@ -253,12 +260,6 @@ class QueueController:
             "observedGeneration": body["metadata"].get("generation"),
             "conditions": conditions(stats, previous, self.clock.now()),
         }
-
-
-def _event(body: dict[str, Any], kind: str, reason: str, message: str) -> None:
-    # Outside a running operator (the controller driven by tests) there is nowhere to post.
-    with contextlib.suppress(LookupError):
-        kopf.event(cast(kopf.Body, body), type=kind, reason=reason, message=message[:1024])
 
 
 @kopf.on.event(GROUP, VERSION, QUEUES)

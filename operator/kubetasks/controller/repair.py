@@ -2,11 +2,13 @@
 
 The resources are the source of truth and Redis is a derived index. A loss of Redis's data
 is noticed within a second (``epoch.py``), which runs this at once. Each tick lists the
-Tasks and (1) admits those the operator never handled, (2) re-enqueues every unfinished
+unfinished Tasks (a page at a time, selected by the API server: finished ones cost repair
+nothing) and (1) admits those the operator never handled, (2) re-enqueues every unfinished
 Task that Redis has no record of (after a Redis restart without persistence, a FLUSHALL,
 or a failed enqueue), keeping its attempt count, (3) copies the outcome of Tasks that ended
 in Redis onto resources that still show them unfinished (the worker's own status write was
-lost: API server down, RBAC missing), (4) finishes deletions whose clean-up failed, and (5)
+lost: API server down, RBAC missing), (4) finishes deletions whose clean-up failed (of
+finished Tasks: the reaper's sweep, ``reaper.py``), and (5)
 removes from Redis the live tasks whose resource is gone (deleted while the operator was
 down, before they had a finalizer).
 While Redis is unreachable the tick runs every few seconds instead.
@@ -27,8 +29,10 @@ from kubetasks.background import isolated
 from kubetasks.controller import tasks
 from kubetasks.controller.deferred import DeferredWrites
 from kubetasks.controller.dependents import UNADMITTED, outcome
+from kubetasks.controller.feed import TaskFeed
 from kubetasks.controller.intake import build_message
 from kubetasks.controller.state import OperatorState
+from kubetasks.k8s.tasks import task_paths
 from kubetasks.metrics import OperatorMetrics
 from kubetasks.queue import Broker
 from kubetasks.status_patches import finished_patch, operator_patch
@@ -59,10 +63,14 @@ class Repairer:
         state: OperatorState,
         deferred: DeferredWrites | None = None,
         metrics: OperatorMetrics | None = None,
+        feed: TaskFeed | None = None,
     ) -> None:
         self.state = state
         self.deferred = deferred
         self.metrics = metrics
+        self.feed = feed
+        """The watch's feed: the first tick waits until its first listing is handled, so
+        that the Tasks both find unadmitted are not admitted twice at start-up."""
         self.restored = 0
         self.swept = 0
         self.settled = 0
@@ -79,15 +87,14 @@ class Repairer:
             self.state.redis_ok = False
             return
         self.state.redis_ok = True
+        if self.feed is not None:
+            await self.feed.settled()
         listed_at = self.state.clock.now()
-        uids: set[str] = set()
-        items: list[dict[str, Any]] = []  # the unfinished ones (and those being deleted)
-        async for page in self.state.tasks.pages(self.state.settings.namespaces):
-            for t in page:
-                uids.add(t["metadata"]["uid"])
-                finished = (t.get("status") or {}).get("phase") in FINAL_PHASES
-                if not finished or t["metadata"].get("deletionTimestamp"):
-                    items.append(t)
+        items: list[dict[str, Any]] = []  # the unfinished ones
+        for path in task_paths(self.state.settings.namespaces):
+            async for page in self.state.tasks.unfinished(path):
+                items.extend(page.items)
+        uids = {t["metadata"]["uid"] for t in items}
         known = {(t["metadata"]["namespace"], t["metadata"]["name"]): outcome(t) for t in items}
         graph = _Listed(items)
 
@@ -234,6 +241,10 @@ class Repairer:
             resource = info.message.resource if info is not None else None
             if info is None or not resource or (info.enqueued_at or listed_at) >= listed_at:
                 continue  # a fast-path task (no resource), or too new to judge
+            namespace, _, name = resource.partition("/")
+            found = await self.state.tasks.get(namespace, name)
+            if found is not None and found["metadata"]["uid"] == task_id:
+                continue  # it finished since the listing (only unfinished ones are listed)
             await broker.forget(queue, task_id)
             self.swept += 1
             log.warning(

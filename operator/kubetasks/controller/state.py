@@ -17,6 +17,8 @@ from kubetasks.queue import Broker
 class OperatorSettings:
     resync_seconds: float = field(default_factory=settings.RESYNC_SECONDS.get)
     """How often Redis is checked against the Task resources (and repaired)."""
+    history_sweep_seconds: float = field(default_factory=settings.HISTORY_SWEEP_SECONDS.get)
+    """How often the reaper pages through the finished Tasks."""
     events: str = field(default_factory=settings.EVENTS.get)
     """Which transitions post Kubernetes Events: all, failures, or none."""
     namespaces: tuple[str, ...] = ()

@@ -1,17 +1,20 @@
-"""The Task controller: kopf handlers that queue Tasks and follow them to the end.
+"""The Task controller: what the operator does on each Task event, and its actions.
 
-Handlers are level-triggered on raw watch events (``kopf.on.event``): each event carries
-the Task's whole current state, and every action is idempotent (enqueue by uid, forward-only
-status), so a missed or repeated event does no harm and the repair loop covers the rest.
-kopf's create/update handlers would add two annotation writes per Task for their own
-bookkeeping; at hundreds of Tasks per second those writes are the bottleneck, so we do not
-use them.
+Events come from the operator's own feed of Tasks (``controller/feed.py``), not from kopf:
+kopf's per-object machinery made a restart cost every Task ever stored. Each event carries
+the Task's whole current state, and every action is idempotent (enqueue by uid,
+forward-only status), so a missed or repeated event does no harm and the repair loop
+covers the rest.
 
 A Task the operator queues costs it no write at all when a worker takes it quickly: the
 finalizer and the Queued status are deferred (``controller/deferred.py``) and dropped once
 a worker's status write shows they are not needed. The enqueue comes first so a worker can
 start at once; a late Queued patch carries the attempt count, which the CRD's transition
 rule refuses to lower, so it never overwrites a worker's faster Running.
+
+Nothing of a finished Task stays in the operator's memory once its event is handled, except
+a reaper entry while its TTL is about to run out (``controller/reaper.py``) and its outcome
+while a Task that depends on it is waiting (``controller/dependents.py``).
 """
 
 from __future__ import annotations
@@ -20,8 +23,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-import kopf
-
 from kubetasks.controller import intake
 from kubetasks.controller.deferred import DeferredWrites
 from kubetasks.controller.dependents import Dependents, Outcome, outcome
@@ -29,7 +30,7 @@ from kubetasks.controller.state import OperatorState
 from kubetasks.errors import ConfigurationError, MessageTooLargeError
 from kubetasks.queuename import is_queue_name
 from kubetasks.status_patches import operator_patch
-from kubetasks.vocabulary import FINAL_PHASES, GROUP, TASK_FINALIZER, TASKS, VERSION, TaskPhase
+from kubetasks.vocabulary import FINAL_PHASES, TASK_FINALIZER, TaskPhase
 
 if TYPE_CHECKING:
     from kubetasks.controller.memo import OperatorMemo
@@ -78,14 +79,14 @@ def api_lookup(state: OperatorState, dependents: Dependents) -> PhaseLookup:
 # -- the event handler ------------------------------------------------------------------------
 
 
-@kopf.on.event(GROUP, VERSION, TASKS)
-async def task_event(event: kopf.RawEvent, body: kopf.Body, memo: OperatorMemo, **_: Any) -> None:
+async def task_event(memo: OperatorMemo, kind: str, obj: dict[str, Any]) -> None:
+    """One event of the feed: ``kind`` is ADDED, MODIFIED or DELETED; ``obj`` the Task as
+    it is now (as it was last, for DELETED)."""
     state, dependents = memo.state, memo.dependents
-    obj = dict(body)
     meta = obj["metadata"]
     status = obj.get("status") or {}
     phase = status.get("phase")
-    if event.get("type") == "DELETED":
+    if kind == "DELETED":
         memo.tracker.forget(meta["uid"])
         memo.waiting.forget(meta["uid"])
         memo.deferred.forget(meta["uid"])

@@ -11,13 +11,14 @@ The parts, each readable alone:
 - :mod:`.runner`: :class:`~.runner.PeriodicRunner`, one asyncio task per PeriodicTask that
   sleeps until its next slot or until woken, then observes, plans and writes;
 - :mod:`.registry`: :class:`PeriodicRunners`, the runners of this operator and what they share;
-- :mod:`.handlers`: the kopf handlers and the index of child Tasks, registered on import.
+- :mod:`.handlers`: the kopf handler of PeriodicTasks, registered on import (child Tasks
+  come from the operator's feed of Tasks into the registry's index).
 
 The runner is level-triggered: whatever woke it, it recomputes everything from the current
 PeriodicTask, the index and the clock, and writes status only when it changed.
 """
 
-from kubetasks.controller.periodic import handlers as handlers  # registers the kopf handlers
+from kubetasks.controller.periodic import handlers as handlers  # registers the kopf handler
 from kubetasks.controller.periodic.registry import PeriodicRunners
 
 __all__ = ["PeriodicRunners"]

@@ -11,7 +11,7 @@ of the slot's child are awaited: deletions and the status go to a background hou
 because a slow API server must not hold back the next slot's create.
 
 The API, the clock, the index and the event poster are passed in (:class:`RunnerApi`,
-:class:`~kubetasks.clock.Clock`, :class:`ChildIndex`, :class:`EventPoster`), so the runner
+:class:`~kubetasks.clock.Clock`, :class:`ChildIndex`, :class:`~kubetasks.k8s.events.PostEvent`), so the runner
 is driven in fake time by tests; the registry (:mod:`.registry`) wires the real ones.
 """
 
@@ -35,6 +35,7 @@ from kubetasks.controller.periodic.policy import (
     remembered,
 )
 from kubetasks.k8s.api import reason_text
+from kubetasks.k8s.events import PostEvent
 from kubetasks.timestamps import rfc3339
 
 log = logging.getLogger("kubetasks.periodic")
@@ -73,12 +74,6 @@ class ChildIndex(Protocol):
         ...
 
 
-class EventPoster(Protocol):
-    def __call__(self, body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
-        """Post a Kubernetes Event about ``body`` (best effort: may raise, is not awaited)."""
-        ...
-
-
 class PeriodicRunner:
     """Syncs one PeriodicTask at each slot and whenever it or one of its children changes."""
 
@@ -89,8 +84,9 @@ class PeriodicRunner:
         api: RunnerApi,
         clock: Clock,
         children: ChildIndex,
-        events: EventPoster,
+        events: PostEvent,
         schedules: ParsedSchedules,
+        ready: asyncio.Event | None = None,
     ) -> None:
         self.body = body
         """The PeriodicTask as last seen, with the status this runner last wrote."""
@@ -99,6 +95,8 @@ class PeriodicRunner:
         self.children = children
         self.events = events
         self.schedules = schedules
+        self.ready = ready
+        """Set when ``children`` lists every child; the first sync waits for it."""
         self.wake = asyncio.Event()
         self.memory = Memory()
         self.deletes_sent: set[str] = set()
@@ -138,6 +136,8 @@ class PeriodicRunner:
         self.wake.set()
 
     async def run(self) -> None:
+        if self.ready is not None:
+            await self.ready.wait()
         while True:
             self.wake.clear()
             try:
