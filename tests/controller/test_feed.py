@@ -9,30 +9,23 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client as k8s
 
-from devenv.controlplane import ControlPlane
 from fixtures.kube import obj
 from fixtures.operator import Tasks
 from kubetasks.controller.feed import TaskFeed
-from kubetasks.k8s.api import KubeApi, load_configuration
+from kubetasks.k8s.api import KubeApi
 from kubetasks.k8s.tasks import TaskApi
 from kubetasks.status_patches import finished_patch
 from kubetasks.vocabulary import API_VERSION, GROUP, PARENT_LABEL, VERSION
 
 
 @pytest.fixture
-async def task_api(
-    control_plane: ControlPlane, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[TaskApi]:
-    monkeypatch.setenv("KUBECONFIG", str(Path(control_plane.kubeconfig)))
-    api = KubeApi(load_configuration())
-    yield TaskApi(api)
-    await api.close()
+def task_api(admin_api: KubeApi) -> TaskApi:
+    return TaskApi(admin_api)
 
 
 def finish(kube_api: k8s.ApiClient, namespace: str, name: str) -> None:

@@ -5,14 +5,11 @@ a Task with or without a status gets the write, and a stale one is refused."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from devenv.controlplane import ControlPlane
 from fixtures.operator import Tasks
-from kubetasks.k8s.api import KubeApi, load_configuration
+from kubetasks.k8s.api import KubeApi
 from kubetasks.k8s.status import TaskStatusWriter
 from kubetasks.status_patches import finished_patch, operator_patch, running_patch
 
@@ -20,13 +17,8 @@ T = 1_800_000_000.0
 
 
 @pytest.fixture
-async def writer(
-    control_plane: ControlPlane, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[TaskStatusWriter]:
-    monkeypatch.setenv("KUBECONFIG", str(Path(control_plane.kubeconfig)))
-    api = KubeApi(load_configuration())
-    yield TaskStatusWriter(api)
-    await api.close()
+def writer(admin_api: KubeApi) -> TaskStatusWriter:
+    return TaskStatusWriter(admin_api)
 
 
 @pytest.mark.parametrize("fresh", [True, False])
