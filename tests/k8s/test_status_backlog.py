@@ -158,11 +158,11 @@ def test_while_failing_one_probe_per_backoff_and_the_first_answer_ends_the_outag
             assert not outage.failed(now, probe, len(backlog))
         else:
             backlog.done(probe, "dropped")  # a Task gone is an answer too
-            recovery = outage.answered(now)
+            recovery = outage.answered(now, probe)
     assert [round(p, 6) for p in probes] == [0.1, 0.3, 0.7, 1.5, 2.5, 3.5, 4.5, 5.5]
     assert recovery == Recovery(seconds=5.5, waited=4, dropped=0)
     assert outage.allowance(now, 32) == 32  # healthy: everything goes out at once
-    assert outage.answered(now) is None
+    assert outage.answered(now, probe) is None
 
 
 def test_a_write_sent_before_the_outage_does_not_push_the_next_probe_back() -> None:
@@ -173,7 +173,20 @@ def test_a_write_sent_before_the_outage_does_not_push_the_next_probe_back() -> N
     assert not outage.failed(T + 0.15, c, 3)  # a straggler from before
     assert outage.next_try == T + 0.1 and outage.probe is b
     outage.lost(2)
-    assert outage.answered(T + 1) == Recovery(seconds=1.0, waited=3, dropped=2)
+    assert outage.answered(T + 1, b) == Recovery(seconds=1.0, waited=3, dropped=2)
+
+
+def test_only_the_probe_answering_ends_the_outage() -> None:
+    # A kube-apiserver shutting down answers the requests it had taken and refuses new ones
+    # (429) for a moment: an answer to a write sent before the failure says nothing of the
+    # next one, and ending the outage on it told one outage in six lines.
+    outage = Outage()
+    a, b, c = write("a"), write("b"), write("c")
+    assert outage.failed(T, a, 3)  # 429: the apiserver is shutting down
+    assert outage.answered(T + 0.002, b) is None  # taken before: it lands all the same
+    assert outage.since == T
+    outage.sent(c)  # the probe, at T + 0.1
+    assert outage.answered(T + 10, c) == Recovery(seconds=10.0, waited=3, dropped=0)
 
 
 def test_drops_are_warned_of_at_once_then_at_most_once_per_interval() -> None:

@@ -11,8 +11,8 @@ right:
 * **Bounded.** Beyond :data:`MAX_PENDING_TASKS` Tasks the oldest pending write is dropped;
   the operator's repair sweep (outcomes copied from Redis) is the backstop for those.
 * **One probe while failing.** After a failure only one write at a time goes out, each after
-  a backoff capped at :data:`RETRY_CAP` seconds; the first answer of the API server (any
-  answer: a Task gone is an answer too) ends the outage and everything pending goes out.
+  a backoff capped at :data:`RETRY_CAP` seconds; the first answer to a probe (any answer: a
+  Task gone is an answer too) ends the outage and everything pending goes out.
 
 Time is passed in (monotonic seconds), so the rules are tested as timelines; the sink in
 :mod:`kubetasks.k8s.sink` does the I/O.
@@ -205,9 +205,11 @@ class Outage:
             self.next_try = now + retry_delay(self.failures)
         return False
 
-    def answered(self, now: float) -> Recovery | None:
-        """The API server answered a write; the outage this ends, if one."""
-        if self.since is None:
+    def answered(self, now: float, write: Write) -> Recovery | None:
+        """The API server answered ``write``; the outage this ends, if one. Only the probe's
+        answer ends it: a write sent before the outage began was taken by the server then,
+        and a server shutting down still answers those while it refuses new ones (429)."""
+        if self.since is None or write is not self.probe:
             return None
         recovery = Recovery(now - self.since, self.waited, self.dropped)
         self.since, self.failures, self.probe, self.waited, self.dropped = None, 0, None, 0, 0

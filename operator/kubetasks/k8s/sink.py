@@ -215,7 +215,7 @@ class ResourceStatusSink:
                     MAX_PENDING_TASKS,
                     RETRY_CAP,
                 )
-        elif recovery := self.outage.answered(now):
+        elif recovery := self.outage.answered(now, write):
             log.warning(
                 "Task status writes succeed again after %.1fs of failures; %d writes waited, "
                 "%d dropped for want of room",
