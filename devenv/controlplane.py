@@ -130,6 +130,26 @@ class ClusterAccess:
         return path
 
 
+@dataclass(frozen=True)
+class ApiserverRestart:
+    """What :meth:`ControlPlane.restart_apiserver` took, in seconds."""
+
+    stopping: float
+    """From SIGTERM until the old process exited."""
+    down: float
+    """From its exit until the new process was started."""
+    answering: float
+    """From the new process's start until it first answered (``/readyz`` with any status:
+    it serves requests before all its start-up hooks are done)."""
+    starting: float
+    """From the new process's start until ``/readyz`` said ok."""
+
+    @property
+    def unavailable(self) -> float:
+        """From SIGTERM until the new server was ready: the outage its clients saw, at most."""
+        return self.stopping + self.down + self.starting
+
+
 @dataclass
 class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager with all state under ``state_dir``.
@@ -280,6 +300,42 @@ class ControlPlane:
         if remove_data:
             shutil.rmtree(self.state_dir / "etcd", ignore_errors=True)
 
+    def restart_apiserver(self, down: float = 0.0, timeout: float = 60.0) -> ApiserverRestart:
+        """Stop kube-apiserver with SIGTERM, as a rollout does, keep it stopped ``down``
+        seconds after it exited, then start it again with the arguments ``start()`` gave it
+        (the same port, certificates and etcd, whose data survives) and wait until
+        ``/readyz`` is ok. etcd and the controller manager keep running; clients reach the
+        new server at the old address."""
+        t0 = time.monotonic()
+        old = self._processes.pop("kube-apiserver", None) or ManagedProcess(
+            "kube-apiserver", [], run_dir=self.run_dir, log_dir=self.log_dir,
+            marker=str(self.state_dir),
+        )  # fmt: skip
+        # Its graceful shutdown takes a second or two (see ``--shutdown-send-retry-after``);
+        # the longer timeout keeps a slow one from being SIGKILLed.
+        old.stop(timeout=30)
+        exited = time.monotonic()
+        time.sleep(down)
+        started = time.monotonic()
+        argv = [str(find_binary("kube-apiserver")), *self._apiserver_args()]
+        answered: list[float] = []
+
+        def ready() -> bool:
+            try:
+                status, _ = self.admin.get("/readyz", timeout=2)
+            except OSError:
+                return False
+            if not answered:
+                answered.append(time.monotonic())
+            return status == 200
+
+        self._spawn("kube-apiserver", argv)
+        self._wait("kube-apiserver", started + timeout, ready)
+        done = time.monotonic()
+        return ApiserverRestart(
+            exited - t0, started - exited, answered[0] - started, done - started
+        )
+
     def __enter__(self) -> ControlPlane:
         return self.start()
 
@@ -352,6 +408,11 @@ class ControlPlane:
             f"--kubelet-certificate-authority={pki.ca_cert}",
             "--kubelet-preferred-address-types=InternalIP,Hostname",
             "--allow-privileged=true",
+            # On SIGTERM, drain the requests in flight (new ones get 429 and Retry-After),
+            # then close the connections left, watches included, within 2 s. Without it the
+            # server holds each open watch (the controller manager always has some) until its
+            # 60 s shutdown timeout, as a kube-apiserver rolled with the defaults does.
+            "--shutdown-send-retry-after=true",
             "--profiling=false",
             "--v=0",
         ]
