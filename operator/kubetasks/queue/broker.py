@@ -12,9 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import json
 import logging
-from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any, ParamSpec, TypeVar, cast
@@ -36,18 +34,14 @@ from kubetasks.queue.message import (
     QueueStats,
     TaskInfo,
     TaskMessage,
-    check_size,
 )
+from kubetasks.queue.wire import NOTIFY_CAP, cancel_call, plan_enqueue, task_info
 from kubetasks.queuename import DEFAULT_NAMESPACE, split_qualified, validate_namespace
 
 log = logging.getLogger("kubetasks.broker")
 
 #: Default seconds a finished task's record (result, error) is kept.
 DEFAULT_RETENTION = 24 * 3600
-#: Most wake-up tokens kept per queue; enough to wake every idle worker of a large pool.
-NOTIFY_CAP = 256
-#: Tasks sent to Redis in one enqueue script call.
-ENQUEUE_CHUNK = 500
 
 _SCRIPT_NAMES = (
     "enqueue",
@@ -76,6 +70,36 @@ POOL_WAIT = 30.0
 OLDEST_SCAN = 1000
 
 
+# How every connection pool of the queue package (this broker's, the sync one's) is made.
+#
+# A connect that gets no answer (a Service without endpoints, a dropped route) fails after
+# CONNECT_TIMEOUT instead of hanging, so an outage ends for this process as soon as the
+# server is back; keepalive finds connections the network dropped silently.
+#
+# A blocking pool: a call beyond MAX_CONNECTIONS at once waits for a free connection.
+# redis-py's default pool raises "Too many connections" (a ConnectionError) past 100
+# instead, and the operator admitting a burst of Tasks at once took that for Redis being down
+# and left Tasks Pending.
+POOL_OPTIONS: dict[str, Any] = {
+    "decode_responses": True,
+    "max_connections": MAX_CONNECTIONS,
+    "timeout": POOL_WAIT,
+    "socket_connect_timeout": CONNECT_TIMEOUT,
+    "socket_keepalive": True,
+}
+
+#: What redis-py raises when the server cannot be reached, or drops the connection mid-call.
+CONNECTION_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+def unavailable(exc: BaseException) -> BrokerUnavailableError:
+    """The project's error for a connection failure, told to :data:`kubetasks.outages.REDIS`
+    (which logs an outage once, when it begins). Every Redis client of the queue package,
+    async or sync, raises this one."""
+    outages.REDIS.failed(exc)
+    return BrokerUnavailableError(f"Redis is unreachable: {exc}")
+
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -92,16 +116,16 @@ def _unavailable(
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             result = await method(*args, **kwargs)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-            outages.REDIS.failed(exc)
-            raise BrokerUnavailableError(f"Redis is unreachable: {exc}") from exc
+        except CONNECTION_ERRORS as exc:
+            raise unavailable(exc) from exc
         outages.REDIS.succeeded()
         return result
 
     return wrapper
 
 
-def _load_source(name: str) -> str:
+def load_source(name: str) -> str:
+    """The source of one transition script, with the helpers of ``lib.lua`` in front."""
     folder = resources.files("kubetasks.queue") / "scripts"
     lib = (folder / "lib.lua").read_text()
     return lib + "\n" + (folder / f"{name}.lua").read_text()
@@ -114,10 +138,6 @@ def _tokens(settings: QueueSettings, bucket: list[str | None], now: int) -> floa
     if stored is None or at is None:
         return float(burst)
     return min(float(burst), float(stored) + max(now - int(at), 0) * rate / 1000)
-
-
-def _num(value: str | None) -> float | None:
-    return None if value is None or value in ("", "0") else int(value) / 1000
 
 
 class _Shared:
@@ -156,7 +176,7 @@ class Broker:
         self._shared = _Shared()
         self._shared.views[self.namespace] = self
         self._scripts: dict[str, AsyncScript] = {
-            name: client.register_script(_load_source(name)) for name in _SCRIPT_NAMES
+            name: client.register_script(load_source(name)) for name in _SCRIPT_NAMES
         }
 
     def in_namespace(self, namespace: str) -> Broker:
@@ -178,23 +198,7 @@ class Broker:
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Broker:
-        # A connect that gets no answer (a Service without endpoints, a dropped route)
-        # fails after CONNECT_TIMEOUT instead of hanging, so an outage ends for this
-        # process as soon as the server is back; keepalive finds connections the network
-        # dropped silently.
-        #
-        # A blocking pool: a call beyond MAX_CONNECTIONS at once waits for a free
-        # connection. redis-py's default pool raises "Too many connections" (a
-        # ConnectionError) past 100 instead, and the operator admitting a burst of Tasks at
-        # once took that for Redis being down and left Tasks Pending.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            decode_responses=True,
-            max_connections=MAX_CONNECTIONS,
-            timeout=POOL_WAIT,
-            socket_connect_timeout=CONNECT_TIMEOUT,
-            socket_keepalive=True,
-        )
+        pool = aioredis.BlockingConnectionPool.from_url(url, **POOL_OPTIONS)
         return cls(aioredis.Redis.from_pool(pool), **kwargs)
 
     @_unavailable
@@ -234,62 +238,22 @@ class Broker:
         ``spent`` maps task ids to attempts already used, for tasks restored after Redis lost
         them: attempt numbers then continue where the Task resource's status left off.
         """
-        spent = spent or {}
-        by_queue: dict[str, list[TaskMessage]] = defaultdict(list)
-        order: list[TaskMessage] = []
-        for msg in messages:
-            by_queue[msg.queue].append(msg)
-            order.append(msg)
-        if not order:
+        plan = plan_enqueue(messages, self.keys, self._now_ms(), spent)
+        if not plan.calls:
             return []
-        # Every name is checked before the first write: a refused queue must not reach the
-        # registry, which every loop of the operator walks.
-        queue_keys = {queue: self.keys(queue) for queue in by_queue}
-        # So is every size: an oversized message fails the call before anything is written.
-        encoded_of = {id(m): check_size(m.encode()) for m in order}
-        await self._register(queue_keys.values())
-        now = self._now_ms()
-        calls: list[tuple[list[str], list[Any]]] = []
-        batches: list[list[TaskMessage]] = []
-        for queue, msgs in by_queue.items():
-            qk = queue_keys[queue]
-            for start in range(0, len(msgs), ENQUEUE_CHUNK):
-                chunk = msgs[start : start + ENQUEUE_CHUNK]
-                args: list[Any] = [
-                    now, qk.task_prefix, qk.unique_prefix, NOTIFY_CAP, keys.ENQUEUED, qk.qualified
-                ]  # fmt: skip
-                for m in chunk:
-                    args += (
-                        m.id,
-                        encoded_of[id(m)],
-                        m.priority,
-                        to_ms(m.run_at) if m.run_at else 0,
-                        m.max_retries,
-                        to_ms(m.deadline) if m.deadline else 0,
-                        m.unique_key or "",
-                        m.unique_for or 0,
-                        spent.get(m.id, 0),
-                    )
-                calls.append(([qk.pending, qk.scheduled, qk.seq, qk.notify, qk.deadlines], args))
-                batches.append(chunk)
+        await self._register(plan.queues)
         script = self._scripts["enqueue"]
-        if len(calls) == 1:
+        if len(plan.calls) == 1:
             # One call (the operator's one Task at a time): EVALSHA straight away. A pipeline
             # would first ask SCRIPT EXISTS, a second round trip for every Task.
-            replies = [await script(keys=calls[0][0], args=calls[0][1])]
+            (call,) = plan.calls
+            replies = [await script(keys=call.keys, args=call.args)]
         else:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for keys_, args in calls:
-                    await script(keys=keys_, args=args, client=pipe)
+                for call in plan.calls:
+                    await script(keys=call.keys, args=call.args, client=pipe)
                 replies = await pipe.execute()
-        outcomes: dict[str, EnqueueResult] = {}
-        for chunk, reply in zip(batches, replies, strict=True):
-            for msg, code in zip(chunk, reply, strict=True):
-                holder = None
-                if code.startswith("duplicate:"):
-                    code, holder = "duplicate", code.split(":", 1)[1]
-                outcomes[msg.id] = EnqueueResult(msg.id, msg.queue, code, holder)
-        return [outcomes[m.id] for m in order]
+        return plan.results(replies)
 
     # -- consuming -------------------------------------------------------------------------
 
@@ -500,14 +464,8 @@ class Broker:
     @_unavailable
     async def cancel(self, queue: str, task_id: str) -> str:
         """Cancel a task: 'cancelled', 'cancelling' (running), 'missing' or its final state."""
-        qk = self.keys(queue)
-        return str(
-            await self._run(
-                "cancel",
-                [qk.pending, qk.scheduled, qk.active, qk.config],
-                [self._now_ms(), qk.task_prefix, qk.unique_prefix, self.retention, task_id],
-            )
-        )
+        call = cancel_call(self.keys(queue), self._now_ms(), self.retention, task_id)
+        return str(await self._run("cancel", *call))
 
     @_unavailable
     async def forget(self, queue: str, task_id: str) -> str:
@@ -549,23 +507,7 @@ class Broker:
     @_unavailable
     async def get_task(self, queue: str, task_id: str) -> TaskInfo | None:
         raw = cast(dict[str, str], await self.redis.hgetall(self.keys(queue).task(task_id)))
-        if not raw:
-            return None
-        return TaskInfo(
-            id=task_id,
-            queue=queue,
-            state=raw["state"],
-            message=TaskMessage.decode(raw["msg"]),
-            attempts=int(raw.get("attempts", 0)),
-            worker=raw.get("worker") or None,
-            enqueued_at=_num(raw.get("enqueued_at")),
-            started_at=_num(raw.get("started_at")),
-            finished_at=_num(raw.get("finished_at")),
-            next_retry_at=_num(raw.get("next_retry_at")),
-            result=json.loads(raw["result"]) if "result" in raw else None,
-            error=json.loads(raw["error"]) if raw.get("error") else None,
-            cancel_requested=raw.get("cancel") == "1",
-        )
+        return task_info(queue, task_id, raw)
 
     @_unavailable
     async def stats(self, queue: str, *, detail: bool = False) -> QueueStats:

@@ -1,0 +1,139 @@
+"""What the brokers send to Redis and how they read the replies, without any I/O.
+
+Two brokers run the same Lua scripts on the same keys: the async
+:class:`~kubetasks.queue.broker.Broker` (workers, the operator, ``AsyncClient``) and the
+sync :class:`~kubetasks.queue.sync_broker.SyncBroker` behind ``kubetasks.Client``. Both
+build their script arguments and decode the replies here, so a task enqueued by one is,
+field for field, the task the other would have written, and a change of the layout is made
+once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kubetasks.clock import to_ms
+from kubetasks.queue import keys
+from kubetasks.queue.keys import QueueKeys
+from kubetasks.queue.message import EnqueueResult, TaskInfo, TaskMessage, check_size
+
+#: Most wake-up tokens kept per queue; enough to wake every idle worker of a large pool.
+NOTIFY_CAP = 256
+#: Tasks sent to Redis in one enqueue script call.
+ENQUEUE_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueCall:
+    """One run of ``enqueue.lua``: its KEYS and ARGV, and the tasks it carries in ARGV order."""
+
+    keys: list[str]
+    args: list[Any]
+    messages: list[TaskMessage]
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueuePlan:
+    """Everything one enqueue sends: the queues to add to the registry first (``keys.QUEUES``,
+    outside every queue's slot, so no script can), then the script calls."""
+
+    queues: list[QueueKeys]
+    calls: list[EnqueueCall]
+    order: list[TaskMessage]
+    """The tasks in the order the caller gave them."""
+
+    def results(self, replies: Sequence[Sequence[str]]) -> list[EnqueueResult]:
+        """One result per task, in the caller's order, from one reply per call."""
+        outcomes: dict[str, EnqueueResult] = {}
+        for call, reply in zip(self.calls, replies, strict=True):
+            for msg, code in zip(call.messages, reply, strict=True):
+                holder = None
+                if code.startswith("duplicate:"):
+                    code, holder = "duplicate", code.split(":", 1)[1]
+                outcomes[msg.id] = EnqueueResult(msg.id, msg.queue, code, holder)
+        return [outcomes[m.id] for m in self.order]
+
+
+def plan_enqueue(
+    messages: Iterable[TaskMessage],
+    keys_of: Callable[[str], QueueKeys],
+    now_ms: int,
+    spent: Mapping[str, int] | None = None,
+) -> EnqueuePlan:
+    """The script calls that add ``messages``: one per queue and chunk of
+    :data:`ENQUEUE_CHUNK`. Every queue name and every message size is checked here, before a
+    broker writes anything: a refused queue must not reach the registry, which every loop of
+    the operator walks, and an oversized message fails the whole call.
+
+    ``spent`` maps task ids to attempts already used, for tasks restored after Redis lost
+    them: attempt numbers then continue where the Task resource's status left off.
+    """
+    spent = spent or {}
+    by_queue: dict[str, list[TaskMessage]] = defaultdict(list)
+    order: list[TaskMessage] = []
+    for msg in messages:
+        by_queue[msg.queue].append(msg)
+        order.append(msg)
+    queue_keys = {queue: keys_of(queue) for queue in by_queue}
+    encoded_of = {id(m): check_size(m.encode()) for m in order}
+    calls = []
+    for queue, msgs in by_queue.items():
+        qk = queue_keys[queue]
+        for start in range(0, len(msgs), ENQUEUE_CHUNK):
+            chunk = msgs[start : start + ENQUEUE_CHUNK]
+            args: list[Any] = [
+                now_ms, qk.task_prefix, qk.unique_prefix, NOTIFY_CAP, keys.ENQUEUED, qk.qualified
+            ]  # fmt: skip
+            for m in chunk:
+                args += (
+                    m.id,
+                    encoded_of[id(m)],
+                    m.priority,
+                    to_ms(m.run_at) if m.run_at else 0,
+                    m.max_retries,
+                    to_ms(m.deadline) if m.deadline else 0,
+                    m.unique_key or "",
+                    m.unique_for or 0,
+                    spent.get(m.id, 0),
+                )
+            call_keys = [qk.pending, qk.scheduled, qk.seq, qk.notify, qk.deadlines]
+            calls.append(EnqueueCall(call_keys, args, chunk))
+    return EnqueuePlan(list(queue_keys.values()), calls, order)
+
+
+def cancel_call(
+    qk: QueueKeys, now_ms: int, retention: int, task_id: str
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of ``cancel.lua`` for one task."""
+    keys_ = [qk.pending, qk.scheduled, qk.active, qk.config]
+    return keys_, [now_ms, qk.task_prefix, qk.unique_prefix, retention, task_id]
+
+
+def _seconds(value: str | None) -> float | None:
+    return None if value is None or value in ("", "0") else int(value) / 1000
+
+
+def task_info(queue: str, task_id: str, raw: Mapping[str, str]) -> TaskInfo | None:
+    """The read model of a task from its hash (``HGETALL`` of ``QueueKeys.task(id)``);
+    None for an empty hash (no such task)."""
+    if not raw:
+        return None
+    return TaskInfo(
+        id=task_id,
+        queue=queue,
+        state=raw["state"],
+        message=TaskMessage.decode(raw["msg"]),
+        attempts=int(raw.get("attempts", 0)),
+        worker=raw.get("worker") or None,
+        enqueued_at=_seconds(raw.get("enqueued_at")),
+        started_at=_seconds(raw.get("started_at")),
+        finished_at=_seconds(raw.get("finished_at")),
+        next_retry_at=_seconds(raw.get("next_retry_at")),
+        result=json.loads(raw["result"]) if "result" in raw else None,
+        error=json.loads(raw["error"]) if raw.get("error") else None,
+        cancel_requested=raw.get("cancel") == "1",
+    )
