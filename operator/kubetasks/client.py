@@ -1,16 +1,21 @@
 """Submit tasks straight to Redis and follow them: the producer side of the work engine.
 
 This is the fast path for high-volume producers inside the cluster (and the whole API of a
-Redis-only deployment). :class:`AsyncClient` is the implementation; :class:`Client` is the
-same API for synchronous code, running the async client on a private event loop.
+Redis-only deployment). :class:`AsyncClient` is the API for async code, on the async
+broker; :class:`Client` is the same API for synchronous code, on the sync broker
+(``queue/sync_broker.py``): one round trip per enqueue and no event loop, since that call is
+what a web request makes. Both build the same messages here and the same script calls in
+``queue/wire.py``, so a task is the same whichever client sent it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
+import time
 import uuid
-from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -25,6 +30,7 @@ from kubetasks.errors import (
 from kubetasks.outcome import BackoffPolicy
 from kubetasks.queue import Broker, EnqueueResult, QueueStats, TaskInfo, TaskMessage
 from kubetasks.queue.message import SUCCEEDED, dumps
+from kubetasks.queue.sync_broker import SyncBroker
 from kubetasks.settings import namespace as namespace_setting
 from kubetasks.settings import redis_url
 
@@ -93,11 +99,10 @@ class TaskRequest:
         )
 
 
-class AsyncTaskHandle:
-    """A submitted task: its id, how the enqueue went, and its status and result."""
+class _Handle:
+    """What both handles tell of a submitted task: its id and how the enqueue went."""
 
-    def __init__(self, client: AsyncClient, result: EnqueueResult) -> None:
-        self._client = client
+    def __init__(self, result: EnqueueResult) -> None:
         self.id = result.id
         self.queue = result.queue
         self.outcome = result.outcome
@@ -106,6 +111,36 @@ class AsyncTaskHandle:
 
     def __repr__(self) -> str:
         return f"<task {self.id} on {self.queue}: {self.outcome}>"
+
+
+def _checked(request: TaskRequest, result: EnqueueResult) -> EnqueueResult:
+    """``result`` of a single enqueue, or :class:`DuplicateTaskError` when it was refused."""
+    if result.outcome == "duplicate":
+        raise DuplicateTaskError(str(request.unique_key or request.handler), result.holder or "")
+    return result
+
+
+def _known(info: TaskInfo | None, queue: str, task_id: str) -> TaskInfo:
+    """``info`` of a task waited for; raises :class:`TaskNotFoundError` when there is none and
+    :class:`TaskFailedError` when the task ended without a result."""
+    if info is None:
+        raise TaskNotFoundError(f"task {task_id} is not known on queue {queue!r}")
+    if info.done and info.state != SUCCEEDED:
+        raise TaskFailedError(task_id, info.state, info.error)
+    return info
+
+
+#: Seconds between polls of a task's state while waiting for its result: doubling from the
+#: first to the longest, so a fast task is seen at once and a slow one costs little.
+FIRST_POLL, LONGEST_POLL = 0.002, 0.1
+
+
+class AsyncTaskHandle(_Handle):
+    """A submitted task: its id, how the enqueue went, and its status and result."""
+
+    def __init__(self, client: AsyncClient, result: EnqueueResult) -> None:
+        super().__init__(result)
+        self._client = client
 
     async def status(self) -> TaskInfo | None:
         return await self._client.broker.get_task(self.queue, self.id)
@@ -140,10 +175,8 @@ class AsyncClient:
         arguments are the task's kwargs. Raises :class:`DuplicateTaskError` when a task
         with the same unique key is still held."""
         request = _request(handler, args, options)
-        (handle,) = await self.enqueue_many([request])
-        if handle.outcome == "duplicate":
-            raise DuplicateTaskError(str(request.unique_key or handler), handle.duplicate_of or "")
-        return handle
+        (result,) = await self.broker.enqueue([request.to_message(self.broker.clock.now())])
+        return AsyncTaskHandle(self, _checked(request, result))
 
     async def enqueue_many(self, requests: Iterable[TaskRequest]) -> list[AsyncTaskHandle]:
         """Submit a batch in a few round trips; duplicates are reported per handle."""
@@ -172,19 +205,15 @@ class AsyncClient:
     async def wait_result(self, queue: str, task_id: str, timeout: float | None = None) -> Any:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        pause = 0.002
+        pause = FIRST_POLL
         while True:
-            info = await self.broker.get_task(queue, task_id)
-            if info is None:
-                raise TaskNotFoundError(f"task {task_id} is not known on queue {queue!r}")
+            info = _known(await self.broker.get_task(queue, task_id), queue, task_id)
             if info.done:
-                if info.state == SUCCEEDED:
-                    return info.result
-                raise TaskFailedError(task_id, info.state, info.error)
+                return info.result
             if deadline is not None and loop.time() + pause > deadline:
                 raise TimeoutError(f"task {task_id} is still {info.state} after {timeout}s")
             await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.1)
+            pause = min(pause * 2, LONGEST_POLL)
 
 
 _REQUEST_FIELDS = set(TaskRequest.__dataclass_fields__) - {"handler", "args", "kwargs"}
@@ -196,54 +225,70 @@ def _request(handler: str, args: Sequence[Any], options: Mapping[str, Any]) -> T
     return TaskRequest(handler, tuple(args), kwargs, **opts)
 
 
-class TaskHandle:
+def _refuse_in_async_code() -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise ConfigurationError("kubetasks.Client is synchronous: use AsyncClient in async code")
+
+
+class TaskHandle(_Handle):
     """Synchronous face of :class:`AsyncTaskHandle`."""
 
-    def __init__(self, client: Client, handle: AsyncTaskHandle) -> None:
+    def __init__(self, client: Client, result: EnqueueResult) -> None:
+        super().__init__(result)
         self._client = client
-        self._handle = handle
-        self.id = handle.id
-        self.queue = handle.queue
-        self.outcome = handle.outcome
-        self.duplicate_of = handle.duplicate_of
-
-    def __repr__(self) -> str:
-        return repr(self._handle)
 
     def status(self) -> TaskInfo | None:
-        return self._client._run(self._handle.status())
+        return self._client.status(self.id, self.queue)
 
     def result(self, timeout: float | None = None) -> Any:
-        return self._client._run(self._handle.result(timeout))
+        """Wait for the task to end; return its result or raise :class:`TaskFailedError`."""
+        return self._client.wait_result(self.queue, self.id, timeout)
 
 
 class Client:
     """Submit and follow tasks from synchronous code.
 
     ``Client(redis_url).enqueue("email.send", "a@example.com", queue="mail", delay=10)``.
-    In async code use :class:`AsyncClient`; this class runs its own event loop and refuses
-    to be called from inside a running one.
+    One client may be shared by every thread of a process. In async code use
+    :class:`AsyncClient`; this class blocks, and refuses to be called from inside a running
+    event loop.
+
+    Enqueues, statuses, results and cancels go through the sync broker, one round trip each;
+    :meth:`queue_stats` and :meth:`queues`, which read many keys, run the async broker on a
+    private event loop, made on first use (one call at a time: the loop is behind a lock).
     """
 
     def __init__(
         self, url: str | None = None, *, namespace: str | None = None, clock: Clock = SYSTEM_CLOCK
     ) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._async = AsyncClient(url, namespace=namespace, clock=clock)
-        self.namespace = self._async.namespace
+        self.namespace = namespace_setting(namespace)
+        self._url = redis_url(url)
+        self.broker = SyncBroker.from_url(self._url, namespace=self.namespace, clock=clock)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._async: AsyncClient | None = None
 
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return self._loop.run_until_complete(coro)
-        coro.close()
-        raise ConfigurationError("kubetasks.Client is synchronous: use AsyncClient in async code")
+    def _run(self, call: Callable[[AsyncClient], Coroutine[Any, Any, T]]) -> T:
+        """``call`` on the async client, on this client's private loop."""
+        _refuse_in_async_code()
+        with self._lock:
+            if self._loop is None or self._async is None:
+                self._loop = asyncio.new_event_loop()
+                self._async = AsyncClient(self._url, namespace=self.namespace, clock=self._clock)
+            return self._loop.run_until_complete(call(self._async))
 
     def close(self) -> None:
-        if not self._loop.is_closed():
-            self._run(self._async.close())
-            self._loop.close()
+        _refuse_in_async_code()
+        self.broker.close()
+        with self._lock:
+            if self._loop is not None and self._async is not None:
+                self._loop.run_until_complete(self._async.close())
+                self._loop.close()
+                self._loop = self._async = None
 
     def __enter__(self) -> Client:
         return self
@@ -252,19 +297,44 @@ class Client:
         self.close()
 
     def enqueue(self, handler: str, *args: Any, **options: Any) -> TaskHandle:
-        return TaskHandle(self, self._run(self._async.enqueue(handler, *args, **options)))
+        """Submit one task, as :meth:`AsyncClient.enqueue` does."""
+        _refuse_in_async_code()
+        request = _request(handler, args, options)
+        (result,) = self.broker.enqueue([request.to_message(self._clock.now())])
+        return TaskHandle(self, _checked(request, result))
 
     def enqueue_many(self, requests: Iterable[TaskRequest]) -> list[TaskHandle]:
-        return [TaskHandle(self, h) for h in self._run(self._async.enqueue_many(requests))]
+        """Submit a batch in one round trip per 500 tasks of one queue, all in one pipeline
+        when there are more; duplicates are reported per handle."""
+        _refuse_in_async_code()
+        now = self._clock.now()
+        results = self.broker.enqueue([r.to_message(now) for r in requests])
+        return [TaskHandle(self, r) for r in results]
 
     def status(self, task_id: str, queue: str = "default") -> TaskInfo | None:
-        return self._run(self._async.status(task_id, queue))
+        _refuse_in_async_code()
+        return self.broker.get_task(queue, task_id)
 
     def cancel(self, task_id: str, queue: str = "default") -> str:
-        return self._run(self._async.cancel(task_id, queue))
+        _refuse_in_async_code()
+        return self.broker.cancel(queue, task_id)
+
+    def wait_result(self, queue: str, task_id: str, timeout: float | None = None) -> Any:
+        """Wait for a task to end, as :meth:`AsyncClient.wait_result` does."""
+        _refuse_in_async_code()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = FIRST_POLL
+        while True:
+            info = _known(self.broker.get_task(queue, task_id), queue, task_id)
+            if info.done:
+                return info.result
+            if deadline is not None and time.monotonic() + pause > deadline:
+                raise TimeoutError(f"task {task_id} is still {info.state} after {timeout}s")
+            time.sleep(pause)
+            pause = min(pause * 2, LONGEST_POLL)
 
     def queue_stats(self, queue: str) -> QueueStats:
-        return self._run(self._async.queue_stats(queue))
+        return self._run(lambda c: c.queue_stats(queue))
 
     def queues(self, *, all_namespaces: bool = False) -> list[QueueStats]:
-        return self._run(self._async.queues(all_namespaces=all_namespaces))
+        return self._run(lambda c: c.queues(all_namespaces=all_namespaces))

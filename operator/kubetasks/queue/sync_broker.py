@@ -1,0 +1,161 @@
+"""The producer's side of the queues for synchronous code, without an event loop.
+
+``kubetasks.Client.enqueue(...)`` is the call a web request makes. Run through the async
+:class:`~kubetasks.queue.broker.Broker` on a private event loop, each call paid for a turn
+of that loop (a task, futures, the selector) on top of its one round trip, and was slower
+than a peer's single command on a plain socket. This broker sends the same script calls,
+built by :mod:`kubetasks.queue.wire`, on a redis-py sync connection pool: an enqueue to a
+queue this broker has registered already is one ``EVALSHA``, one round trip.
+
+It does what a producer does (enqueue, read a task, cancel one) and nothing else; the
+operator and the workers use :class:`Broker`. It is safe to share between threads: the
+connection pool is thread-safe, and the only state it changes (the queues it registered, a
+cache of their keys) is replaced under a lock or written with one atomic dict operation.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ParamSpec, TypeVar, cast
+
+import redis
+
+from kubetasks import outages
+from kubetasks.clock import SYSTEM_CLOCK, Clock, to_ms
+from kubetasks.queue import keys
+from kubetasks.queue.broker import (
+    CONNECTION_ERRORS,
+    DEFAULT_RETENTION,
+    POOL_OPTIONS,
+    load_source,
+    unavailable,
+)
+from kubetasks.queue.keys import QueueKeys
+from kubetasks.queue.message import EnqueueResult, TaskInfo, TaskMessage
+from kubetasks.queue.wire import cancel_call, plan_enqueue, task_info
+from kubetasks.queuename import DEFAULT_NAMESPACE, validate_namespace
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# outages.REDIS was written for one event loop; threads that report to it take turns.
+_OUTAGE_LOCK = threading.Lock()
+
+
+def _unavailable(method: Callable[P, R]) -> Callable[P, R]:
+    """The sync twin of ``broker._unavailable``: connection failures become
+    :class:`BrokerUnavailableError`, and each failure and the first success after them are
+    told to :data:`kubetasks.outages.REDIS`."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            result = method(*args, **kwargs)
+        except CONNECTION_ERRORS as exc:
+            with _OUTAGE_LOCK:
+                error = unavailable(exc)
+            raise error from exc
+        if outages.REDIS.ongoing:  # the common case reads one attribute and takes no lock
+            with _OUTAGE_LOCK:
+                outages.REDIS.succeeded()
+        return result
+
+    return wrapper
+
+
+class SyncBroker:
+    """Enqueue to, read and cancel the tasks of one namespace's queues, synchronously.
+
+    Every call is one round trip, except the first enqueue to each queue, which first adds
+    the queue to the registry (``keys.QUEUES``: every loop of the operator walks it; it lies
+    outside the queue's Cluster slot, so the enqueue script cannot add it itself), as
+    :class:`Broker` does; an enqueue of more than one script call (several queues, or more
+    than ``wire.ENQUEUE_CHUNK`` tasks) is one pipeline. A script the server does not know
+    (restarted, ``SCRIPT FLUSH``) is loaded again and the call retried once.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        clock: Clock = SYSTEM_CLOCK,
+        retention: int = DEFAULT_RETENTION,
+    ) -> None:
+        self.redis = client
+        self.namespace = validate_namespace(namespace)
+        self.clock = clock
+        self.retention = retention
+        self._keys: dict[str, QueueKeys] = {}
+        self._registered: frozenset[str] = frozenset()
+        """Qualified names this broker has added to the registry (replaced, never changed
+        in place, so reading it needs no lock)."""
+        self._lock = threading.Lock()
+        # redis-py's Script sends EVALSHA and, on NOSCRIPT, SCRIPT LOAD and EVALSHA once more.
+        self._enqueue = client.register_script(load_source("enqueue"))
+        self._cancel = client.register_script(load_source("cancel"))
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> SyncBroker:
+        pool = redis.BlockingConnectionPool.from_url(url, **POOL_OPTIONS)
+        return cls(redis.Redis.from_pool(pool), **kwargs)
+
+    @_unavailable
+    def close(self) -> None:
+        self.redis.close()
+
+    def keys(self, queue: str) -> QueueKeys:
+        qk = self._keys.get(queue)
+        if qk is None:
+            # Two threads may both build it; setdefault keeps one, atomically.
+            qk = self._keys.setdefault(queue, QueueKeys(self.namespace, queue))
+        return qk
+
+    def _register(self, queue_keys: Iterable[QueueKeys]) -> None:
+        new_queues = {qk.qualified for qk in queue_keys} - self._registered
+        if new_queues:
+            # Two threads may both add a new queue: SADD of a member twice changes nothing.
+            self.redis.sadd(keys.QUEUES, *new_queues)
+            with self._lock:
+                self._registered |= new_queues
+
+    def forget_registered(self) -> None:
+        """Forget which queues this broker registered (see :meth:`Broker.forget_registered`)."""
+        with self._lock:
+            self._registered = frozenset()
+
+    @_unavailable
+    def enqueue(
+        self, messages: Iterable[TaskMessage], *, spent: Mapping[str, int] | None = None
+    ) -> list[EnqueueResult]:
+        """Add tasks exactly as :meth:`Broker.enqueue` does (same checks, same script calls)."""
+        plan = plan_enqueue(messages, self.keys, to_ms(self.clock.now()), spent)
+        if not plan.calls:
+            return []
+        self._register(plan.queues)
+        if len(plan.calls) == 1:
+            (call,) = plan.calls
+            replies = [self._enqueue(keys=call.keys, args=call.args)]
+        else:
+            # The pipeline asks SCRIPT EXISTS first (and loads the script if need be): one
+            # more round trip, for a batch.
+            with self.redis.pipeline(transaction=False) as pipe:
+                for call in plan.calls:
+                    self._enqueue(keys=call.keys, args=call.args, client=pipe)
+                replies = pipe.execute()
+        return plan.results(replies)
+
+    @_unavailable
+    def get_task(self, queue: str, task_id: str) -> TaskInfo | None:
+        raw = cast(dict[str, str], self.redis.hgetall(self.keys(queue).task(task_id)))
+        return task_info(queue, task_id, raw)
+
+    @_unavailable
+    def cancel(self, queue: str, task_id: str) -> str:
+        """Cancel a task: 'cancelled', 'cancelling' (running), 'missing' or its final state."""
+        keys_, args = cancel_call(
+            self.keys(queue), to_ms(self.clock.now()), self.retention, task_id
+        )
+        return str(self._cancel(keys=keys_, args=args))
