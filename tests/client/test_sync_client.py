@@ -1,0 +1,298 @@
+"""``kubetasks.Client``, the sync client, against a real Redis: one command per enqueue,
+the same tasks, options and errors as ``AsyncClient``, and safe to share between threads.
+
+Commands are counted by the server (``MONITOR``), not by the client."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from devenv.redis_server import free_port
+from fixtures.redis import dump
+from kubetasks.client import AsyncClient, Client, TaskRequest
+from kubetasks.clock import FakeClock
+from kubetasks.errors import (
+    BrokerUnavailableError,
+    ConfigurationError,
+    DuplicateTaskError,
+    InvalidQueueError,
+    MessageTooLargeError,
+    TaskFailedError,
+    TaskNotFoundError,
+)
+from kubetasks.outcome import BackoffPolicy
+from kubetasks.queue.keys import QueueKeys
+from kubetasks.queue.message import MAX_MESSAGE_BYTES
+
+
+@contextlib.contextmanager
+def sent(url: str) -> Iterator[list[str]]:
+    """The commands clients send to the server inside the block, in order, each as
+    ``NAME first-argument``; the commands scripts run (MONITOR's client ``lua``) are not
+    client commands and are left out."""
+    commands: list[str] = []
+    end = f"end-of-block-{uuid.uuid4()}"
+    with (
+        redis.Redis.from_url(url, decode_responses=True) as watcher,
+        redis.Redis.from_url(url, decode_responses=True) as marker,
+    ):
+        marker.ping()  # connected before the block: its HELLO is not in it
+        with watcher.monitor() as monitor:
+            yield commands
+            marker.echo(end)
+            while (command := monitor.next_command())["command"] != f"ECHO {end}":
+                if command["client_type"] != "lua":
+                    name, *rest = command["command"].split(" ", 2)
+                    commands.append(" ".join([name.upper(), *rest[:1]]))
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[Client]:
+    with Client(redis_url) as c:
+        yield c
+
+
+def test_an_enqueue_is_one_evalsha(client: Client, redis_url: str) -> None:
+    with redis.Redis.from_url(redis_url) as r:
+        r.script_flush()
+    with sent(redis_url) as first:
+        client.enqueue("h", queue="mail")
+        client.enqueue("h", queue="mail")
+    # The first enqueue to a queue adds it to the registry, once per client (the registry
+    # lies outside the queue's Cluster slot, so the script cannot), and loads the script the
+    # server does not know yet. HELLO and CLIENT SETINFO open the pool's first connection.
+    sha = first[-1].split()[1]
+    assert [c for c in first if c.split()[0] not in ("HELLO", "CLIENT")] == [
+        "SADD kubetasks:queues",
+        f"EVALSHA {sha}",
+        "SCRIPT LOAD",
+        f"EVALSHA {sha}",
+        f"EVALSHA {sha}",
+    ]
+    with sent(redis_url) as later:
+        for i in range(20):
+            client.enqueue("h", i, queue="mail", priority=i, delay=i, unique_for=60)
+    assert len(later) == 20
+    assert {c.split()[0] for c in later} == {"EVALSHA"}
+
+
+def test_a_batch_of_one_queue_is_one_evalsha_per_500(client: Client, redis_url: str) -> None:
+    client.enqueue("h")
+    with sent(redis_url) as small:
+        client.enqueue_many([TaskRequest("h", [i]) for i in range(500)])
+    assert [c.split()[0] for c in small] == ["EVALSHA"]
+    with sent(redis_url) as large:
+        handles = client.enqueue_many([TaskRequest("h", [i]) for i in range(1200)])
+    # One pipeline: redis-py asks SCRIPT EXISTS first, then sends the three calls at once.
+    assert [c.split()[0] for c in large] == ["SCRIPT", "EVALSHA", "EVALSHA", "EVALSHA"]
+    assert [h.outcome for h in handles] == ["queued"] * 1200
+
+
+def test_a_flushed_script_is_loaded_again_and_the_call_retried_once(
+    client: Client, redis_url: str
+) -> None:
+    client.enqueue("h", task_id="before")
+    with redis.Redis.from_url(redis_url) as r:
+        r.script_flush()
+    with sent(redis_url) as commands:
+        handle = client.enqueue("h", task_id="after")
+    assert [c.split()[0] for c in commands] == ["EVALSHA", "SCRIPT", "EVALSHA"]
+    assert commands[1] == "SCRIPT LOAD"
+    assert handle.outcome == "queued"
+    assert client.status("after") is not None
+    with sent(redis_url) as commands:
+        client.enqueue("h", task_id="again")
+    assert [c.split()[0] for c in commands] == ["EVALSHA"]
+
+
+def test_eight_threads_enqueue_at_once_on_one_client(client: Client, redis_url: str) -> None:
+    per_thread, threads = 50, 8
+    start = threading.Barrier(threads)
+    ids: list[list[str]] = [[] for _ in range(threads)]
+    errors: list[BaseException] = []
+
+    def produce(n: int) -> None:
+        start.wait()
+        try:
+            for i in range(per_thread):
+                ids[n].append(client.enqueue("h", n, i, queue=f"q{i % 3}").id)
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=produce, args=(n,)) for n in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert errors == []
+    every = [task_id for batch in ids for task_id in batch]
+    assert len(set(every)) == per_thread * threads
+    with redis.Redis.from_url(redis_url, decode_responses=True) as r:
+        queues = [QueueKeys("default", f"q{i}") for i in range(3)]
+        landed = {task_id for qk in queues for task_id in r.zrange(qk.pending, 0, -1)}
+        assert landed == set(every)
+        assert r.smembers("kubetasks:queues") == {"default/q0", "default/q1", "default/q2"}
+
+
+async def test_an_unreachable_redis_is_the_same_error_for_both_clients() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    async_client = AsyncClient(url)
+    with pytest.raises(BrokerUnavailableError) as from_async:
+        await async_client.enqueue("h")
+    await async_client.close()
+
+    def sync_calls() -> list[BaseException]:
+        with Client(url) as client:
+            errors = []
+            for call in (lambda: client.enqueue("h"), lambda: client.status("t"),
+                         lambda: client.cancel("t")):  # fmt: skip
+                try:
+                    call()
+                except BaseException as exc:
+                    errors.append(exc)
+            return errors
+
+    errors = await asyncio.to_thread(sync_calls)
+    assert [type(e) for e in errors] == [type(from_async.value)] * 3
+    assert all(str(e).startswith("Redis is unreachable: ") for e in errors)
+
+
+BAD_OPTIONS: list[tuple[dict[str, Any], type[Exception], str]] = [
+    ({"delay": 5, "run_at": 1.0}, ConfigurationError, "either delay or run_at"),
+    ({"delay": -1}, ConfigurationError, "delay must be >= 0"),
+    ({"priority": 1001}, ConfigurationError, "outside"),
+    ({"max_retries": -1}, ConfigurationError, "max_retries must be >= 0"),
+    ({"timeout": 0}, ConfigurationError, "timeout must be > 0"),
+    ({"unique_key": "k"}, ConfigurationError, "unique_key needs unique_for"),
+    ({"unique_for": 0}, ConfigurationError, "unique_for must be > 0"),
+    ({"run_at": datetime(2030, 1, 1)}, ConfigurationError, "needs a time zone"),
+    ({"queue": "Mail"}, InvalidQueueError, "'Mail'"),
+    ({"queue": "a" * 64}, InvalidQueueError, "queue"),
+    ({"blob": "x" * MAX_MESSAGE_BYTES}, MessageTooLargeError, "more than the limit"),
+]
+
+
+@pytest.mark.parametrize(("options", "error", "says"), BAD_OPTIONS)
+async def test_a_bad_option_is_the_same_error_for_both_clients_and_writes_nothing(
+    redis_url: str, raw: aioredis.Redis, options: dict[str, Any], error: type[Exception], says: str
+) -> None:
+    async with AsyncClient(redis_url) as async_client:
+        with pytest.raises(error, match=says) as from_async:
+            await async_client.enqueue("h", **options)
+
+    def sync_enqueue() -> BaseException:
+        with Client(redis_url) as client, pytest.raises(error) as from_sync:
+            client.enqueue("h", **options)
+        return from_sync.value
+
+    from_sync = await asyncio.to_thread(sync_enqueue)
+    assert (type(from_sync), str(from_sync)) == (type(from_async.value), str(from_async.value))
+    assert await raw.keys("*") == []
+
+
+def test_a_duplicate_is_refused_with_the_holder(client: Client) -> None:
+    first = client.enqueue("h", "x", unique_for=60)
+    with pytest.raises(DuplicateTaskError) as refused:
+        client.enqueue("h", "x", unique_for=60)
+    assert refused.value.existing_id == first.id
+    assert refused.value.unique_key == "h"  # what AsyncClient says too
+    (again,) = client.enqueue_many([TaskRequest("h", ["x"], unique_for=60)])
+    assert (again.outcome, again.duplicate_of) == ("duplicate", first.id)
+    assert client.enqueue("h", task_id=first.id).outcome == "exists"
+
+
+async def test_both_clients_write_the_same_task(redis_url: str, raw: aioredis.Redis) -> None:
+    """The same request, sent by each client to a namespace of its own, leaves the same
+    Redis state, key for key, field for field (names of the namespace aside)."""
+    clock = FakeClock(start=1_800_000_000.0)
+    options: dict[str, Any] = {
+        "queue": "mail",
+        "priority": 7,
+        "max_retries": 5,
+        "timeout": 30,
+        "deadline": datetime(2027, 1, 1, tzinfo=UTC),
+        "unique_for": 300,
+        "backoff": BackoffPolicy(2.0, 60.0, False),
+        "task_id": "t-1",
+    }
+    later = {**options, "task_id": "t-2", "delay": 10, "unique_key": "k", "unique_for": 5}
+    async with AsyncClient(redis_url, namespace="from-async", clock=clock) as async_client:
+        await async_client.enqueue("email.send", "a@example.com", subject="hi", **options)
+        await async_client.enqueue("email.send", **later)
+
+    def sync_enqueue() -> None:
+        with Client(redis_url, namespace="from-sync", clock=clock) as client:
+            client.enqueue("email.send", "a@example.com", subject="hi", **options)
+            client.enqueue("email.send", **later)
+
+    await asyncio.to_thread(sync_enqueue)
+    state = await dump(raw)
+    registry = state.pop("kubetasks:queues")
+    assert registry == ["from-async/mail", "from-sync/mail"]
+
+    def of(namespace: str) -> dict[str, Any]:
+        prefix = f"kubetasks:{{{namespace}/mail}}:"
+        return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+
+    written = of("from-sync")
+    assert written == of("from-async")
+    assert len(written) == len(state) / 2
+    assert set(written) == {"t:t-1", "t:t-2", "u:k", "deadlines", "notify", "pending",
+                            "scheduled", "seq", f"u:{written['t:t-1']['unique']}"}  # fmt: skip
+
+
+def test_status_cancel_and_result(client: Client) -> None:
+    waiting = client.enqueue("h", delay=60)
+    info = client.status(waiting.id)
+    assert info is not None
+    assert (info.state, info.message.handler) == ("scheduled", "h")
+    assert waiting.status() == info
+    assert client.cancel(waiting.id) == "cancelled"
+    with pytest.raises(TaskFailedError, match="ended cancelled"):
+        waiting.result(timeout=1)
+    assert client.cancel("nobody") == "missing"
+    assert client.status("nobody") is None
+    with pytest.raises(TaskNotFoundError):
+        client.wait_result("default", "nobody")
+    pending = client.enqueue("h")
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"still pending after 0\.2s"):
+        pending.result(timeout=0.2)
+    assert time.monotonic() - started < 1
+
+
+def test_queue_stats_and_queues_from_threads_at_once(client: Client) -> None:
+    client.enqueue_many([TaskRequest("h", queue="a")] * 3 + [TaskRequest("h", queue="b")])
+    results: list[Any] = []
+
+    def read() -> None:
+        results.append((client.queue_stats("a").pending, [q.queue for q in client.queues()]))
+
+    readers = [threading.Thread(target=read) for _ in range(4)]
+    for r in readers:
+        r.start()
+    for r in readers:
+        r.join()
+    assert results == [(3, ["a", "b"])] * 4
+
+
+async def test_the_sync_client_refuses_to_block_an_event_loop(redis_url: str) -> None:
+    client = Client(redis_url)
+    try:
+        for call in (lambda: client.enqueue("h"), lambda: client.status("t"),
+                     lambda: client.queue_stats("default")):  # fmt: skip
+            with pytest.raises(ConfigurationError, match="use AsyncClient in async code"):
+                call()
+    finally:
+        await asyncio.to_thread(client.close)
