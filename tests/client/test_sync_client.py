@@ -145,6 +145,38 @@ def test_eight_threads_enqueue_at_once_on_one_client(client: Client, redis_url: 
         assert r.smembers("kubetasks:queues") == {"default/q0", "default/q1", "default/q2"}
 
 
+async def test_a_burst_to_a_new_queue_registers_it_once_in_both_clients(
+    redis_url: str,
+) -> None:
+    async with AsyncClient(redis_url) as async_client:
+        await async_client.enqueue("h")  # the pool's first connection and the script
+        with sent(redis_url) as from_async:
+            await asyncio.gather(*(async_client.enqueue("h", queue="burst") for _ in range(50)))
+
+    def from_threads() -> list[str]:
+        with Client(redis_url) as client:
+            client.enqueue("h")
+            start = threading.Barrier(8)
+
+            def produce() -> None:
+                start.wait()
+                for _ in range(10):
+                    client.enqueue("h", queue="threads")
+
+            with sent(redis_url) as commands:
+                workers = [threading.Thread(target=produce) for _ in range(8)]
+                for w in workers:
+                    w.start()
+                for w in workers:
+                    w.join()
+            return commands
+
+    from_sync = await asyncio.to_thread(from_threads)
+    for commands, calls in ((from_async, 50), (from_sync, 80)):
+        names = [c.split()[0] for c in commands if c.split()[0] not in ("HELLO", "CLIENT")]
+        assert (names.count("SADD"), names.count("EVALSHA"), len(names)) == (1, calls, calls + 1)
+
+
 async def test_an_unreachable_redis_is_the_same_error_for_both_clients() -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     async_client = AsyncClient(url)

@@ -9,6 +9,7 @@ server clock and tests can drive them with fake time.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
 import functools
@@ -146,6 +147,7 @@ class _Shared:
     def __init__(self) -> None:
         self.known_queues: set[str] = set()
         """Qualified names this process has registered already."""
+        self.registering = asyncio.Lock()
         self.evicted_queues = 0
         self.views: dict[str, Broker] = {}
 
@@ -216,10 +218,17 @@ class Broker:
         return qk
 
     async def _register(self, queue_keys: Iterable[QueueKeys]) -> None:
-        new_queues = {qk.qualified for qk in queue_keys} - self._shared.known_queues
-        if new_queues:
-            await self.redis.sadd(keys.QUEUES, *new_queues)
-            self._shared.known_queues |= new_queues
+        shared = self._shared
+        new_queues = {qk.qualified for qk in queue_keys} - shared.known_queues
+        if not new_queues:
+            return
+        # Calls started at once (asyncio.gather) all find a new queue unregistered: one adds
+        # it while the others wait, rather than each paying a SADD round trip first.
+        async with shared.registering:
+            new_queues -= shared.known_queues
+            if new_queues:
+                await self.redis.sadd(keys.QUEUES, *new_queues)
+                shared.known_queues |= new_queues
 
     def _now_ms(self) -> int:
         return to_ms(self.clock.now())

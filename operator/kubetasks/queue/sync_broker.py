@@ -115,10 +115,13 @@ class SyncBroker:
 
     def _register(self, queue_keys: Iterable[QueueKeys]) -> None:
         new_queues = {qk.qualified for qk in queue_keys} - self._registered
-        if new_queues:
-            # Two threads may both add a new queue: SADD of a member twice changes nothing.
-            self.redis.sadd(keys.QUEUES, *new_queues)
-            with self._lock:
+        if not new_queues:
+            return
+        # Threads that find a new queue at once: one adds it while the others wait.
+        with self._lock:
+            new_queues -= self._registered
+            if new_queues:
+                self.redis.sadd(keys.QUEUES, *new_queues)
                 self._registered |= new_queues
 
     def forget_registered(self) -> None:
