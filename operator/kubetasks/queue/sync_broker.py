@@ -93,7 +93,8 @@ class SyncBroker:
         """Qualified names this broker has added to the registry (replaced, never changed
         in place, so reading it needs no lock)."""
         self._lock = threading.Lock()
-        # redis-py's Script sends EVALSHA and, on NOSCRIPT, SCRIPT LOAD and EVALSHA once more.
+        # redis-py's Script sends EVALSHA and, on NOSCRIPT, SCRIPT LOAD and EVALSHA once more
+        # (and stores the digest the server returns: the same one, so threads may race there).
         self._enqueue = client.register_script(load_source("enqueue"))
         self._cancel = client.register_script(load_source("cancel"))
 
@@ -123,11 +124,6 @@ class SyncBroker:
             if new_queues:
                 self.redis.sadd(keys.QUEUES, *new_queues)
                 self._registered |= new_queues
-
-    def forget_registered(self) -> None:
-        """Forget which queues this broker registered (see :meth:`Broker.forget_registered`)."""
-        with self._lock:
-            self._registered = frozenset()
 
     @_unavailable
     def enqueue(
