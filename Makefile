@@ -84,6 +84,10 @@ bench-queue: install  ## the Redis work engine against Celery, RQ, Dramatiq, arq
 bench-tasks: install controlplane  ## Task resources through the API server, next to the Redis fast path
 	$(PY) bench/tasks_bench.py
 
+.PHONY: bench-operator
+bench-operator: install controlplane  ## the operator restarted over 10,000 and 100,000 stored Tasks, and a burst of 10,000 (ARGS='--finished 2000 --burst 1000' for a quick look)
+	$(PY) bench/operator_bench.py $(ARGS)
+
 bench: bench-queue bench-tasks  ## all benchmarks
 
 clean:  ## remove the virtualenv and caches in the work tree (not $(CACHE))
