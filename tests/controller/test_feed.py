@@ -9,15 +9,17 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client as k8s
 
+from devenv.controlplane import ControlPlane
 from fixtures.kube import obj
 from fixtures.operator import Tasks
 from kubetasks.controller.feed import TaskFeed
-from kubetasks.k8s.api import KubeApi
+from kubetasks.k8s.api import KubeApi, load_configuration
 from kubetasks.k8s.tasks import TaskApi
 from kubetasks.status_patches import finished_patch
 from kubetasks.vocabulary import API_VERSION, GROUP, PARENT_LABEL, VERSION
@@ -159,3 +161,22 @@ async def test_one_event_at_a_time_per_task_and_a_bounded_number_of_tasks_at_onc
     assert recorder.names() == {f"t{i}" for i in range(12)}
     assert recorder.most == 4, f"{recorder.most} Tasks handled at once"
     assert took >= 3 * 0.2, "12 Tasks 4 at a time take three rounds"
+
+
+async def test_watches_of_many_namespaces_leave_the_requests_their_connections(
+    control_plane: ControlPlane, tasks: Tasks, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An operator for twelve namespaces holds twelve watches; its requests (admissions,
+    # status writes) must still get connections.
+    monkeypatch.setenv("KUBECONFIG", str(Path(control_plane.kubeconfig)))
+    api = KubeApi(load_configuration(), connections=4)
+    tasks.create("one", "h")
+    others = [f"{namespace[:50]}-{i}" for i in range(11)]  # empty: no such namespace
+    feed = TaskFeed(TaskApi(api), [namespace, *others], Recorder().handle)
+    try:
+        async with running(feed):
+            await asyncio.sleep(0.5)  # every watch open
+            found = await asyncio.wait_for(TaskApi(api).get(namespace, "one"), 5)
+            assert found is not None
+    finally:
+        await api.close()

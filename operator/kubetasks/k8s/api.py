@@ -185,7 +185,8 @@ class KubeApi:
     """``await api.request(method, path, body=..., content_type=...) -> dict``.
 
     The session is made on first use, in the running event loop, and kept: every request
-    reuses a pooled TLS connection (at most ``connections`` at once).
+    reuses a pooled TLS connection (at most ``connections`` at once). Watches
+    (:meth:`stream`) have a session of their own, without a limit.
     """
 
     def __init__(
@@ -205,6 +206,7 @@ class KubeApi:
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self._ssl = _ssl_context(self.configuration)
         self._session: aiohttp.ClientSession | None = None
+        self._streams: aiohttp.ClientSession | None = None
         self.anonymous = _check_credentials(self.configuration)
         """No token and no client certificate: requests go out as ``system:anonymous``."""
 
@@ -222,6 +224,14 @@ class KubeApi:
             connector = aiohttp.TCPConnector(ssl=self._ssl, limit=self.connections)
             self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout)
         return self._session
+
+    def _open_streams(self) -> aiohttp.ClientSession:
+        # Watches hold their connection for minutes: in the requests' pool, a watch per
+        # namespace would take the connections every request waits for.
+        if self._streams is None or self._streams.closed:
+            connector = aiohttp.TCPConnector(ssl=self._ssl, limit=0)
+            self._streams = aiohttp.ClientSession(connector=connector)
+        return self._streams
 
     async def request(
         self,
@@ -282,7 +292,7 @@ class KubeApi:
         params = _params({**query, "watch": True})
         timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout.total, sock_read=idle)
         try:
-            async with self._open().get(
+            async with self._open_streams().get(
                 self.server + path,
                 params=params,
                 headers=self._headers(None),
@@ -323,9 +333,10 @@ class KubeApi:
         return await self.request("DELETE", path, body=body)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._streams):
+            if session is not None:
+                await session.close()
+        self._session = self._streams = None
 
 
 def _params(query: Mapping[str, str | int | bool] | None) -> dict[str, str] | None:
