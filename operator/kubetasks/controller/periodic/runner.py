@@ -11,8 +11,9 @@ of the slot's child are awaited: deletions and the status go to a background hou
 because a slow API server must not hold back the next slot's create.
 
 The API, the clock, the index and the event poster are passed in (:class:`RunnerApi`,
-:class:`~kubetasks.clock.Clock`, :class:`ChildIndex`, :class:`~kubetasks.k8s.events.PostEvent`), so the runner
-is driven in fake time by tests; the registry (:mod:`.registry`) wires the real ones.
+:class:`~kubetasks.clock.Clock`, :class:`ChildIndex`,
+:class:`~kubetasks.k8s.events.PostEvent`), so the runner is driven in fake time by tests;
+the registry (:mod:`.registry`) wires the real ones.
 """
 
 from __future__ import annotations
