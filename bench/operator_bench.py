@@ -13,8 +13,9 @@ operator process of its own (``--namespace``, production settings otherwise):
   5% of one core over 2 s, the first such window after everything was queued); its CPU
   seconds until then; its peak RSS (``VmHWM``); when all unfinished Tasks were done in
   Redis; how late a PeriodicTask (every 2 s) created right after /healthz ran its first
-  slot; and its share of a core over the ``--steady`` seconds after it was idle (the
-  operator's periodic repair sweep lists the Tasks every 60 s in production).
+  slot; and its share of a core over the ``--steady`` seconds after it was idle (in
+  production the repair lists the unfinished Tasks every 60 s, and the reaper's first sweep
+  of the finished ones comes 60 s after start-up: a ``--steady`` of 90 includes it).
   Waiting for idle stops at ``--cap`` seconds; the row then says "not within".
 * **burst**: ``--burst`` Tasks (``kubetasks.echo``) created by 16 clients as fast as the API
   server answers (`tasks_bench.create_and_follow`), with the workers running: the
