@@ -124,4 +124,12 @@ def test_a_killed_operator_pod_catches_up_in_seconds(cluster: Cluster) -> None:
     assert took <= RECOVERY_SECONDS
     assert not twice
     assert periodic_after <= RECOVERY_SECONDS
-    assert int(status.get("missedSlots") or 0) >= 1, "the slots missed meanwhile are counted"
+    # The slots that came while no operator ran: the most recent runs at the restart, the
+    # earlier ones are counted as missed. How many came depends on how long the restart took
+    # (one when it is quick), so the count is checked against them, not against a constant.
+    due = [t for t in range(int(killed_at) + 1, int(back_at) + 1) if (t - slots[0]) % 2 == 0]
+    missed = int(status.get("missedSlots") or 0)
+    if due:
+        assert due[-1] in slots, f"the most recent slot of the downtime ran: {due} {slots}"
+    ran = [t for t in due if t in slots]
+    assert len(ran) + missed >= len(due), f"every slot of {due} ran or is counted: {status}"
