@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 from fixtures.operator import Tasks
 from kubetasks.vocabulary import TaskPhase
@@ -25,3 +27,9 @@ def seconds_until_succeeded(tasks: Tasks, names: Iterable[str], timeout: float) 
             shown = {n: phases.get(n) for n in left[:10]}
             raise AssertionError(f"{len(left)} Tasks not Succeeded after {timeout} s: {shown}")
         time.sleep(0.1)
+
+
+def runs_by_uid(tally: Path) -> collections.Counter[str]:
+    """How many times each Task uid ran, from the ``test.tally`` handler's file."""
+    text = tally.read_text() if tally.exists() else ""
+    return collections.Counter(line.split()[0] for line in text.splitlines() if line)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client as k8s
-from recovery import seconds_until_succeeded
+from recovery import runs_by_uid, seconds_until_succeeded
 
 from devenv.controlplane import ControlPlane
 from devenv.crds import apply_crds
@@ -75,8 +75,7 @@ class Stack:
     tally: Path
 
     def runs(self) -> collections.Counter[str]:
-        text = self.tally.read_text() if self.tally.exists() else ""
-        return collections.Counter(line.split()[0] for line in text.splitlines() if line)
+        return runs_by_uid(self.tally)
 
     def create(self, names: list[str], seconds: float) -> None:
         for name in names:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 from kubernetes import client as k8s
-from recovery import seconds_until_succeeded
+from recovery import runs_by_uid, seconds_until_succeeded
 
 from devenv.controlplane import ControlPlane
 from devenv.redis_server import RedisServer, free_port
@@ -46,8 +46,7 @@ class Stack:
     tally: Path
 
     def runs(self) -> collections.Counter[str]:
-        text = self.tally.read_text() if self.tally.exists() else ""
-        return collections.Counter(line.split()[0] for line in text.splitlines() if line)
+        return runs_by_uid(self.tally)
 
     def burst(self, prefix: str) -> list[str]:
         names = [f"{prefix}-{i:03d}" for i in range(BURST)]
