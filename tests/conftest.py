@@ -4,4 +4,5 @@ pytest_plugins = [
     "fixtures.operator",
     "fixtures.proxy",
     "fixtures.realnode",
+    "fixtures.dashboard",
 ]

@@ -9,11 +9,17 @@ its repair loop had to fix: a safety net that works shows up there instead of hi
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 #: Task duration buckets, in seconds: from no-op to long batch jobs.
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600)
+
+
+#: Seconds between two reads of a queue's oldest pending age (a scan of the first tasks in
+#: line, heavier than the counts, which are read every poll).
+OLDEST_PENDING_SECONDS = 10.0
 
 
 class WorkerMetrics:
@@ -38,9 +44,19 @@ class WorkerMetrics:
             registry=self.registry,
         )
 
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        """(queue, handler, outcome) -> its counter and histogram: labels() looked up once."""
+
     def observe(self, queue: str, handler: str, outcome: str, seconds: float) -> None:
-        self.finished.labels(queue, handler, outcome).inc()
-        self.duration.labels(queue, handler).observe(seconds)
+        key = (queue, handler, outcome)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.finished.labels(queue, handler, outcome),
+                self.duration.labels(queue, handler),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 class OperatorMetrics:
@@ -71,6 +87,13 @@ class OperatorMetrics:
         self.failed = Gauge(
             "kubetasks_queue_failed_total",
             "Failed attempts (counter kept in Redis)",
+            labels,
+            registry=self.registry,
+        )
+        self.oldest_pending = Gauge(
+            "kubetasks_queue_oldest_pending_age_seconds",
+            "Seconds the oldest task waiting to run has waited (0: none waiting); read every"
+            f" {OLDEST_PENDING_SECONDS:g} s",
             labels,
             registry=self.registry,
         )

@@ -1,5 +1,9 @@
 """Outages of a dependency as the log tells them: one warning once calls have failed for a
-second, one when a call succeeds again (with how long it lasted), nothing in between.
+second, one when a call succeeds again (with how long it lasted), nothing in between. A
+blip shorter than that is one INFO line when it ends (none within ``BLIP_QUIET_SECONDS`` of the
+last one told or of an outage's end: a restarted server fails each pooled connection
+once, in several blips), so that a call
+retried after it is never a mystery in the log.
 
 An outage of Redis or of the API server is something kubetasks is built to ride out: every
 loop retries on its next tick. A traceback per failed tick would bury the one line that
@@ -15,6 +19,9 @@ from collections.abc import Callable
 #: Seconds calls must keep failing before an outage is told: a restarted server fails each
 #: pooled connection once, and such blips are not outages.
 GRACE_SECONDS = 1.0
+#: Seconds after a blip or an outage ended in which further blips are not told at INFO
+#: (they are the same event).
+BLIP_QUIET_SECONDS = 10.0
 
 
 class Outage:
@@ -30,6 +37,10 @@ class Outage:
         """The current outage was logged (it outlasted ``GRACE_SECONDS``)."""
         self.failures = 0
         """Calls failed in the current outage."""
+        self.first: str | None = None
+        """The first failure of the current run, told if it ends as a blip."""
+        self.ended_at: float | None = None
+        """When the last blip or outage told at INFO or above ended."""
 
     @property
     def ongoing(self) -> bool:
@@ -40,7 +51,7 @@ class Outage:
         self.failures += 1
         now = self.clock()
         if self.since is None:
-            self.since = now
+            self.since, self.first = now, str(exc)
         if not self.told and now - self.since >= GRACE_SECONDS:
             self.told = True
             self.log.warning("%s is unreachable (%s); retrying quietly", self.what, exc)
@@ -51,9 +62,22 @@ class Outage:
         """A call succeeded: the outage, if any, is over."""
         if self.since is None:
             return
-        lasted, failures, told = self.clock() - self.since, self.failures, self.told
-        self.since, self.failures, self.told = None, 0, False
-        if told:
+        now = self.clock()
+        lasted, failures, told = now - self.since, self.failures, self.told
+        first, self.since, self.failures, self.told, self.first = self.first, None, 0, False, None
+        quiet = self.ended_at is not None and now - self.ended_at < BLIP_QUIET_SECONDS
+        if told or not quiet:
+            self.ended_at = now
+        if not told:
+            self.log.log(
+                logging.DEBUG if quiet else logging.INFO,
+                "%s calls failed for %.1f s and succeed again (%d failed; the first: %s)",
+                self.what,
+                lasted,
+                failures,
+                first,
+            )
+        else:
             self.log.warning(
                 "%s is reachable again after %.1f s (%d calls failed meanwhile)",
                 self.what,

@@ -146,6 +146,10 @@ EVENTS = _declare(
     "KUBETASKS_EVENTS", _text, "all",
     "Which Task transitions post Kubernetes Events: all, failures or none.",
 )  # fmt: skip
+PROGRESS_INTERVAL_SECONDS = _declare(
+    "KUBETASKS_PROGRESS_INTERVAL_SECONDS", float, 3.0,
+    "Workers: least seconds between two Task status writes for ctx.progress of one Task.",
+)  # fmt: skip
 STATUS_GRACE_SECONDS = _declare(
     "KUBETASKS_STATUS_GRACE_SECONDS", float, 1.0,
     "Seconds a queued Task may go without its finalizer and Queued status.",
@@ -204,6 +208,11 @@ REDIS_CA_KEY = _declare(
     "KUBETASKS_REDIS_CA_KEY", _text, "ca.crt",
     "Key of the certificate in that Secret (also the mounted file's name).", CHART,
 )  # fmt: skip
+WORKER_METRICS_PORT = _declare(
+    "KUBETASKS_WORKER_METRICS_PORT", int, 9090,
+    "Port of every worker pod's Prometheus /metrics (container port named metrics); 0: off.",
+    CHART,
+)  # fmt: skip
 WORKER_POD_LABELS: EnvVar[dict[str, str]] = _declare(
     "KUBETASKS_WORKER_POD_LABELS", _labels, {},
     "Labels added to every worker pod, as a=1,b=2 (the local environment marks its pods).",
@@ -246,7 +255,35 @@ POOL_ALLOWED_NODE_TAINTS: EnvVar[tuple[str, ...]] = _declare(
     " tolerate; none by default.", CHART,
 )  # fmt: skip
 
+
 # -- Kubernetes' own ------------------------------------------------------------------------
+def _listen(text: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:8080`` for IPv6)."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected host:port, e.g. 127.0.0.1:8080")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+DASHBOARD_LISTEN = _declare(
+    "KUBETASKS_DASHBOARD_LISTEN", _listen, ("127.0.0.1", 8080),
+    "Dashboard: the host:port it serves on (kubetasks dashboard --listen).",
+)  # fmt: skip
+DASHBOARD_SAMPLE_SECONDS = _declare(
+    "KUBETASKS_DASHBOARD_SAMPLE_SECONDS", float, 10.0,
+    "Dashboard: seconds between two samples of every queue and pool for its graphs (an"
+    " hour of them is kept in memory).",
+)  # fmt: skip
+DASHBOARD_REVIEW_SECONDS = _declare(
+    "KUBETASKS_DASHBOARD_REVIEW_SECONDS", float, 10.0,
+    "Dashboard: seconds a TokenReview or SubjectAccessReview answer is reused.",
+)  # fmt: skip
+DASHBOARD_SECURE_COOKIE = _declare(
+    "KUBETASKS_DASHBOARD_SECURE_COOKIE", _flag, False,
+    "Dashboard: mark the login cookie Secure (set it when users reach it over HTTPS).",
+)  # fmt: skip
+
+
 KUBERNETES_SERVICE_HOST = _declare(
     "KUBERNETES_SERVICE_HOST", _text, "",
     "Set by the kubelet in every pod: the in-cluster service account is used.", "kubernetes",
@@ -381,6 +418,15 @@ class WorkerSettings:
     reclaim_interval: float = 5.0
     max_batch: int = 100
     """Most tasks leased in one round trip."""
+    prefetch: int | None = None
+    """Tasks leased ahead of free slots while there is a backlog, held in the worker until a
+    slot frees (their leases kept alive like those of running tasks, handed back unspent at
+    shutdown): a slot that frees starts the next task without a round trip, and leases come
+    in larger batches. None: as many as ``concurrency``; 0: lease only for free slots."""
+    prefetch_below: float = 0.05
+    """Lease ahead only while this worker's recent tasks ran shorter than this many seconds
+    on average: for short tasks the saved round trip is much of each task's cost, while a
+    long task buffered behind running ones would wait for them as another worker idles."""
     worker_id: str = field(default_factory=default_worker_id)
     """Who holds the leases. One live process per identity: a worker starting under an
     identity takes back every task still leased to it (its previous incarnation crashed)."""
@@ -392,10 +438,21 @@ class WorkerSettings:
             raise ConfigurationError(f"lease must be > 0 seconds, got {self.lease_seconds}")
         if self.grace_period < 0:
             raise ConfigurationError(f"grace period must be >= 0, got {self.grace_period}")
+        if self.prefetch is not None and self.prefetch < 0:
+            raise ConfigurationError(f"prefetch must be >= 0, got {self.prefetch}")
+        if self.prefetch_below < 0:
+            raise ConfigurationError(
+                f"prefetch_below must be >= 0 seconds, got {self.prefetch_below}"
+            )
 
     @property
     def beat_every(self) -> float:
         return self.heartbeat_interval or self.lease_seconds / 3
+
+    @property
+    def lease_ahead(self) -> int:
+        """Tasks held leased beyond the free slots at most (``prefetch`` resolved)."""
+        return self.concurrency if self.prefetch is None else self.prefetch
 
 
 #: Seconds a ``kubetasks.http`` request gets when the task names none, and at most.

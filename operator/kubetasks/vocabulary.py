@@ -19,6 +19,10 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 TASKS, PERIODIC_TASKS, WORKER_POOLS, QUEUES = "tasks", "periodictasks", "workerpools", "queues"
 """The resource plurals (the path segments of the API)."""
+TASKSETS = "tasksets"
+"""The TaskSet plural."""
+TASKSET_DEPENDENCY = "taskset/"
+"""A ``dependsOn`` entry starting with this names a TaskSet, not a Task (a chord)."""
 
 POOL_LABEL = "kubetasks.dev/worker-pool"
 """On every worker pod (and its Deployment's selector): the WorkerPool's name."""
@@ -30,8 +34,12 @@ SCHEDULED_ANNOTATION = "kubetasks.dev/scheduled-time"
 CREATED_ANNOTATION = "kubetasks.dev/created-at"
 """On every child Task: when the operator sent the create, RFC 3339 with milliseconds
 (creationTimestamp has whole seconds only; this is what lateness is measured with)."""
+RERUN_OF_LABEL = "kubetasks.dev/rerun-of"
+"""On a Task made by ``kubetasks tasks rerun``: the name of the Task it re-runs."""
 TASK_FINALIZER = "kubetasks.dev/cleanup"
 """On a Task the operator has put on a queue: removed once its message left Redis."""
+TASKSET_FINALIZER = "kubetasks.dev/taskset-cleanup"
+"""On a TaskSet whose items the operator enqueued: removed once they left Redis."""
 KOPF_FINALIZER = "kubetasks.dev/kopf"
 """kopf's own finalizer on the resources it handles."""
 
@@ -52,6 +60,9 @@ class TaskPhase(StrEnum):
     DEADLINE_EXCEEDED = "DeadlineExceeded"
 
 
+RERUNNABLE_PHASES = (TaskPhase.FAILED, TaskPhase.CANCELLED, TaskPhase.DEADLINE_EXCEEDED)
+"""The phases of a Task that ``kubetasks tasks rerun`` re-runs."""
+
 FINAL_PHASES = (
     TaskPhase.SUCCEEDED,
     TaskPhase.FAILED,
@@ -59,6 +70,20 @@ FINAL_PHASES = (
     TaskPhase.DEADLINE_EXCEEDED,
 )
 """The phases a Task never leaves (in this order in the CRD's CEL rule)."""
+
+
+# The phases of a TaskSet (a comment for the same reason as TaskPhase's).
+class TaskSetPhase(StrEnum):
+    PENDING = "Pending"
+    WAITING = "Waiting"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+
+TASKSET_FINAL_PHASES = (TaskSetPhase.SUCCEEDED, TaskSetPhase.FAILED, TaskSetPhase.CANCELLED)
+"""The phases a TaskSet never leaves."""
 
 ConcurrencyPolicy = Literal["Allow", "Forbid", "Replace"]
 """What a PeriodicTask does when a slot comes while an earlier child still runs: run both,

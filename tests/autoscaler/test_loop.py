@@ -12,6 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 from kubernetes.client import ApiException
 
+from devenv.podspec import local_ports
 from kubetasks.clock import FakeClock
 from kubetasks.controller.autoscaling import PoolAutoscaler
 from kubetasks.controller.workloads import WorkloadDefaults
@@ -391,3 +392,49 @@ async def test_a_pool_never_scales_on_another_namespaces_queue_of_the_same_name(
     stop.set()
     await asyncio.wait_for(listener, 2)
     assert harness.deployments.replicas == {"p": 0}
+
+
+async def test_the_oldest_pending_age_of_every_queue_is_exported_every_ten_seconds(
+    harness: Harness,
+) -> None:
+    # No pool serves the queue: its metrics are exported all the same.
+    age = "kubetasks_queue_oldest_pending_age_seconds"
+    await harness.enqueue("q", 3)
+    harness.clock.advance(4)
+    await harness.scaler.tick()
+    assert harness.sample(age, namespace=NS, queue="q") == 4.0
+    assert harness.sample("kubetasks_queue_pending", namespace=NS, queue="q") == 3
+    harness.clock.advance(5)  # within the 10 s between two scans of the line: kept
+    await harness.scaler.tick()
+    assert harness.sample(age, namespace=NS, queue="q") == 4.0
+    harness.clock.advance(5)
+    await harness.scaler.tick()
+    assert harness.sample(age, namespace=NS, queue="q") == 14.0
+    await harness.broker.lease("q", "worker-1", 3, 60)  # all running: nothing waits
+    await harness.scaler.tick()
+    assert harness.sample(age, namespace=NS, queue="q") == 0.0
+
+
+async def test_the_pool_deployment_serves_worker_metrics_on_a_named_port(
+    harness: Harness,
+) -> None:
+    harness.scaler.defaults = WorkloadDefaults(redis_url="redis://r", metrics_port=9191)
+    await harness.scaler.upsert(pool("p", "q"))
+    container = harness.deployments.manifests["p"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["ports"] == [{"name": "metrics", "containerPort": 9191, "protocol": "TCP"}]
+    args = container["args"]
+    assert args[args.index("--metrics-port") + 1] == "9191"
+    # Port 0: the workers serve none, and say so by having no port.
+    harness.scaler.defaults = WorkloadDefaults(redis_url="redis://r", metrics_port=0)
+    await harness.scaler.upsert(pool("p0", "q"))
+    container = harness.deployments.manifests["p0"]["spec"]["template"]["spec"]["containers"][0]
+    assert "ports" not in container and "--metrics-port" not in container["args"]
+
+
+def test_the_process_kubelet_gives_each_pod_its_own_metrics_port() -> None:
+    ports = iter([41001, 41002])
+    argv = ["kubetasks", "worker", "--metrics-port", "9090", "--queues", "q:1"]
+    assert local_ports(argv, lambda: next(ports)) == [
+        "kubetasks", "worker", "--metrics-port", "41001", "--queues", "q:1"
+    ]  # fmt: skip
+    assert local_ports(["worker", "--metrics-port", "0"], lambda: next(ports))[-1] == "0"

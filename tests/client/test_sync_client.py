@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import threading
 import time
 import uuid
@@ -143,6 +144,71 @@ def test_eight_threads_enqueue_at_once_on_one_client(client: Client, redis_url: 
         landed = {task_id for qk in queues for task_id in r.zrange(qk.pending, 0, -1)}
         assert landed == set(every)
         assert r.smembers("kubetasks:queues") == {"default/q0", "default/q1", "default/q2"}
+
+
+def test_each_thread_enqueues_on_a_connection_of_its_own(redis_url: str) -> None:
+    """8 threads, 8 connections (the server's CLIENT LIST), each held for the thread's next
+    calls; close() ends every one of them."""
+    with redis.Redis.from_url(redis_url, decode_responses=True) as r:
+        before = {c["id"] for c in r.client_list()}
+        client = Client(redis_url)
+        start, done, leave = threading.Barrier(8), threading.Barrier(9), threading.Event()
+
+        def produce() -> None:
+            start.wait()
+            for _ in range(20):
+                client.enqueue("h")
+            done.wait()
+            leave.wait(30)  # alive while the connections are counted
+
+        workers = [threading.Thread(target=produce) for _ in range(8)]
+        for w in workers:
+            w.start()
+        done.wait(30)
+        opened = [c for c in r.client_list() if c["id"] not in before]
+        leave.set()
+        for w in workers:
+            w.join()
+        assert len([c for c in opened if c["cmd"] == "evalsha"]) == 8
+        client.close()
+        left = {c["id"] for c in r.client_list()} - before
+        for _ in range(100):  # the server sees each close as it reads it
+            if not left:
+                break
+            time.sleep(0.05)
+            left = {c["id"] for c in r.client_list()} - before
+        assert left == set()
+
+
+def test_a_connection_killed_between_calls_is_the_projects_error_then_reconnects(
+    client: Client, redis_url: str
+) -> None:
+    client.enqueue("h", task_id="first")
+    with redis.Redis.from_url(redis_url, decode_responses=True) as r:
+        r.client_kill_filter(_type="normal", skipme=True)
+    # The call finds its socket closed: the project's error, or a success on a new socket.
+    with contextlib.suppress(BrokerUnavailableError):
+        client.enqueue("h", task_id="second")
+    handle = client.enqueue("h", task_id="third")
+    assert handle.outcome == "queued"
+    assert client.status("first") is not None and client.status("third") is not None
+
+
+def test_a_server_gone_mid_call_raises_the_projects_error(redis_url: str) -> None:
+    """A reply that never comes (the server is paused past the socket timeout) is
+    BrokerUnavailableError, and the next call does not read that call's late reply."""
+    with Client(redis_url) as client, redis.Redis.from_url(redis_url) as r:
+        client.enqueue("h", task_id="warm")
+        conn = client.broker._connection()
+        conn.socket_timeout = 0.2
+        if conn._sock is not None:
+            conn._sock.settimeout(0.2)
+        r.client_pause(1500, all=True)
+        with pytest.raises(BrokerUnavailableError):
+            client.enqueue("h", task_id="late")
+        time.sleep(1.6)
+        handle = client.enqueue("h", task_id="next")
+        assert (handle.id, handle.outcome) == ("next", "queued")
 
 
 async def test_a_burst_to_a_new_queue_registers_it_once_in_both_clients(
@@ -328,3 +394,31 @@ async def test_the_sync_client_refuses_to_block_an_event_loop(redis_url: str) ->
                 call()
     finally:
         await asyncio.to_thread(client.close)
+
+
+def test_non_ascii_arguments_and_queue_ids_travel_intact(client: Client) -> None:
+    handle = client.enqueue("mail.send", "Zoë", city="Kraków ✓", task_id="id-ü", priority=-5)
+    info = client.status("id-ü")
+    assert info is not None
+    assert (info.message.args, info.message.kwargs) == (["Zoë"], {"city": "Kraków ✓"})
+    assert (handle.id, info.message.priority) == ("id-ü", -5)
+
+
+def test_a_thread_per_call_leaves_no_connection_behind(client: Client, redis_url: str) -> None:
+    """A server that starts a thread per request: the connection of each ended thread is
+    closed, not held by the client until it is closed."""
+    with redis.Redis.from_url(redis_url, decode_responses=True) as r:
+        before = len(r.client_list())
+        for n in range(30):
+            t = threading.Thread(target=client.enqueue, args=("h", n))
+            t.start()
+            t.join()
+        gc.collect()
+        opened = len(r.client_list()) - before
+        for _ in range(100):  # the server sees each close as it reads it
+            if opened <= 2:
+                break
+            time.sleep(0.05)
+            opened = len(r.client_list()) - before
+        assert opened <= 2  # the pool's one connection (registration), at most one more
+        assert client.queue_stats("default").pending == 30

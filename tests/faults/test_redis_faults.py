@@ -134,8 +134,12 @@ def test_a_loss_of_redis_data_mid_burst_is_repaired_in_seconds(
     operator_says = log_lines(stack.operator.log, marks[stack.operator], "lost its data")
     assert len(operator_says) == 1, operator_says
     for process in (stack.operator, stack.worker):
+        # Besides the loss and the re-enqueue it caused (both "Redis ... lost"), at most one
+        # outage's lines: a restart's failed connections are one event, not one per call.
         told = log_lines(process.log, marks[process], "Redis", "unreachable", "Connection")
-        assert len(told) <= OUTAGE_LINES, told
+        outage = [line for line in told if "lost" not in line]
+        assert len(outage) <= OUTAGE_LINES, told
+        assert len(told) - len(outage) <= 2, told
 
 
 def test_redis_gone_for_a_while_is_told_in_two_lines_and_work_resumes_at_once(

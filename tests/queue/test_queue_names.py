@@ -42,8 +42,9 @@ def _queue_schemas() -> list[dict[str, Any]]:
 
 def test_the_crds_carry_the_brokers_rule() -> None:
     schemas = _queue_schemas()
-    # Task.spec.queue, PeriodicTask.spec.taskTemplate.spec.queue, WorkerPool.spec.queues[].name
-    assert len(schemas) == 3, schemas
+    # Task.spec.queue, PeriodicTask.spec.taskTemplate.spec.queue, WorkerPool.spec.queues[].name,
+    # TaskSet.spec.template.spec.queue
+    assert len(schemas) == 4, schemas
     for schema in schemas:
         assert (schema["pattern"], schema["maxLength"]) == (QUEUE_NAME_PATTERN, MAX_QUEUE_NAME)
         for name in NAMES:

@@ -157,6 +157,7 @@ async def test_ack_records_the_result_and_frees_the_unique_key(
             unique="k",
             finished_at=NOW,
             result='{"ok":true}',
+            **{"a:1": f"w1|{NOW - 10}|{NOW}|succeeded|"},
         ),
     }
 
@@ -187,6 +188,7 @@ async def test_retry_schedules_the_next_attempt(broker: Broker, raw: aioredis.Re
             started_at=NOW - 10,
             error='{"type":"E"}',
             next_retry_at=NOW + 2000,
+            **{"a:1": f"w1|{NOW - 10}|{NOW}|retried|E"},
         ),
     }
 
@@ -198,12 +200,14 @@ async def test_fail_moves_to_dead_but_cancel_does_not(broker: Broker, raw: aiore
     assert state[Q + "dead"] == [("a", NOW)]
     assert state[Q + "stats"] == {"failed": "1"}
     assert state[Q + "t:a"]["state"] == "failed"
+    assert state[Q + "t:a"]["a:1"] == f"w1|{NOW - 10}|{NOW}|failed|E"
 
     await seed(raw, active_state())
     assert await broker.fail("default", "w1", "a", 1, "cancelled", '{"type":"Cancelled"}')
     state = await dump(raw)
     assert set(state) == {Q + "t:a"}
     assert state[Q + "t:a"]["state"] == "cancelled"
+    assert state[Q + "t:a"]["a:1"] == f"w1|{NOW - 10}|{NOW}|cancelled|Cancelled"
 
 
 async def test_requeue_hands_back_without_spending_the_attempt(
@@ -263,8 +267,18 @@ async def test_reclaim_returns_expired_leases_and_buries_exhausted_tasks(
         Q + "dead": [("spent", NOW)],
         Q + "notify": ["1"],
         Q + "stats": {"failed": "1"},
-        Q + "t:gone": task_hash("gone", "pending", 1, attempts=1, worker=""),
-        Q + "t:spent": task_hash("spent", "failed", 2, attempts=4, worker="w9", finished_at=NOW),
+        Q + "t:gone": task_hash(
+            "gone", "pending", 1, attempts=1, worker="", **{"a:1": f"w9||{NOW}|lost|WorkerLost"}
+        ),
+        Q + "t:spent": task_hash(
+            "spent",
+            "failed",
+            2,
+            attempts=4,
+            worker="w9",
+            finished_at=NOW,
+            **{"a:4": f"w9||{NOW}|lost|WorkerLost"},
+        ),
         Q + "t:alive": task_hash("alive", "active", 3, attempts=1, worker="w1"),
     }
 

@@ -4,7 +4,10 @@ everything of another namespace, and every command a worker does not send, is re
 from __future__ import annotations
 
 import asyncio
+import re
+import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -12,10 +15,19 @@ import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
 import handlers_for_tests  # noqa: F401 - registers test.add
-from kubetasks import settings
+from kubetasks import outages, settings
 from kubetasks.client import AsyncClient
-from kubetasks.queue import Broker
-from kubetasks.queue.acl import delete_pool_user, ensure_pool_user, pool_user
+from kubetasks.errors import BrokerUnavailableError
+from kubetasks.queue import Broker, TaskMessage
+from kubetasks.queue.acl import (
+    WORKER_SCRIPT_COMMANDS,
+    WORKER_SCRIPTS,
+    delete_pool_user,
+    ensure_pool_user,
+    pool_user,
+    pool_users,
+)
+from kubetasks.queue.broker import load_source
 from kubetasks.worker import Worker
 
 PASSWORD = "pool-password-1"
@@ -74,6 +86,112 @@ async def test_a_pool_user_runs_the_tasks_of_its_namespace(team_a: Broker, redis
     assert not running.exception()
 
 
+def worker_settings(worker_id: str = "team-a/workers-0") -> settings.WorkerSettings:
+    return settings.WorkerSettings(
+        queues=settings.parse_queues("default"), lease_seconds=5.0, heartbeat_interval=0.2,
+        reclaim_interval=0.2, promote_interval=0.2, worker_id=worker_id,
+    )  # fmt: skip
+
+
+def test_the_pool_user_may_run_every_command_of_the_worker_scripts() -> None:
+    """Redis checks a script's commands against the calling user: a command a worker's
+    script calls that the pool user lacks fails that transition on every pool (and only
+    there: the operator's and the tests' default users may do anything)."""
+    called = {
+        command.lower()
+        for name in WORKER_SCRIPTS
+        for command in re.findall(r"redis\.p?call\(\s*'(\w+)'", load_source(name))
+    }
+    assert called, "no redis.call found: the pattern no longer matches the scripts"
+    assert called == set(WORKER_SCRIPT_COMMANDS), (
+        f"missing for pool users: {sorted(called - set(WORKER_SCRIPT_COMMANDS))}; "
+        f"allowed but never called: {sorted(set(WORKER_SCRIPT_COMMANDS) - called)}"
+    )
+
+
+async def test_a_pool_user_runs_taskset_items_and_reads_a_sets_results(
+    team_a: Broker, admin: Broker, redis_url: str
+) -> None:
+    """TaskSet items end through lib.lua's set bookkeeping (SADD/SREM of index sets, results
+    and errors), and a chord's callback reads the results by reference: all as the pool."""
+    ns = admin.in_namespace("team-a")
+    items = [
+        TaskMessage(id=f"uid1-{i}", handler="test.item", taskset="set", index=i, max_retries=2,
+                    kwargs={"fail": [2], "flaky": [1]})
+        for i in range(4)
+    ]  # fmt: skip
+    await ns.restore_taskset("default", "uid1", "set", 4, [], [])
+    assert await ns.enqueue_items("default", "uid1", "set", 4, items, 4) == 4
+    worker = Worker(team_a, worker_settings())
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+
+        async def ended() -> None:
+            while True:
+                state = await ns.taskset_state("default", "uid1", indexes=True)
+                if state.succeeded + state.failed == 4:
+                    return
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(ended(), 10)
+        state = await ns.taskset_state("default", "uid1", indexes=True)
+        assert state.done_indexes == {0, 1, 3} and state.failed_indexes == {2}
+        assert "fails on purpose" in state.errors[2]
+        async with AsyncClient(redis_url, namespace="team-a") as client:
+            reference = {"resultsTooLarge": True, "queue": "default", "uid": "uid1", "total": 4}
+            read = await client.enqueue("test.read_results", reference)
+            assert await read.result(timeout=5) == {"reference": True, "indexes": [0, 1, 3]}
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 15)
+    assert not running.exception()
+
+
+async def test_a_pool_user_worker_reports_its_items_progress_to_the_set(
+    team_a: Broker, admin: Broker, tmp_path: Path
+) -> None:
+    """ctx.progress of a TaskSet item runs item_progress.lua as the pool user: its commands
+    and the set's progress hash are within what the user may do."""
+    ns = admin.in_namespace("team-a")
+    release = tmp_path / "release"
+    items = [
+        TaskMessage(id=f"uid2-{i}", handler="test.halfway", taskset="set", index=i,
+                    args=[str(release)])
+        for i in range(2)
+    ]  # fmt: skip
+    await ns.restore_taskset("default", "uid2", "set", 2, [], [])
+    assert await ns.enqueue_items("default", "uid2", "set", 2, items, 2) == 2
+    worker = Worker(team_a, worker_settings())
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+
+        async def reported() -> None:
+            while True:
+                state = await ns.taskset_state("default", "uid2", indexes=False)
+                if state.running_progress >= 1:
+                    return
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(reported(), 10)
+        state = await ns.taskset_state("default", "uid2", indexes=False)
+        assert (state.running, state.succeeded, state.running_progress) == (2, 0, 1.0)
+        release.touch()
+
+        async def ended() -> None:
+            while True:
+                if (await ns.taskset_state("default", "uid2", indexes=False)).succeeded == 2:
+                    return
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(ended(), 10)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 15)
+    assert not running.exception()
+
+
 async def test_a_pool_user_gets_noperm_on_another_namespace(
     team_a: Broker, admin: Broker, redis_url: str
 ) -> None:
@@ -106,7 +224,7 @@ async def test_a_pool_user_runs_no_command_a_worker_does_not_send(
         await r.smembers("kubetasks:queues")
     with pytest.raises(NoPermissionError):
         # Its own namespace's keys, but not a command of its scripts.
-        await r.hgetall("kubetasks:{team-a/default}:config")
+        await r.hkeys("kubetasks:{team-a/default}:config")
     # A script of its own cannot reach further than the user.
     sha = await r.script_load("return redis.call('GET', 'kubetasks:{team-b/default}:seq')")
     with pytest.raises(ResponseError, match="No permissions to access a key"):
@@ -126,3 +244,24 @@ async def test_setting_a_user_again_replaces_its_password(admin: Broker, redis_u
     finally:
         await old.aclose()
         await new.aclose()
+
+
+async def test_pool_user_calls_to_an_unreachable_redis_are_an_outage_not_a_redis_error() -> None:
+    """The operator's pool-user loop runs these every few seconds: a refused or stale
+    connection must reach it as the outage (told once, by kubetasks.outages), not as a raw
+    redis error that its loop logs with a traceback on every tick (CI's Redis-pod restart
+    on the real node logged three)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens there once the socket closes
+    broker = Broker.from_url(f"redis://127.0.0.1:{port}/0")
+    try:
+        with pytest.raises(BrokerUnavailableError):
+            await pool_users(broker)
+        with pytest.raises(BrokerUnavailableError):
+            await ensure_pool_user(broker, "team-a", "workers", "secret")
+        with pytest.raises(BrokerUnavailableError):
+            await delete_pool_user(broker, "team-a", "workers")
+    finally:
+        await broker.close()
+        outages.REDIS.succeeded()  # the next test starts without an outage in progress

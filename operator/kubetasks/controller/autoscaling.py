@@ -40,7 +40,7 @@ from kubetasks.errors import BrokerUnavailableError
 from kubetasks.k8s.api import ApiError, reason_text
 from kubetasks.k8s.deployments import DeploymentState, WorkerPod
 from kubetasks.k8s.events import PostEvent
-from kubetasks.metrics import OperatorMetrics
+from kubetasks.metrics import OLDEST_PENDING_SECONDS, OperatorMetrics
 from kubetasks.queue import Broker, QueueStats
 from kubetasks.settings import worker_id_for_pod
 from kubetasks.timestamps import rfc3339_millis
@@ -167,6 +167,8 @@ class PoolAutoscaler:
         self.pools: dict[PoolKey, Pool] = {}
         self.wake: asyncio.Event | None = None
         self._lock = asyncio.Lock()
+        self._next_oldest: dict[tuple[str, str], float] = {}
+        """When each queue's oldest pending age is read next (clock seconds)."""
         self.decisions: list[tuple[float, PoolKey, int, str]] = []
         """Recent scale changes (time, pool, replicas, reason), newest last."""
 
@@ -200,9 +202,15 @@ class PoolAutoscaler:
     async def tick(self) -> None:
         if self.metrics is not None:
             # Every queue, served by a pool or not: HPA or KEDA may scale on these instead.
+            now = self.clock.now()
             for namespace, queue in await self.broker.all_queues():
                 with isolated(log, "metrics of queue %s/%s", namespace, queue):
-                    _export(self.metrics, await self.broker.in_namespace(namespace).stats(queue))
+                    # The oldest pending age costs a scan of the line: not every poll.
+                    detail = now >= self._next_oldest.get((namespace, queue), 0.0)
+                    stats = await self.broker.in_namespace(namespace).stats(queue, detail=detail)
+                    _export(self.metrics, stats)
+                    if detail:
+                        self._next_oldest[(namespace, queue)] = now + OLDEST_PENDING_SECONDS
         for key in list(self.pools):
             try:
                 await self.evaluate(key, "poll")
@@ -450,6 +458,8 @@ def _export(metrics: OperatorMetrics, stats: QueueStats) -> None:
     metrics.dead.labels(*labels).set(stats.dead)
     metrics.processed.labels(*labels).set(stats.processed)
     metrics.failed.labels(*labels).set(stats.failed)
+    if stats.oldest_pending is not None or stats.pending + stats.due == 0:
+        metrics.oldest_pending.labels(*labels).set(stats.oldest_pending or 0.0)
 
 
 def _api_message(exc: BaseException) -> str:

@@ -32,6 +32,7 @@ from kubetasks.controller.dependents import UNADMITTED, outcome
 from kubetasks.controller.feed import TaskFeed
 from kubetasks.controller.intake import build_message
 from kubetasks.controller.state import OperatorState
+from kubetasks.errors import BrokerUnavailableError
 from kubetasks.k8s.tasks import task_paths
 from kubetasks.metrics import OperatorMetrics
 from kubetasks.queue import Broker
@@ -87,6 +88,17 @@ class Repairer:
             self.state.redis_ok = False
             return
         self.state.redis_ok = True
+        try:
+            await self._repair()
+        except BrokerUnavailableError:
+            # Redis failed mid-sweep: after a restart each stale pooled connection fails
+            # once, so a ping can pass and the next call fail. The sweep is tried again in
+            # FAST_RETRY seconds, not at the next resync: after a loss of Redis's data it is
+            # what queues the lost Tasks again (CI: 40 Tasks left Running for 30 s).
+            self.state.redis_ok = False
+            raise
+
+    async def _repair(self) -> None:
         if self.feed is not None:
             await self.feed.settled()
         listed_at = self.state.clock.now()
@@ -100,9 +112,10 @@ class Repairer:
 
         async def lookup(namespace: str, name: str) -> tuple[str | None, Any]:
             found = known.get((namespace, name))
-            if found is None:  # finished (its result was not kept), or missing
-                body = await self.state.tasks.get(namespace, name)
-                found = known[namespace, name] = outcome(body) if body else (None, None)
+            if found is None:  # finished (its result was not kept), a TaskSet, or missing
+                found = known[namespace, name] = await tasks.read_dependency(
+                    self.state, namespace, name
+                )
             return found
 
         by_queue: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)

@@ -8,6 +8,7 @@ from kubetasks.queue.message import (
     Leased,
     QueueSettings,
     QueueStats,
+    SetState,
     TaskInfo,
     TaskMessage,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "Leased",
     "QueueSettings",
     "QueueStats",
+    "SetState",
     "TaskInfo",
     "TaskMessage",
 ]

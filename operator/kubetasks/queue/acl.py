@@ -26,7 +26,7 @@ import hmac
 from redis.exceptions import ResponseError
 
 from kubetasks.queue import keys
-from kubetasks.queue.broker import Broker
+from kubetasks.queue.broker import Broker, reports_outages
 from kubetasks.queuename import validate_namespace
 
 #: Commands a worker sends itself (``worker/`` through ``Broker``): the scripts, wake-ups,
@@ -36,6 +36,7 @@ WORKER_CLIENT_COMMANDS = (
     "script|load",
     "script|exists",
     "blpop",
+    "hgetall",  # a chord callback's TaskSet results, read by reference (ctx.taskset_results)
     "hset",
     "pexpire",
     "ping",
@@ -47,19 +48,30 @@ WORKER_CLIENT_COMMANDS = (
 NEWER_COMMANDS = ("client|setinfo",)
 #: What every pool user's name starts with.
 POOL_USER_PREFIX = "kubetasks:pool:"
-#: Commands the worker's scripts call (dequeue, heartbeat, ack, retry, fail, requeue,
-#: promote, reclaim, and lib.lua, which every script includes).
+#: The transition scripts a worker runs (``Broker.lease`` runs ``dequeue``); lib.lua is part
+#: of each.
+WORKER_SCRIPTS = (
+    "dequeue", "heartbeat", "ack", "retry", "fail", "requeue", "promote", "reclaim",
+    "item_progress",
+)  # fmt: skip
+#: Commands the worker's scripts call (``WORKER_SCRIPTS`` with lib.lua, which every script
+#: includes: a TaskSet item's ending updates its set's index sets and results).
 WORKER_SCRIPT_COMMANDS = (
     "del",
     "expire",
     "get",
+    "hdel",
     "hget",
     "hincrby",
+    "hlen",
     "hmget",
     "hset",
+    "hsetnx",
     "ltrim",
     "pexpire",
     "rpush",
+    "sadd",
+    "srem",
     "zadd",
     "zcard",
     "zpopmin",
@@ -125,10 +137,12 @@ async def ensure_pool_user(broker: Broker, namespace: str, pool: str, password: 
     return name
 
 
+@reports_outages
 async def _setuser(broker: Broker, name: str, rules: list[str]) -> None:
     await broker.redis.execute_command("ACL", "SETUSER", name, *rules)  # type: ignore[no-untyped-call]
 
 
+@reports_outages
 async def pool_users(broker: Broker) -> set[tuple[str, str]]:
     """``(namespace, pool)`` of every pool user the server has."""
     users = await broker.redis.execute_command("ACL", "USERS")  # type: ignore[no-untyped-call]
@@ -136,6 +150,7 @@ async def pool_users(broker: Broker) -> set[tuple[str, str]]:
     return {key for key in found if key is not None}
 
 
+@reports_outages
 async def delete_pool_user(broker: Broker, namespace: str, pool: str) -> None:
     """Remove the pool's user; its workers' connections are closed by the server."""
     name = pool_user(namespace, pool)

@@ -10,10 +10,12 @@ server clock and tests can drive them with fake time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 import functools
 import logging
+import math
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any, ParamSpec, TypeVar, cast
@@ -26,17 +28,26 @@ from kubetasks import outages
 from kubetasks.clock import SYSTEM_CLOCK, Clock, to_ms
 from kubetasks.errors import BrokerUnavailableError
 from kubetasks.queue import keys
-from kubetasks.queue.keys import QueueKeys
+from kubetasks.queue.keys import QueueKeys, SetKeys
 from kubetasks.queue.message import (
     Dequeued,
     EnqueueResult,
     Leased,
     QueueSettings,
     QueueStats,
+    SetState,
     TaskInfo,
     TaskMessage,
+    check_size,
 )
-from kubetasks.queue.wire import NOTIFY_CAP, cancel_call, plan_enqueue, task_info
+from kubetasks.queue.wire import (
+    ENQUEUE_CHUNK,
+    NOTIFY_CAP,
+    cancel_call,
+    error_type,
+    plan_enqueue,
+    task_info,
+)
 from kubetasks.queuename import DEFAULT_NAMESPACE, split_qualified, validate_namespace
 
 log = logging.getLogger("kubetasks.broker")
@@ -58,6 +69,13 @@ _SCRIPT_NAMES = (
     "forget",
     "configure",
     "expire",
+    "rerun",
+    "delete_dead",
+    "purge_dead",
+    "enqueue_items",
+    "restore_set",
+    "forget_items",
+    "item_progress",
 )
 #: Seconds a connection attempt to Redis may take. Short: a connect sent while a Service
 #: still routes to a Redis pod that is gone gets no answer, and the process is back only
@@ -67,8 +85,11 @@ CONNECT_TIMEOUT = 2.0
 MAX_CONNECTIONS = 64
 #: Seconds a call waits for a free connection before it fails as "Redis unavailable".
 POOL_WAIT = 30.0
-#: Pending tasks looked at to find the oldest one waiting (the stats' ``oldest_pending``).
-OLDEST_SCAN = 1000
+#: Priorities looked at, at most, to find the oldest pending task (the stats'
+#: ``oldest_pending``): the first task of each priority in line is read, one round trip each.
+OLDEST_PRIORITIES = 16
+#: A pending task's score is ``-priority * PRIORITY_BAND + seq`` (enqueue.lua).
+PRIORITY_BAND = 1 << 40
 
 
 # How every connection pool of the queue package (this broker's, the sync one's) is made.
@@ -117,12 +138,22 @@ def _unavailable(
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             result = await method(*args, **kwargs)
+        except BrokerUnavailableError:
+            raise  # from a wrapped method this one called: translated once already
         except CONNECTION_ERRORS as exc:
+            if args and isinstance(args[0], Broker):
+                await args[0].drop_idle_connections()
             raise unavailable(exc) from exc
         outages.REDIS.succeeded()
         return result
 
     return wrapper
+
+
+#: The same for a call on the broker's client from elsewhere in the queue package
+#: (``acl.py``): a failed connection is a :class:`BrokerUnavailableError`, reported to the
+#: outage log, never a raw redis error that a loop would log with its traceback.
+reports_outages = _unavailable
 
 
 def load_source(name: str) -> str:
@@ -202,6 +233,16 @@ class Broker:
     def from_url(cls, url: str, **kwargs: Any) -> Broker:
         pool = aioredis.BlockingConnectionPool.from_url(url, **POOL_OPTIONS)
         return cls(aioredis.Redis.from_pool(pool), **kwargs)
+
+    async def drop_idle_connections(self) -> None:
+        """After a call failed to connect or lost its connection: the server may have
+        restarted, and then every idle pooled connection is stale and would fail once, each
+        in whichever call takes it next (a sweep whose ping passed and whose next call
+        failed). They reconnect on their next use instead."""
+        pool = getattr(self.redis, "connection_pool", None)  # none on a Cluster client
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                await pool.disconnect(inuse_connections=False)
 
     @_unavailable
     async def close(self) -> None:
@@ -366,6 +407,7 @@ class Broker:
                     to_ms(retry_at),
                     error,
                     NOTIFY_CAP,
+                    error_type(error),
                 ],
             )
         )
@@ -389,6 +431,7 @@ class Broker:
                     attempt,
                     state,
                     error,
+                    error_type(error),
                 ],
             )
         )
@@ -403,6 +446,147 @@ class Broker:
                 [qk.task_prefix, worker_id, task_id, attempt, NOTIFY_CAP],
             )
         )
+
+    # -- TaskSets --------------------------------------------------------------------------
+
+    @_unavailable
+    async def enqueue_items(
+        self, queue: str, uid: str, name: str, total: int, items: Sequence[TaskMessage], upto: int
+    ) -> int | None:
+        """Add a TaskSet's items (each with its ``index``; all share the first one's priority,
+        retries and deadline) and move the set's cursor to ``upto``; one script call per
+        :data:`ENQUEUE_CHUNK` items, all in one pipeline. Returns how many were new, or None
+        when Redis no longer has the set (nothing was added: :meth:`restore_taskset` first,
+        which also starts a new set)."""
+        qk = self.keys(queue)
+        sk = qk.taskset(uid)
+        await self._register([qk])
+        script = self._scripts["enqueue_items"]
+        now = self._now_ms()
+        calls = []
+        for start in range(0, max(len(items), 1), ENQUEUE_CHUNK):
+            chunk = items[start : start + ENQUEUE_CHUNK]
+            first = chunk[0] if chunk else None
+            args: list[Any] = [
+                now, qk.task_prefix, NOTIFY_CAP, keys.ENQUEUED, qk.qualified,
+                first.priority if first else 0, first.max_retries if first else 0,
+                to_ms(first.deadline) if first and first.deadline else 0,
+                total, name,
+                upto if start + ENQUEUE_CHUNK >= len(items) else (chunk[-1].index or 0) + 1,
+            ]  # fmt: skip
+            for m in chunk:
+                args += (m.id, m.index, check_size(m.encode()))
+            calls.append(([qk.pending, qk.seq, qk.notify, qk.deadlines, sk.key], args))
+        if len(calls) == 1:
+            replies = [await script(keys=calls[0][0], args=calls[0][1])]
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for call_keys, args in calls:
+                    await script(keys=call_keys, args=args, client=pipe)
+                replies = await pipe.execute()
+        if any(int(r) < 0 for r in replies):
+            return None
+        return sum(int(r) for r in replies)
+
+    @_unavailable
+    async def taskset_state(self, queue: str, uid: str, *, indexes: bool) -> SetState:
+        """What Redis knows of a TaskSet's items: counts, and with ``indexes`` the indexes
+        that ended and the first errors."""
+        sk = self.keys(queue).taskset(uid)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(sk.key)
+            pipe.scard(sk.done)
+            pipe.scard(sk.failed)
+            pipe.scard(sk.run)
+            pipe.hlen(sk.progress)
+            if indexes:
+                pipe.smembers(sk.done)
+                pipe.smembers(sk.failed)
+                pipe.hgetall(sk.errors)
+            found = await pipe.execute()
+        head = cast(dict[str, str], found[0])
+        state = SetState(
+            exists=bool(head),
+            next=int(head.get("next", 0)),
+            succeeded=int(found[1]),
+            failed=int(found[2]),
+            running=int(found[3]),
+            restored=head.get("restored") == "1",
+        )
+        if int(found[4]) and state.running:
+            # Some item reported progress: the fractions of the ones running now (an ended
+            # item counts as 1 anyway, and its fraction stays in the hash until the set's
+            # keys go). Two more round trips, only for sets whose handlers report.
+            running = list(await self.redis.smembers(sk.run))
+            if running:
+                reported = await self.redis.hmget(sk.progress, running)
+                state.running_progress = sum(float(f) for f in reported if f is not None)
+        if indexes:
+            state.done_indexes = {int(i) for i in found[5]}
+            state.failed_indexes = {int(i) for i in found[6]}
+            state.errors = {int(i): e for i, e in cast(dict[str, str], found[7]).items()}
+        return state
+
+    @_unavailable
+    async def item_progress(
+        self, queue: str, worker_id: str, task_id: str, attempt: int, fraction: float
+    ) -> bool:
+        """A running TaskSet item's progress, into its set's progress hash (see
+        ``item_progress.lua``); False when the attempt is no longer this worker's."""
+        qk = self.keys(queue)
+        found = await self._run(
+            "item_progress", [qk.task_prefix + task_id], [worker_id, attempt, repr(fraction)]
+        )
+        return bool(found)
+
+    @_unavailable
+    async def taskset_results(self, queue: str, uid: str) -> dict[int, str]:
+        """index -> result JSON of the items of a TaskSet that returned one."""
+        raw = await self.redis.hgetall(self.keys(queue).taskset(uid).results)
+        return {int(i): r for i, r in cast(dict[str, str], raw).items()}
+
+    @_unavailable
+    async def restore_taskset(
+        self,
+        queue: str,
+        uid: str,
+        name: str,
+        total: int,
+        done: Sequence[int],
+        failed: Sequence[int],
+    ) -> bool:
+        """Put back a TaskSet's bookkeeping that Redis lost, from what its status recorded;
+        False when Redis still had it (nothing changed)."""
+        qk = self.keys(queue)
+        sk = qk.taskset(uid)
+        await self._register([qk])
+        return bool(
+            await self._run(
+                "restore_set",
+                [sk.key, sk.done, sk.failed],
+                [total, name, len(done), *done, *failed],
+            )
+        )
+
+    @_unavailable
+    async def forget_items(
+        self, queue: str, uid: str, ids: Sequence[str], *, drop_set: bool
+    ) -> int:
+        """Drop items of a TaskSet (running ones are told to stop); with ``drop_set``, its
+        bookkeeping too (the set was deleted). One script call per chunk of ids."""
+        qk = self.keys(queue)
+        sk: SetKeys = qk.taskset(uid)
+        base = [qk.pending, qk.scheduled, qk.active, qk.dead, qk.deadlines]
+        chunks = [ids[i : i + ENQUEUE_CHUNK] for i in range(0, len(ids), ENQUEUE_CHUNK)] or [[]]
+        dropped = 0
+        for n, chunk in enumerate(chunks):
+            last = drop_set and n == len(chunks) - 1
+            keys_ = base + (sk.all() if last else [])
+            dropped += int(
+                await self._run("forget_items", keys_, [qk.task_prefix, "1" if last else "0",
+                                                         *chunk])
+            )  # fmt: skip
+        return dropped
 
     # -- maintenance -----------------------------------------------------------------------
 
@@ -521,7 +705,8 @@ class Broker:
     @_unavailable
     async def stats(self, queue: str, *, detail: bool = False) -> QueueStats:
         """Counts and settings of one queue; ``detail`` adds the age of its oldest pending
-        task (one more round trip: for status and the CLI, not every poll)."""
+        task (a round trip per priority in line, and one: for status, the CLI and the
+        dashboard, not every poll)."""
         qk = self.keys(queue)
         now = self._now_ms()
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -533,7 +718,7 @@ class Broker:
             pipe.hmget(qk.stats, "processed", "failed")
             pipe.hgetall(qk.config)
             if detail:
-                pipe.zrange(qk.pending, 0, OLDEST_SCAN - 1)
+                pipe.zrange(qk.pending, 0, 0, withscores=True)
                 pipe.hmget(qk.bucket, "tokens", "at")
             found = await pipe.execute()
         pending, scheduled, due, active, dead, (processed, failed), config = found[:7]
@@ -558,9 +743,24 @@ class Broker:
             tokens=tokens,
         )
 
-    async def _oldest(self, qk: QueueKeys, ids: list[str], now: int) -> float | None:
-        """Seconds the oldest of ``ids`` (the first pending tasks in line) has waited. Within
-        one priority the line is in enqueue order, so the first is the oldest."""
+    async def _oldest(
+        self, qk: QueueKeys, first: list[tuple[str, float]], now: int
+    ) -> float | None:
+        """Seconds the oldest pending task has waited, from ``first`` (the first in line,
+        with its score). Within one priority the line is in enqueue order, so the oldest is
+        the first of some priority: the first of each is read (no page of the line), up to
+        :data:`OLDEST_PRIORITIES` of them."""
+        ids: list[str] = []
+        while first and len(ids) < OLDEST_PRIORITIES:
+            task_id, score = first[0]
+            ids.append(task_id)
+            following = (math.floor(score / PRIORITY_BAND) + 1) * PRIORITY_BAND
+            first = cast(
+                list[tuple[str, float]],
+                await self.redis.zrangebyscore(
+                    qk.pending, following, "+inf", start=0, num=1, withscores=True
+                ),
+            )
         if not ids:
             return None
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -601,7 +801,7 @@ class Broker:
                     queue = split_qualified(str(message["data"]))
                     if queue is not None:
                         yield queue
-        except (redis.exceptions.ConnectionError, OSError) as exc:
+        except CONNECTION_ERRORS as exc:
             outages.REDIS.failed(exc)
             raise BrokerUnavailableError(f"Redis is unreachable: {exc}") from exc
         finally:

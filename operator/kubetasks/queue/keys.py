@@ -22,6 +22,14 @@ Layout of queue ``q`` of namespace ``ns`` (``{q}`` below stands for ``{ns/q}``):
                                      max_in_flight, rate, burst, timeouts, retention)
     kubetasks:{q}:bucket       HASH  rate-limit token bucket: tokens, at (ms)
     kubetasks:{q}:deadlines    ZSET  id -> deadline (ms) of tasks enqueued with one
+    kubetasks:{q}:s:<uid>      HASH  one TaskSet's items on this queue: total, next (items
+                                     enqueued so far, by index), name
+    kubetasks:{q}:s:<uid>:done / :failed / :run   SET  indexes of the items that succeeded,
+                                     failed for good, are running now (updated by the same
+                                     script that moves the item)
+    kubetasks:{q}:s:<uid>:results  HASH  index -> result JSON of the items that returned one
+    kubetasks:{q}:s:<uid>:errors   HASH  index -> error JSON of the first failed items
+    kubetasks:{q}:s:<uid>:progress HASH  index -> fraction a running item last reported
     kubetasks:queues           SET   ``ns/q`` of all queues ever used (outside any slot)
     kubetasks:epoch            STRING  a token the operator writes when it finds none: its
                                      disappearance means the server lost its data
@@ -62,6 +70,7 @@ class QueueKeys:
         "qualified",
         "scheduled",
         "seq",
+        "set_prefix",
         "stats",
         "task_prefix",
         "unique_prefix",
@@ -84,12 +93,38 @@ class QueueKeys:
         self.deadlines = self.prefix + "deadlines"
         self.task_prefix = self.prefix + "t:"
         self.unique_prefix = self.prefix + "u:"
+        self.set_prefix = self.prefix + "s:"
 
     def task(self, task_id: str) -> str:
         return self.task_prefix + task_id
 
     def unique(self, unique_key: str) -> str:
         return self.unique_prefix + unique_key
+
+    def taskset(self, uid: str) -> SetKeys:
+        return SetKeys(self.set_prefix + uid)
+
+
+class SetKeys:
+    """The keys of one TaskSet's items on its queue (all in the queue's slot: the scripts
+    that end an item update them in the same call)."""
+
+    __slots__ = ("done", "errors", "failed", "key", "progress", "results", "run")
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.done = key + ":done"
+        self.failed = key + ":failed"
+        self.run = key + ":run"
+        self.results = key + ":results"
+        self.errors = key + ":errors"
+        self.progress = key + ":progress"
+        """index -> the fraction a running item last reported (``item_progress.lua``)."""
+
+    def all(self) -> list[str]:
+        return [
+            self.key, self.done, self.failed, self.run, self.results, self.errors, self.progress,
+        ]  # fmt: skip
 
 
 def worker_key(worker_id: str) -> str:

@@ -77,6 +77,13 @@ class TaskMessage:
     """Seconds the unique key is held (released earlier when the task ends)."""
     resource: str | None = None
     """``namespace/name`` of the Task resource, when the task came through Kubernetes."""
+    labels: dict[str, str] = field(default_factory=dict)
+    """The Task resource's labels (what the inspector's search matches ``key=value`` on)."""
+    taskset: str | None = None
+    """Name of the TaskSet (in the queue's namespace) this task is an item of. Such a task
+    has no ``resource``: it reports to Redis only, and the operator writes the set's status."""
+    index: int | None = None
+    """The item's index in its TaskSet (from 0)."""
 
     def __post_init__(self) -> None:
         validate_queue_name(self.queue)
@@ -111,6 +118,10 @@ class TaskMessage:
             body["u"] = [self.unique_key, self.unique_for]
         if self.resource is not None:
             body["res"] = self.resource
+        if self.labels:
+            body["l"] = self.labels
+        if self.taskset is not None:
+            body["ts"] = [self.taskset, self.index]
         return dumps(body)
 
     @classmethod
@@ -118,6 +129,7 @@ class TaskMessage:
         body = json.loads(raw)
         backoff = BackoffPolicy(*body["b"]) if "b" in body else BackoffPolicy()
         unique = body.get("u") or (None, None)
+        taskset = body.get("ts") or (None, None)
         return cls(
             id=body["id"],
             handler=body["h"],
@@ -133,6 +145,9 @@ class TaskMessage:
             unique_key=unique[0],
             unique_for=unique[1],
             resource=body.get("res"),
+            labels=body.get("l", {}),
+            taskset=taskset[0],
+            index=taskset[1],
         )
 
 
@@ -157,6 +172,21 @@ class Dequeued:
     """'paused', 'capped' (its maxInFlight is reached) or 'throttled' (its rate limit)."""
     retry_after: float = 0.0
     """For 'capped' and 'throttled': seconds until a start may be possible again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One finished attempt of a task, from the history its record keeps."""
+
+    number: int
+    worker: str | None
+    started_at: float | None
+    """Epoch seconds."""
+    finished_at: float | None
+    outcome: str
+    """'succeeded', 'retried', 'failed', 'deadline_exceeded', 'cancelled' or 'lost' (its
+    worker stopped holding it)."""
+    error_type: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,8 +297,8 @@ class QueueStats:
     """Failed attempts, retried or not."""
     namespace: str = "default"
     oldest_pending: float | None = None
-    """Seconds the oldest of the first tasks in line has waited (None: nothing pending).
-    Exact while a queue has at most ``OLDEST_SCAN`` pending tasks or one priority."""
+    """Seconds the oldest pending task has waited (None: nothing pending; detail only).
+    Exact while a queue's pending tasks have at most ``OLDEST_PRIORITIES`` priorities."""
     settings: QueueSettings | None = None
     """The queue's settings from its Queue resource (None: it has none)."""
     tokens: float | None = None
@@ -278,6 +308,27 @@ class QueueStats:
     def depth(self) -> int:
         """Work that wants a worker now: pending, due and running tasks."""
         return self.pending + self.due + self.active
+
+
+@dataclass(slots=True)
+class SetState:
+    """What Redis holds of one TaskSet's items (``Broker.taskset_state``)."""
+
+    exists: bool
+    """False: Redis has no record of the set (not started, or its data was lost)."""
+    next: int
+    """Items enqueued so far: indexes below it were sent to the queue."""
+    succeeded: int
+    failed: int
+    running: int
+    restored: bool = False
+    """The bookkeeping was put back from the set's status after Redis lost it."""
+    done_indexes: set[int] = field(default_factory=set)
+    failed_indexes: set[int] = field(default_factory=set)
+    errors: dict[int, str] = field(default_factory=dict)
+    """index -> error JSON of the first failed items."""
+    running_progress: float = 0.0
+    """Sum of the fractions the running items reported with ``ctx.progress`` (0 to each)."""
 
 
 @dataclass(frozen=True, slots=True)

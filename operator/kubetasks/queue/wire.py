@@ -19,7 +19,7 @@ from typing import Any
 from kubetasks.clock import to_ms
 from kubetasks.queue import keys
 from kubetasks.queue.keys import QueueKeys
-from kubetasks.queue.message import EnqueueResult, TaskInfo, TaskMessage, check_size
+from kubetasks.queue.message import Attempt, EnqueueResult, TaskInfo, TaskMessage, check_size
 
 #: Most wake-up tokens kept per queue; enough to wake every idle worker of a large pool.
 NOTIFY_CAP = 256
@@ -111,6 +111,39 @@ def cancel_call(
     """KEYS and ARGV of ``cancel.lua`` for one task."""
     keys_ = [qk.pending, qk.scheduled, qk.active, qk.config]
     return keys_, [now_ms, qk.task_prefix, qk.unique_prefix, retention, task_id]
+
+
+def error_type(error: str) -> str:
+    """The ``type`` of an error record (JSON), for the attempt history; '' when it has none."""
+    try:
+        kind = json.loads(error).get("type")
+    except (ValueError, AttributeError):
+        return ""
+    return kind if isinstance(kind, str) else ""
+
+
+def attempt_history(raw: Mapping[str, str]) -> list[Attempt]:
+    """The attempts recorded in a task's hash (fields ``a:<n>``, written by ``lib.lua``'s
+    ``record_attempt``: ``worker|started ms|finished ms|outcome|error type``), oldest first."""
+    found = []
+    for name, value in raw.items():
+        if not name.startswith("a:") or not name[2:].isdigit():
+            continue
+        parts = value.rsplit("|", 4)  # the worker id, first, is the only part with a '|'
+        if len(parts) != 5:
+            continue
+        worker, started, finished, outcome, kind = parts
+        found.append(
+            Attempt(
+                number=int(name[2:]),
+                worker=worker or None,
+                started_at=_seconds(started),
+                finished_at=_seconds(finished),
+                outcome=outcome,
+                error_type=kind or None,
+            )
+        )
+    return sorted(found, key=lambda a: a.number)
 
 
 def _seconds(value: str | None) -> float | None:

@@ -1,8 +1,10 @@
 """The worker: lease tasks in batches, run handlers concurrently, report in batches.
 
-One fetch loop leases as many tasks as there are free slots in one script call, one acker
-records successes in one script call per batch ("group commit": while one ack is in flight,
-the next batch gathers), and three small components keep leases, delayed tasks and crashed
+One fetch loop leases tasks in one script call per queue: as many as there are free slots,
+and while there is a backlog up to ``prefetch`` more, held leased in a small buffer from
+which a slot that frees starts its next task at once. One acker records successes in one
+script call per batch ("group commit": while one ack is in flight, the next batch gathers),
+and three small components keep leases (the buffered ones too), delayed tasks and crashed
 workers in order. An idle worker blocks on its queues' wake-up lists, so a new task starts
 without a polling delay.
 """
@@ -29,9 +31,10 @@ from kubetasks.metrics import WorkerMetrics
 from kubetasks.queue import Broker, Leased
 from kubetasks.queue.message import TaskMessage, dumps
 from kubetasks.settings import QueueWeight, WorkerSettings
-from kubetasks.worker import registry
+from kubetasks.worker import middleware, registry
 from kubetasks.worker.context import TaskContext
 from kubetasks.worker.heartbeat import Heartbeat
+from kubetasks.worker.itemprogress import ItemProgress
 from kubetasks.worker.promoter import Promoter
 from kubetasks.worker.reclaimer import Reclaimer
 from kubetasks.worker.sink import NullSink, StatusSink
@@ -65,9 +68,33 @@ def queue_order(
     return [q.name for q in keyed]
 
 
+class RunTimes:
+    """A moving mean of how long this worker's tasks ran: whether leasing ahead pays. It
+    does for short tasks, whose fetch round trip is much of their cost; a long task held
+    behind running ones would wait for them while another worker may idle."""
+
+    WEIGHT = 0.1
+    """Of the newest run in the mean: the last twenty or so runs count."""
+
+    def __init__(self) -> None:
+        self.mean: float | None = None
+        """Seconds; None before the first task ended."""
+
+    def add(self, seconds: float) -> None:
+        self.mean = (
+            seconds if self.mean is None else self.mean + self.WEIGHT * (seconds - self.mean)
+        )
+
+    def short(self, below: float) -> bool:
+        """Whether recent tasks ran shorter than ``below`` seconds (unknown: not short)."""
+        return self.mean is not None and self.mean < below
+
+
 def _label(msg: TaskMessage) -> str:
     """How a task is named in the log: its resource (``namespace/name``) when it has one,
     with the id a Redis-submitted task is known by."""
+    if msg.taskset is not None:
+        return f"taskset {msg.taskset}[{msg.index}] ({msg.id})"
     return f"{msg.resource} ({msg.id})" if msg.resource else msg.id
 
 
@@ -88,6 +115,11 @@ class Worker:
         self.rand = rand
         self.clock = broker.clock
         self.running: dict[str, Running] = {}
+        self.buffered: dict[str, Leased] = {}
+        """Leased ahead of a free slot (oldest first), started as slots free up."""
+        self.run_times = RunTimes()
+        self._reports = not isinstance(self.sink, NullSink)
+        """Whether the sink wants to hear of anything (only of tasks with a resource)."""
         self.processed = 0
         self.executor = ThreadPoolExecutor(
             max_workers=settings.concurrency, thread_name_prefix="kubetasks-handler"
@@ -99,16 +131,31 @@ class Worker:
         self._stopping = asyncio.Event()
         """Set once the worker is told to stop: no more fetching, an idle wait ends."""
         self._held_until: float | None = None
+        self._stop_waiter: asyncio.Task[bool] | None = None
+        self._queue_names = [q.name for q in settings.queues]
+        self._background: set[asyncio.Task[None]] = set()
         """When a queue held back by its cap or rate limit may start a task again."""
         self.promoter = Promoter(broker, settings)
         self.reclaimer = Reclaimer(broker, settings, report=self._report_ended)
         self.heartbeat = Heartbeat(
             broker,
             settings,
-            running=lambda: {i: r.leased.message.queue for i, r in self.running.items()},
+            running=self._held,
             on_cancel=functools.partial(self._stop_handler, reason="cancel"),
             on_lost=functools.partial(self._stop_handler, reason="lost"),
         )
+        self._item_progress = ItemProgress(broker, settings.worker_id)
+        """A TaskSet item's ctx.progress, to its set's progress hash (coalesced per item)."""
+
+    def _held(self) -> dict[str, str]:
+        """Id -> queue of every task this worker holds a lease of: running or buffered."""
+        held = {i: r.leased.message.queue for i, r in self.running.items()}
+        held.update((i, leased.message.queue) for i, leased in self.buffered.items())
+        return held
+
+    def _sinks(self, leased: Leased) -> bool:
+        """Whether the sink has anything to do for this task (a Task resource's)."""
+        return self._reports and leased.message.resource is not None
 
     @property
     def worker_id(self) -> str:
@@ -140,6 +187,7 @@ class Worker:
             self._ack_ready.set()
             await asyncio.gather(*background, acker, return_exceptions=True)
             stop_watch.cancel()
+            await self._item_progress.close()
             self.executor.shutdown(wait=False, cancel_futures=True)
             await self.sink.close()
             log.info("worker %s stopped after %d tasks", self.worker_id, self.processed)
@@ -151,12 +199,24 @@ class Worker:
 
     async def _fetch_loop(self) -> None:
         settings = self.settings
+        ahead = settings.lease_ahead
         drained = True  # the last fetch took less than it asked for: the queues were empty
         learn = True  # ...and took nothing at all, so the promoter should look again
         own_taken_back = False  # a previous incarnation's leases are returned before any fetch
         while not self._stopping.is_set():
+            self._start_buffered()
             free = settings.concurrency - len(self.running)
-            if free <= 0:
+            room = ahead - len(self.buffered)
+            # Lease ahead only while the last lease came back full (a backlog) and tasks are
+            # short, and then in batches of at least half the buffer, not one task per
+            # freed slot.
+            refill = (
+                not drained
+                and room > 0
+                and room * 2 >= ahead
+                and self.run_times.short(settings.prefetch_below)
+            )
+            if free <= 0 and not refill:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -170,7 +230,9 @@ class Worker:
                     await self._idle(learn=learn)
                     drained = False
                     continue  # stopping or slots taken meanwhile: look again
-                want = min(free, settings.max_batch)
+                # After an idle wait, ask for the free slots only; with a backlog, for the
+                # buffer too: batch sizes follow the backlog.
+                want = min(max(free, 0) + (room if refill else 0), settings.max_batch)
                 leased = await self._fetch(want)
             except BrokerUnavailableError:
                 # Redis unreachable or failing over (told once, by outages.REDIS): look
@@ -188,10 +250,20 @@ class Worker:
                 continue
             drained, learn = len(leased) < want, not leased
             for item in leased:
-                if item.ended is None:
+                if item.ended is not None:
+                    await self._report_ended(item)
+                elif len(self.running) < settings.concurrency and not self.buffered:
                     self._start(item)
                 else:
-                    await self._report_ended(item)
+                    self.buffered[item.message.id] = item
+
+    def _start_buffered(self) -> None:
+        """Start buffered tasks while there are free slots (not once stopping)."""
+        buffered = self.buffered
+        while buffered and len(self.running) < self.settings.concurrency:
+            if self._stopping.is_set():
+                return
+            self._start(buffered.pop(next(iter(buffered))))
 
     async def _fetch(self, want: int) -> list[Leased]:
         """Lease up to ``want`` tasks from the queues in their order. A queue held back by
@@ -234,16 +306,17 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), held)
             return
-        waiter = asyncio.create_task(
-            self.broker.wait_for_work([q.name for q in self.settings.queues], timeout)
+        waiter = asyncio.create_task(self.broker.wait_for_work(self._queue_names, timeout))
+        if self._stop_waiter is None:
+            # One waiter for the stop across every idle wait, not one task per wait.
+            self._stop_waiter = asyncio.create_task(self._stopping.wait())
+        done, _ = await asyncio.wait(
+            {waiter, self._stop_waiter}, return_when=asyncio.FIRST_COMPLETED
         )
-        woken = asyncio.create_task(self._stopping.wait())
-        done, _ = await asyncio.wait({waiter, woken}, return_when=asyncio.FIRST_COMPLETED)
-        for t in (waiter, woken):
-            if t not in done:
-                t.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
+        if waiter not in done:
+            waiter.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await waiter
         if waiter in done and waiter.exception() is not None:
             if not isinstance(waiter.exception(), BrokerUnavailableError):
                 log.warning("waiting for work failed: %s", waiter.exception())
@@ -252,6 +325,7 @@ class Worker:
     async def _drain(self) -> None:
         """Let running tasks finish within the grace period; hand the rest back unspent."""
         self._stopping.set()
+        await self._hand_back_buffered()
         tasks = [r.task for r in self.running.values() if r.task is not None]
         if tasks:
             log.info(
@@ -263,6 +337,18 @@ class Worker:
                     self._stop_handler(running.leased.message.id, reason="shutdown")
             if pending:
                 await asyncio.wait(pending, timeout=5)
+
+    async def _hand_back_buffered(self) -> None:
+        """Requeue the tasks leased ahead and never started (their attempt is not spent)."""
+        while self.buffered:
+            task_id, leased = next(iter(self.buffered.items()))
+            try:
+                await self.broker.requeue(
+                    leased.message.queue, self.worker_id, task_id, leased.attempt
+                )
+            except Exception as exc:  # its lease expires, and the reclaimer takes it back
+                log.warning("handing back task %s failed: %s", task_id, exc)
+            self.buffered.pop(task_id, None)
 
     # -- one task --------------------------------------------------------------------------
 
@@ -277,10 +363,36 @@ class Worker:
             resource=msg.resource,
             deadline=msg.deadline,
             logger=log,
+            index=msg.index,
+            taskset=msg.taskset,
+            _read_results=self.broker.taskset_results,
         )
+        if self._sinks(leased):
+            loop = asyncio.get_running_loop()
+            sink = self.sink
+
+            def on_progress(fraction: float, message: str) -> None:
+                # From the loop or a sync handler's thread: the sink runs on the loop.
+                loop.call_soon_threadsafe(
+                    sink.progress, leased, fraction, message, self.clock.now()
+                )
+
+            ctx._on_progress = on_progress
+        elif msg.taskset is not None:
+            # A set item has no resource: its progress goes to Redis, where the operator
+            # folds it into the set's status.progress. One closure per item, no other work
+            # until the handler reports.
+            loop = asyncio.get_running_loop()
+            items = self._item_progress
+
+            def on_item_progress(fraction: float, message: str) -> None:
+                loop.call_soon_threadsafe(items.report, leased, fraction)
+
+            ctx._on_progress = on_item_progress
         running = Running(leased, ctx, started=time.monotonic())
         self.running[msg.id] = running
-        log.info("task %s %s attempt %d started", _label(msg), msg.handler, leased.attempt)
+        if log.isEnabledFor(logging.INFO):
+            log.info("task %s %s attempt %d started", _label(msg), msg.handler, leased.attempt)
         if self.metrics is not None:
             self.metrics.in_flight.set(len(self.running))
         running.task = asyncio.create_task(self._process(running))
@@ -288,9 +400,17 @@ class Worker:
     async def _report_ended(self, leased: Leased) -> None:
         """A task Redis ended without running it: only the sink needs to hear of it."""
         assert leased.ended is not None
-        await self.sink.finished(leased, outcomes.ended_outcome(leased.ended), self.clock.now())
+        if self._sinks(leased):
+            await self.sink.finished(leased, outcomes.ended_outcome(leased.ended), self.clock.now())
 
     def _stop_handler(self, task_id: str, *, reason: str) -> None:
+        leased = self.buffered.pop(task_id, None)
+        if leased is not None:
+            # Not started yet: a lost lease is simply dropped; a cancelled task ends
+            # cancelled without running.
+            if reason == "cancel":
+                self._ended_unstarted(leased)
+            return
         running = self.running.get(task_id)
         if running is None or running.stop_reason is not None:
             return
@@ -299,18 +419,36 @@ class Worker:
         if running.task is not None:
             running.task.cancel()
 
+    def _ended_unstarted(self, leased: Leased) -> None:
+        msg = leased.message
+        running = Running(leased, TaskContext(
+            id=msg.id, handler=msg.handler, queue=msg.queue, attempt=leased.attempt,
+            max_retries=msg.max_retries, resource=msg.resource, deadline=msg.deadline,
+            logger=log, index=msg.index, taskset=msg.taskset,
+        ), stop_reason="cancel", started=time.monotonic())  # fmt: skip
+        self._background.add(task := asyncio.create_task(
+            self._report(running, None, TaskCancelledError(f"task {msg.id} was cancelled"))
+        ))  # fmt: skip
+        task.add_done_callback(self._background.discard)
+
     async def _process(self, running: Running) -> None:
         leased = running.leased
         msg = leased.message
         result: str | None = None
         exc: BaseException | None = None
         try:
-            await self.sink.started(leased, self.worker_id, self.clock.now())
+            if self._sinks(leased):
+                await self.sink.started(leased, self.worker_id, self.clock.now())
             handler = registry.get(msg.handler)
             extra = handler.bind(msg.args, msg.kwargs, running.ctx)
-            value = await self._call(handler, msg.args, {**msg.kwargs, **extra}, msg.timeout)
+            kwargs = {**msg.kwargs, **extra} if extra else msg.kwargs
+            if middleware.any_registered():
+                async with middleware.around(running.ctx):
+                    value = await self._call(handler, msg.args, kwargs, msg.timeout)
+            else:
+                value = await self._call(handler, msg.args, kwargs, msg.timeout)
             try:
-                result = dumps(value)
+                result = "null" if value is None else dumps(value)
             except (TypeError, ValueError) as err:
                 exc = outcomes.ResultNotJsonError(
                     f"handler {msg.handler!r} returned a value of type "
@@ -320,10 +458,17 @@ class Worker:
             exc = err
         except Exception as err:
             exc = err
+        # The handler's time only: the report's wait for its group-committed ack is Redis
+        # latency, which leasing ahead hides rather than suffers from.
+        ran = time.monotonic() - running.started
         try:
             await self._report(running, result, exc)
         finally:
             self.running.pop(msg.id, None)
+            self.run_times.add(ran)
+            # The freed slot takes the next buffered task at once; the fetch loop hears
+            # of it to lease more.
+            self._start_buffered()
             self._wake.set()
             if self.metrics is not None:
                 self.metrics.in_flight.set(len(self.running))
@@ -380,17 +525,18 @@ class Worker:
         took = time.monotonic() - running.started
         if self.metrics is not None:
             self.metrics.observe(msg.queue, msg.handler, decision.kind, took)
-        log.info(
-            "task %s %s attempt %d %s in %.2fs%s",
-            _label(msg),
-            msg.handler,
-            leased.attempt,
-            decision.kind,
-            took,
-            f": {decision.error.get('type')}: {decision.error.get('message')}"
-            if decision.error
-            else "",
-        )
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "task %s %s attempt %d %s in %.2fs%s",
+                _label(msg),
+                msg.handler,
+                leased.attempt,
+                decision.kind,
+                took,
+                f": {decision.error.get('type')}: {decision.error.get('message')}"
+                if decision.error
+                else "",
+            )
         if decision.kind == "succeeded":
             assert decision.result is not None
             self._acks[msg.queue].append((running, decision.result))
@@ -407,7 +553,7 @@ class Worker:
                 msg.queue, self.worker_id, msg.id, leased.attempt, decision.kind, error
             )
         self.processed += 1
-        if ok:
+        if ok and self._sinks(leased):
             await self.sink.finished(leased, decision, self.clock.now())
 
     async def _ack_loop(self, stop: asyncio.Event) -> None:
@@ -444,5 +590,5 @@ class Worker:
                 log.warning(
                     "task %s finished after its lease was lost; result dropped", running.ctx.id
                 )
-            elif not isinstance(self.sink, NullSink):
+            elif self._sinks(running.leased):
                 await self.sink.finished(running.leased, outcomes.Outcome("succeeded", result), now)

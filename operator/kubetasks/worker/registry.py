@@ -28,6 +28,8 @@ class Handler:
     is_async: bool
     wants_context: bool
     signature: inspect.Signature
+    bare: bool = False
+    """It takes no arguments (but the context): a task without any needs no check."""
 
     def bind(self, args: list[Any], kwargs: dict[str, Any], ctx: object) -> dict[str, Any]:
         """Check the task's arguments against the signature before running anything.
@@ -37,6 +39,8 @@ class Handler:
         arguments fails at once with a clear error instead of being retried.
         """
         extra = {CONTEXT_PARAMETER: ctx} if self.wants_context else {}
+        if self.bare and not args and not kwargs:
+            return extra
         try:
             self.signature.bind(*args, **kwargs, **extra)
         except TypeError as exc:
@@ -65,16 +69,26 @@ def task(name: str) -> Callable[[F], F]:
                 f"handler name {name!r} is already registered by {_origin(existing.fn)}"
             )
         signature = inspect.signature(fn)
+        wants_context = CONTEXT_PARAMETER in signature.parameters
         _REGISTRY[name] = Handler(
             name=name,
             fn=fn,
             is_async=inspect.iscoroutinefunction(fn),
-            wants_context=CONTEXT_PARAMETER in signature.parameters,
+            wants_context=wants_context,
             signature=signature,
+            bare=_fits(signature, {CONTEXT_PARAMETER: None} if wants_context else {}),
         )
         return fn
 
     return register
+
+
+def _fits(signature: inspect.Signature, kwargs: dict[str, Any]) -> bool:
+    try:
+        signature.bind(**kwargs)
+    except TypeError:
+        return False
+    return True
 
 
 def _origin(fn: Callable[..., Any]) -> str:

@@ -22,6 +22,10 @@ class StatusSink(Protocol):
         """An attempt ended: succeeded, will retry, failed, cancelled or out of time."""
         ...
 
+    def progress(self, leased: Leased, fraction: float, message: str, at: float) -> None:
+        """The handler reported progress (called on the event loop, never blocks)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -32,6 +36,9 @@ class NullSink:
         return None
 
     async def finished(self, leased: Leased, outcome: Outcome, at: float) -> None:
+        return None
+
+    def progress(self, leased: Leased, fraction: float, message: str, at: float) -> None:
         return None
 
     async def close(self) -> None:

@@ -3,22 +3,27 @@
 -- ARGV[1] now (ms)  ARGV[2] task prefix  ARGV[3] unique prefix  ARGV[4] default retention (s)
 -- ARGV[5] worker id  ARGV[6..] 3 per task: id, attempt, result (JSON)
 -- An ack counts only while the worker still holds that attempt's lease (a reclaimed task
--- acked late by its old worker is ignored). Returns the ids that were not acked.
+-- acked late by its old worker is ignored). Each acked attempt is recorded in the task's
+-- history ('a:<attempt>', see lib.lua). Per task: one read of its hash (read_task), one
+-- write, its EXPIRE; the leases are released in one ZREM. Returns the ids not acked.
 local now = tonumber(ARGV[1])
 local retention = retention_of(KEYS[3], ARGV[4])
 local stale = {}
-local done = 0
+local acked = {}
 for i = 6, #ARGV, 3 do
   local id = ARGV[i]
   local tkey = ARGV[2] .. id
-  local f = redis.call('HMGET', tkey, 'state', 'worker', 'attempts')
-  if f[1] == 'active' and f[2] == ARGV[5] and f[3] == ARGV[i + 1] then
-    redis.call('ZREM', KEYS[1], id)
-    finish(tkey, ARGV[3], id, 'succeeded', now, retention, 'result', ARGV[i + 2])
-    done = done + 1
+  local t = read_task(tkey)
+  if t.state == 'active' and t.worker == ARGV[5] and t.attempts == ARGV[i + 1] then
+    acked[#acked + 1] = id
+    finish(tkey, ARGV[3], id, 'succeeded', now, retention, 'result', ARGV[i + 2], t,
+      'succeeded', '')
   else
     stale[#stale + 1] = id
   end
 end
-if done > 0 then redis.call('HINCRBY', KEYS[2], 'processed', done) end
+if #acked > 0 then
+  each_chunk('ZREM', KEYS[1], acked, 1)
+  redis.call('HINCRBY', KEYS[2], 'processed', #acked)
+end
 return stale

@@ -50,35 +50,42 @@ if rate and want > 0 then
 end
 local out = {}
 local started = 0
+local leases = {}
 if want > 0 and redis.call('ZCARD', KEYS[1]) > 0 then
   local popped = redis.call('ZPOPMIN', KEYS[1], want)
   for i = 1, #popped, 2 do
     local id = popped[i]
     local tkey = ARGV[5] .. id
-    local f = redis.call('HMGET', tkey, 'msg', 'deadline', 'cancel')
+    -- one read per task: what starting it needs, and what ending it here would
+    local f = redis.call('HMGET', tkey, 'msg', 'deadline', 'cancel', 'attempts', 'set', 'idx',
+      'unique')
     if f[1] then
+      local t = {attempts = f[4], set = f[5], idx = f[6], unique = f[7]}
       local deadline = tonumber(f[2]) or 0
       if f[3] == '1' then
         -- cancelled while running, then handed back (shutdown or lost worker): never rerun
         finish(tkey, ARGV[6], id, 'cancelled', now, retention, 'error',
-          error_json('Cancelled', 'cancelled before it could run again'))
+          error_json('Cancelled', 'cancelled before it could run again'), t)
         out[#out + 1] = id
         out[#out + 1] = f[1]
-        out[#out + 1] = redis.call('HGET', tkey, 'attempts')
+        out[#out + 1] = f[4]
         out[#out + 1] = 'cancelled'
       elseif deadline > 0 and now > deadline then
         finish(tkey, ARGV[6], id, 'deadline_exceeded', now, retention, 'error',
-          error_json('DeadlineExceeded', 'the deadline passed before an attempt could start'))
+          error_json('DeadlineExceeded', 'the deadline passed before an attempt could start'), t)
         redis.call('ZADD', KEYS[3], now, id)
         redis.call('HINCRBY', KEYS[4], 'failed', 1)
         out[#out + 1] = id
         out[#out + 1] = f[1]
-        out[#out + 1] = redis.call('HGET', tkey, 'attempts')
+        out[#out + 1] = f[4]
         out[#out + 1] = 'deadline_exceeded'
       else
-        local attempt = redis.call('HINCRBY', tkey, 'attempts', 1)
-        redis.call('HSET', tkey, 'state', 'active', 'worker', ARGV[4], 'started_at', now)
-        redis.call('ZADD', KEYS[2], ARGV[2], id)
+        local attempt = (tonumber(f[4]) or 0) + 1
+        redis.call('HSET', tkey, 'attempts', attempt, 'state', 'active', 'worker', ARGV[4],
+          'started_at', now)
+        set_running(tkey, true, t)
+        leases[#leases + 1] = ARGV[2]
+        leases[#leases + 1] = id
         started = started + 1
         out[#out + 1] = id
         out[#out + 1] = f[1]
@@ -88,6 +95,7 @@ if want > 0 and redis.call('ZCARD', KEYS[1]) > 0 then
     end
   end
 end
+if #leases > 0 then each_chunk('ZADD', KEYS[2], leases, 2) end
 if tokens then
   -- Fractions are kept as text: a Lua number returned to Redis would be truncated.
   redis.call('HSET', KEYS[6], 'tokens', tostring(tokens - started), 'at', bucket_at)

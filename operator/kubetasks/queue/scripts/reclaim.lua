@@ -1,6 +1,7 @@
 -- reclaim: take back tasks whose worker is gone: leases that expired, or every task held
 -- by one named worker (its pod was deleted). Each goes back to pending, or to the dead set
 -- when it has used all its attempts (a task that kills its worker every time must stop).
+-- The lost attempt is recorded in the history as 'lost', error type WorkerLost (lib.lua).
 -- KEYS[1] active   KEYS[2] pending   KEYS[3] dead   KEYS[4] stats   KEYS[5] notify
 -- KEYS[6] config
 -- ARGV[1] now (ms)  ARGV[2] task prefix  ARGV[3] unique prefix  ARGV[4] default retention (s)
@@ -21,6 +22,7 @@ for _, id in ipairs(ids) do
   if ARGV[6] == '' or f[1] == ARGV[6] then
     redis.call('ZREM', KEYS[1], id)
     if f[4] then
+      record_attempt(tkey, now, 'lost', 'WorkerLost')
       local why = 'worker ' .. tostring(f[1]) .. ' stopped holding the task (lease expired or pod gone)'
       if tonumber(f[2]) > tonumber(f[3]) then
         finish(tkey, ARGV[3], id, 'failed', now, retention, 'error', error_json('WorkerLost', why))
@@ -31,6 +33,7 @@ for _, id in ipairs(ids) do
         dead[#dead + 1] = f[2]
       else
         redis.call('HSET', tkey, 'state', 'pending', 'worker', '', 'error', error_json('WorkerLost', why))
+        set_running(tkey, false)
         redis.call('ZADD', KEYS[2], f[4], id)
         requeued = requeued + 1
       end
