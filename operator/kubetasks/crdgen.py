@@ -22,9 +22,10 @@ from typing import Any
 
 import yaml
 
-from kubetasks.models import PeriodicTask, Queue, Task, WorkerPool
+from kubetasks.models import PeriodicTask, Queue, Task, TaskSet, WorkerPool
 from kubetasks.models.base import Model
 from kubetasks.models.task import SPEC_UPDATE_RULES
+from kubetasks.models.taskset import SPEC_UPDATE_RULES as SET_UPDATE_RULES
 from kubetasks.vocabulary import API_VERSION, GROUP, VERSION
 
 HEADER = (
@@ -80,6 +81,23 @@ KINDS = (
         ),
         tuple(SPEC_UPDATE_RULES),
         (".status.phase", ".spec.queue"),
+    ),
+    Kind(
+        TaskSet,
+        "TaskSet",
+        "tasksets",
+        ("tset", "tsets"),
+        (
+            _column("Total", ".status.total", "integer"),
+            _column("Succeeded", ".status.succeeded", "integer"),
+            _column("Failed", ".status.failed", "integer"),
+            _column("Running", ".status.running", "integer"),
+            AGE,
+            _column("Phase", ".status.phase", priority=1),
+            _column("Handler", ".spec.template.spec.handler", priority=1),
+            _column("Queue", ".spec.template.spec.queue", priority=1),
+        ),
+        tuple(SET_UPDATE_RULES),
     ),
     Kind(
         PeriodicTask,

@@ -25,6 +25,7 @@ TARGET = CHART / "templates" / "crds"
 SYNC = CHART / "hack" / "sync-crds.py"
 KINDS = {
     "tasks.kubetasks.dev": "Task",
+    "tasksets.kubetasks.dev": "TaskSet",
     "periodictasks.kubetasks.dev": "PeriodicTask",
     "workerpools.kubetasks.dev": "WorkerPool",
     "queues.kubetasks.dev": "Queue",

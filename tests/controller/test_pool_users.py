@@ -150,7 +150,7 @@ def test_a_pool_gets_its_own_user_and_secret_and_loses_them_with_it(
     with pytest.raises(NoPermissionError):
         worker.hset("kubetasks:worker:elsewhere/workers-0", "active", 1)
     with pytest.raises(NoPermissionError):
-        worker.hgetall(f"kubetasks:{{{namespace}/default}}:config")  # not a worker command
+        worker.hkeys(f"kubetasks:{{{namespace}/default}}:config")  # not a worker command
 
     # Redis loses its users (a restart, a new empty server): the operator sets it again.
     acl(r, "DELUSER", user)

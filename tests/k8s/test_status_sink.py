@@ -101,3 +101,20 @@ async def test_writes_pending_at_shutdown_land_when_the_api_server_returns_in_ti
     await closing
     assert time.monotonic() - start < 2
     assert [tasks.status(name)["phase"] for name in uids] == ["Succeeded"] * 3
+
+
+async def test_a_taskset_item_is_never_written_to_the_api_even_when_it_names_a_resource(
+    sink: ResourceStatusSink, proxy: Proxy, tasks: Tasks, namespace: str
+) -> None:
+    # An item of a TaskSet reports to Redis only. Even a message that names a Task (which
+    # the operator never builds for an item) makes the sink write nothing.
+    uid = tasks.create("bystander", "h")["metadata"]["uid"]
+    item = TaskMessage(
+        id=uid, handler="h", resource=f"{namespace}/bystander", taskset="set", index=3
+    )
+    leased = Leased(item, 1)
+    await sink.started(leased, "pod", T)
+    await sink.finished(leased, Outcome("succeeded", '"done"'), T + 1)
+    await wait_drained(sink, timeout=3)
+    assert sink.writer.writes == 0 and not sink.backlog
+    assert tasks.status("bystander") == {}

@@ -60,6 +60,16 @@ class Dependents:
         self._outcomes[key] = outcome(body)
         return list(waiters.values()) if phase in FINAL_PHASES else []
 
+    def dependency_ended(self, namespace: str, name: str, found: Outcome) -> list[dict[str, Any]]:
+        """A dependency that is not a Task (``taskset/<name>``) reached a final phase: the
+        Tasks to admit again."""
+        key = (namespace, name)
+        waiters = self._waiters.get(key)
+        if not waiters:
+            return []
+        self._outcomes[key] = found
+        return list(waiters.values())
+
     def deleted(self, body: dict[str, Any]) -> None:
         meta = body["metadata"]
         self._unregister(meta["uid"])

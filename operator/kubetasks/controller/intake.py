@@ -18,7 +18,7 @@ from kubetasks.queue import TaskMessage
 from kubetasks.queue.message import check_size
 from kubetasks.queuename import validate_queue_name
 from kubetasks.timestamps import parse_rfc3339
-from kubetasks.vocabulary import FINAL_PHASES, TaskPhase
+from kubetasks.vocabulary import FINAL_PHASES, TASKSET_DEPENDENCY, TaskPhase
 
 
 def resource_name(body: dict[str, Any]) -> str:
@@ -60,7 +60,15 @@ def build_message(
     kwargs = dict(spec.get("kwargs") or {})
     if dependency_results is not None:
         mode = spec.get("dependencyResults", "None")
-        if mode == "Args":
+        if mode == "None":
+            # A chord: each TaskSet dependency's results (a list by index) go first.
+            names = spec.get("dependsOn") or []
+            args = [
+                r
+                for d, r in zip(names, dependency_results, strict=False)
+                if d.startswith(TASKSET_DEPENDENCY)
+            ] + args
+        elif mode == "Args":
             args = [*dependency_results, *args]
         elif mode == "Kwarg":
             kwargs["results"] = dependency_results
@@ -88,6 +96,7 @@ def build_message(
             unique_key=spec.get("uniqueKey") if unique_for else None,
             unique_for=unique_for,
             resource=resource_name(body),
+            labels=dict(body["metadata"].get("labels") or {}),
         )
     except KeyError as exc:
         raise ConfigurationError(f"spec.{exc.args[0]} is required") from None

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from kubetasks.controller.reaper import Reaper
     from kubetasks.controller.repair import Repairer
     from kubetasks.controller.state import OperatorState
+    from kubetasks.controller.tasksets import TaskSetController
     from kubetasks.controller.waiting import WaitingTasks
     from kubetasks.k8s.events import EventPoster
 
@@ -54,6 +55,8 @@ class OperatorMemo:
     """Deletes finished Tasks when their TTL runs out."""
     repairer: Repairer
     """Puts Redis back in line with the Task resources."""
+    tasksets: TaskSetController
+    """TaskSets: their items into Redis, their status back in aggregate."""
     periodic: PeriodicRunners
     """One runner per PeriodicTask."""
     autoscaler: PoolAutoscaler

@@ -14,7 +14,7 @@ import kopf
 
 from kubetasks import outages
 from kubetasks.background import isolated, run_every
-from kubetasks.controller import pools, queues, tasks  # noqa: F401 - register their handlers
+from kubetasks.controller import pools, queues, tasks, tasksets  # noqa: F401 - register their handlers
 from kubetasks.controller.autoscaling import PoolAutoscaler
 from kubetasks.controller.deferred import DeferredWrites
 from kubetasks.controller.dependents import Dependents
@@ -38,6 +38,7 @@ from kubetasks.k8s.poolcredentials import PoolLookup, SecretCreator
 from kubetasks.k8s.queues import QueueApi
 from kubetasks.k8s.status import PoolStatusWriter, TaskStatusWriter
 from kubetasks.k8s.tasks import TaskApi
+from kubetasks.k8s.tasksets import TaskSetApi
 from kubetasks.metrics import OperatorMetrics
 from kubetasks.metrics import serve as serve_metrics
 from kubetasks.outcome import ended_outcome
@@ -123,6 +124,10 @@ async def startup(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: Any)
         observers=[memo.periodic.child_seen],
         ready=memo.periodic.ready,
     )
+    memo.tasksets = tasksets.TaskSetController(
+        state, TaskSetApi(api), on_finished=functools.partial(dependency_ended, memo)
+    )
+    state.taskset_outcome = memo.tasksets.outcome
     metrics = OperatorMetrics()
     memo.repairer = Repairer(state, memo.deferred, metrics, feed=memo.feed)
     try:
@@ -161,6 +166,7 @@ async def startup(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: Any)
         asyncio.create_task(run_every(memo.deferred, memo.stop)),
         asyncio.create_task(run_every(memo.reaper, memo.stop)),
         asyncio.create_task(run_every(memo.waiting, memo.stop)),
+        asyncio.create_task(run_every(memo.tasksets, memo.stop)),
         asyncio.create_task(run_every(memo.queues, memo.stop)),
         asyncio.create_task(run_every(memo.repairer, memo.stop)),
         asyncio.create_task(run_every(memo.autoscaler, memo.stop)),
@@ -234,6 +240,19 @@ def _runs_a_pool(pod: dict[str, Any], namespace: str, autoscaler: PoolAutoscaler
         and str(ref.get("name", "")).startswith(f"{pool}-")
         for ref in meta.get("ownerReferences") or []
     )
+
+
+async def dependency_ended(
+    memo: OperatorMemo, namespace: str, name: str, found: tuple[str | None, Any]
+) -> None:
+    """A TaskSet ended: the Tasks waiting on it (``dependsOn: [taskset/<name>]``) are
+    admitted again (queued with its results, or failed naming it)."""
+    lookup = tasks.api_lookup(memo.state, memo.dependents)
+    for dependent in memo.dependents.dependency_ended(namespace, name, found):
+        with isolated(log, "dependent %s of %s", dependent["metadata"]["name"], name):
+            await tasks.admit(
+                memo.state, dependent, lookup, graph=memo.dependents, waiting=memo.waiting
+            )
 
 
 async def report_ended(state: OperatorState, leased: Leased) -> None:

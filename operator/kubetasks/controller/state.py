@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from kubetasks import settings
 from kubetasks.clock import SYSTEM_CLOCK, Clock
@@ -56,5 +58,8 @@ class OperatorState:
     """False after an enqueue failed; the repair loop then runs every few seconds."""
     repair_soon: asyncio.Event = field(default_factory=asyncio.Event)
     """Set to make the repair loop run now (an enqueue just failed)."""
+    taskset_outcome: Callable[[str, str], Awaitable[tuple[str | None, Any]]] | None = None
+    """(phase, results) of a TaskSet by namespace and name (``controller/tasksets.py``), for
+    Tasks that depend on one (a chord)."""
     redis_lost_at: float | None = None
     """When Redis was last found to have lost its data (``epoch.py``); None: never."""

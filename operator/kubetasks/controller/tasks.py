@@ -30,7 +30,7 @@ from kubetasks.controller.state import OperatorState
 from kubetasks.errors import ConfigurationError, MessageTooLargeError
 from kubetasks.queuename import is_queue_name
 from kubetasks.status_patches import operator_patch
-from kubetasks.vocabulary import FINAL_PHASES, TASK_FINALIZER, TaskPhase
+from kubetasks.vocabulary import FINAL_PHASES, TASK_FINALIZER, TASKSET_DEPENDENCY, TaskPhase
 
 if TYPE_CHECKING:
     from kubetasks.controller.memo import OperatorMemo
@@ -61,15 +61,26 @@ class WaitGraph(Protocol):
 # -- dependencies ----------------------------------------------------------------------------
 
 
+async def read_dependency(state: OperatorState, namespace: str, name: str) -> Outcome:
+    """The outcome of one entry of ``spec.dependsOn`` as it stands now: a Task read from the
+    API, or (``taskset/<name>``) a TaskSet as its controller knows it; ``(None, None)`` for
+    one that does not exist."""
+    if name.startswith(TASKSET_DEPENDENCY):
+        if state.taskset_outcome is None:
+            return (None, None)
+        return await state.taskset_outcome(namespace, name[len(TASKSET_DEPENDENCY) :])
+    body = await state.tasks.get(namespace, name)
+    return outcome(body) if body is not None else (None, None)
+
+
 def api_lookup(state: OperatorState, dependents: Dependents) -> PhaseLookup:
-    """Look a dependency up in what the watch has shown, else read it from the API."""
+    """Look a dependency up in what the watch has shown, else read it."""
 
     async def lookup(namespace: str, name: str) -> Outcome:
         known = dependents.known(namespace, name)
         if known is not None:
             return known
-        body = await state.tasks.get(namespace, name)
-        found = outcome(body) if body is not None else (None, None)
+        found = await read_dependency(state, namespace, name)
         dependents.remember(namespace, name, found)
         return found
 

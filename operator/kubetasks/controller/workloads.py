@@ -31,6 +31,8 @@ OPERATOR_ENV = frozenset(
 )
 #: The worker pod's volume with the Redis CA certificate (``KUBETASKS_REDIS_CA_SECRET``).
 REDIS_CA_VOLUME = "redis-tls"
+#: Name of the worker container's Prometheus port (the chart's PodMonitor scrapes it).
+METRICS_PORT_NAME = "metrics"
 #: Seconds a worker keeps for itself at the end of the grace period to hand tasks back.
 HANDBACK_SECONDS = 5
 #: Pod spec fields a pool's ``podTemplate`` sets as given (Kubernetes' own shapes), within
@@ -70,6 +72,9 @@ class WorkloadDefaults:
     namespace."""
     redis_ca_key: str = field(default_factory=settings.REDIS_CA_KEY.get)
     """Key of the certificate in that Secret, and the name of the mounted file."""
+    metrics_port: int = field(default_factory=settings.WORKER_METRICS_PORT.get)
+    """Port of each worker's Prometheus ``/metrics``, the container port named ``metrics``
+    (0: the workers serve none)."""
     extra_labels: dict[str, str] = field(default_factory=settings.WORKER_POD_LABELS.get)
     """Labels added to every worker pod (the local dev env marks them for its kubelet)."""
 
@@ -97,7 +102,7 @@ def _field_env(name: str, path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
-def worker_args(spec: dict[str, Any]) -> list[str]:
+def worker_args(spec: dict[str, Any], metrics_port: int = 0) -> list[str]:
     queues = ",".join(f"{q['name']}:{q.get('weight', 1)}" for q in spec["queues"])
     grace = int(spec.get("terminationGracePeriodSeconds", 30))
     args = [
@@ -109,6 +114,8 @@ def worker_args(spec: dict[str, Any]) -> list[str]:
         "--grace-period",
         str(max(grace - HANDBACK_SECONDS, 1)),
     ]
+    if metrics_port:
+        args += ["--metrics-port", str(metrics_port)]
     if spec.get("strictPriority"):
         args.append("--strict")
     if spec.get("allowHttp"):
@@ -168,7 +175,7 @@ def deployment(
         "name": "worker",
         "image": spec.get("image") or defaults.image,
         "command": ["kubetasks"],
-        "args": worker_args(spec),
+        "args": worker_args(spec, defaults.metrics_port),
         "env": env,
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -177,6 +184,11 @@ def deployment(
             "capabilities": {"drop": ["ALL"]},
         },
     }
+    if defaults.metrics_port:
+        # Named, so that the chart's PodMonitor and NetworkPolicy find it by name.
+        container["ports"] = [
+            {"name": METRICS_PORT_NAME, "containerPort": defaults.metrics_port, "protocol": "TCP"}
+        ]
     if overrides.get("resources"):
         container["resources"] = overrides["resources"]
     pod_spec: dict[str, Any] = {

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import aiohttp
@@ -108,6 +108,19 @@ def load_configuration() -> client.Configuration:
             f"no Kubernetes credentials: not in a cluster and no usable kubeconfig ({exc})"
         ) from exc
     return configuration
+
+
+def context_namespace() -> str | None:
+    """The namespace of the kubeconfig's current context (what kubectl uses without -n);
+    None in a cluster, without a kubeconfig or when the context names none."""
+    if settings.KUBERNETES_SERVICE_HOST.get():
+        return None
+    try:
+        _, current = config.list_kube_config_contexts(config_file=settings.KUBECONFIG.get() or None)
+    except (config.ConfigException, OSError):
+        return None
+    namespace = ((current or {}).get("context") or {}).get("namespace")
+    return str(namespace) if namespace else None
 
 
 def authorization(configuration: client.Configuration) -> str | None:
@@ -283,7 +296,7 @@ class KubeApi:
 
     async def stream(
         self, path: str, *, idle: float, **query: str | int | bool
-    ) -> AsyncIterator[JsonObject]:
+    ) -> AsyncGenerator[JsonObject, None]:
         """A watch: GET ``path`` with ``watch=true`` and ``query``; yields each event (one
         JSON object per line) as it comes. Ends when the server closes the stream; a stream
         silent for ``idle`` seconds raises TimeoutError (bookmarks and the server's own

@@ -45,3 +45,10 @@ class QueueApi:
     async def write_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         with contextlib.suppress(NotFoundError):  # deleted meanwhile
             await self.api.patch(custom_path(QUEUES, namespace, name, "status"), {"status": status})
+
+    async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Queue ``name`` of ``namespace``, or None when there is none."""
+        try:
+            return await self.api.get(custom_path(QUEUES, namespace, name))
+        except NotFoundError:
+            return None

@@ -86,10 +86,14 @@ class ResourceStatusSink:
         writer: TaskStatusWriter,
         *,
         running_delay: float = 0.05,
+        progress_interval: float = 3.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.writer = writer
         self.running_delay = running_delay
+        self.progress_interval = progress_interval
+        self._progress: dict[tuple[str, int], tuple[dict[str, Any], float]] = {}
+        """Per running attempt: the last progress reported and when its write is due."""
         self.clock = clock
         self.backlog = Backlog()
         self.outage = Outage()
@@ -103,7 +107,9 @@ class ResourceStatusSink:
     @staticmethod
     def _where(leased: Leased) -> tuple[str, str] | None:
         resource = leased.message.resource
-        if not resource:
+        # A TaskSet item has no resource of its own: it reports to Redis only, and the
+        # operator writes the set's status in aggregate.
+        if not resource or leased.message.taskset is not None:
             return None
         namespace, _, name = resource.partition("/")
         return namespace, name
@@ -118,6 +124,25 @@ class ResourceStatusSink:
         due = self.clock() + self.running_delay
         self._submit(Write(*where, uid, attempt, False, patch, fresh=attempt == 1, due=due))
 
+    def progress(self, leased: Leased, fraction: float, message: str, at: float) -> None:
+        """A progress write, coalesced: it replaces the attempt's pending write (it says
+        all a Running write says), and is due no sooner than ``progress_interval`` after
+        the previous one, so a handler reporting often costs one write per interval."""
+        where = self._where(leased)
+        uid, attempt = leased.message.id, leased.attempt
+        start = self._started.get((uid, attempt))
+        if where is None or start is None:
+            return  # not a Task resource's, or the attempt has ended already
+        value = {"fraction": fraction, "message": message, "updatedAt": rfc3339_millis(at)}
+        previous = self._progress.get((uid, attempt))
+        now = self.clock()
+        due = now if previous is None else max(now, previous[1] + self.progress_interval)
+        self._progress[(uid, attempt)] = (value, due)
+        patch = running_patch(attempt, start.worker, start.at)
+        patch["status"]["progress"] = value
+        fresh = attempt == 1 and not start.sent
+        self._submit(Write(*where, uid, attempt, False, patch, fresh=fresh, due=due))
+
     async def finished(self, leased: Leased, outcome: Outcome, at: float) -> None:
         where = self._where(leased)
         if where is None:
@@ -125,6 +150,9 @@ class ResourceStatusSink:
         uid, attempt = leased.message.id, leased.attempt
         start = self._started.pop((uid, attempt), None)
         patch = end_patch(leased, outcome, at, start)
+        last = self._progress.pop((uid, attempt), None)
+        if last is not None:
+            patch["status"]["progress"] = last[0]  # the last value, with the final status
         # A first attempt that was never reported Running most likely finds no status yet.
         fresh = attempt == 1 and (start is None or not start.sent)
         self._submit(Write(*where, uid, attempt, True, patch, fresh=fresh, due=self.clock()))

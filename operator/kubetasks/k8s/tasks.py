@@ -21,7 +21,7 @@ from kubetasks.k8s.api import (
     NotFoundError,
     custom_path,
 )
-from kubetasks.vocabulary import FINAL_PHASES, TASKS
+from kubetasks.vocabulary import API_VERSION, FINAL_PHASES, PARENT_LABEL, RERUN_OF_LABEL, TASKS
 
 log = logging.getLogger("kubetasks.operator")
 
@@ -35,6 +35,24 @@ UNFINISHED = ",".join(f"status.phase!={phase}" for phase in FINAL_PHASES)
 def task_paths(namespaces: Iterable[str]) -> list[str]:
     """The Task collections of ``namespaces`` (the cluster-wide one when there is none)."""
     return [custom_path(TASKS, ns) for ns in namespaces] or [custom_path(TASKS)]
+
+
+def rerun_manifest(old: dict[str, Any]) -> dict[str, Any]:
+    """A new Task running what ``old`` ran: its spec and labels, a name generated from its
+    own, and the label :data:`~kubetasks.vocabulary.RERUN_OF_LABEL` naming it. A PeriodicTask's
+    child label is not copied: the re-run is no run of the schedule (its parent would count
+    it against its history and concurrency policy)."""
+    meta = old["metadata"]
+    labels = dict(meta.get("labels") or {})
+    labels.pop(PARENT_LABEL, None)
+    labels[RERUN_OF_LABEL] = meta["name"]
+    prefix = meta["name"][:50].rstrip("-.") + "-rerun-"
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Task",
+        "metadata": {"generateName": prefix, "namespace": meta["namespace"], "labels": labels},
+        "spec": old.get("spec") or {},
+    }
 
 
 @dataclass(frozen=True)
@@ -55,6 +73,10 @@ class TaskApi:
             return await self.api.get(custom_path(TASKS, namespace, name))
         except NotFoundError:
             return None
+
+    async def create(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a Task; returns it as stored (with the name the server generated)."""
+        return await self.api.post(custom_path(TASKS, namespace), body)
 
     async def add_finalizer(self, body: dict[str, Any], finalizer: str) -> None:
         meta = body["metadata"]

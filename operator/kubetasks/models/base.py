@@ -22,6 +22,8 @@ MAX_NAME = 253
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 #: A DNS-1123 subdomain, the form of most Kubernetes object names.
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+#: A ``dependsOn`` entry: a Task name, or ``taskset/<name>`` for a TaskSet (a chord).
+DEPENDENCY = r"^(taskset/)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 #: Queue names: the broker's own rule (``kubetasks.queuename``), so the API server refuses
 #: at admission exactly what Redis keys and worker ``--queues`` flags would refuse later.
 QUEUE_NAME = QUEUE_NAME_PATTERN

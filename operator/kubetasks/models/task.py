@@ -15,7 +15,7 @@ from pydantic import Field
 from kubetasks.models.base import (
     ANY_JSON,
     CONDITIONS,
-    DNS_SUBDOMAIN,
+    DEPENDENCY,
     MAX_NAME,
     MAX_QUEUE,
     QUEUE_NAME,
@@ -128,11 +128,13 @@ class TaskSpec(Model):
         default=None,
         max_length=32,
         json_schema_extra={
-            "items": {"type": "string", "maxLength": MAX_NAME, "pattern": DNS_SUBDOMAIN},
+            "items": {"type": "string", "maxLength": MAX_NAME + 8, "pattern": DEPENDENCY},
             "x-kubernetes-list-type": "set",
         },
     )
-    """Names of Tasks in the same namespace that must succeed before this one is queued; it is
+    """Names of Tasks in the same namespace that must succeed before this one is queued
+    (``taskset/<name>`` names a TaskSet: a chord, whose results list is passed as the first
+    positional argument, see the README); it is
     Waiting until then, and Failed (reason DependencyFailed) if one of them fails, (reason
     DependencyCycle, naming the cycle) if it depends on itself through them, or (reason
     DependencyTimeout, naming the dependency) if one of them does not exist or has not
@@ -175,6 +177,17 @@ class TaskError(Model):
     """The last lines of the Python traceback (at most 4096 characters)."""
 
 
+class TaskProgress(Model):
+    """How far the running attempt got, as its handler reported with ``ctx.progress``."""
+
+    fraction: float = Field(ge=0, le=1)
+    """Done so far, from 0 to 1."""
+    message: str = Field(default="", max_length=256)
+    """What the handler is doing (at most 256 characters)."""
+    updated_at: Timestamp | None = None
+    """When the handler reported it."""
+
+
 class TaskStatus(Model):
     """What became of the Task; written by the operator and the worker, never backwards."""
 
@@ -212,6 +225,10 @@ class TaskStatus(Model):
     refused: the Task fails with ResultTooLargeError instead."""
     error: TaskError | None = None
     """The last error (phases Retrying and Failed)."""
+    progress: TaskProgress | None = None
+    """The latest progress the handler reported (``ctx.progress``); status writes for it
+    are coalesced, at most one per KUBETASKS_PROGRESS_INTERVAL_SECONDS per Task, and the last
+    value is written with the final status."""
     conditions: list[Condition] | None = Field(
         default=None, max_length=16, json_schema_extra=CONDITIONS
     )
