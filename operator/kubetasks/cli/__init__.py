@@ -1,8 +1,10 @@
 """The ``kubetasks`` command: run a worker, submit and inspect tasks, run the local dev env.
 
 Every subcommand is a thin shell over the library: parse flags, build settings, call the
-same code the Python API uses, print what happened. Errors a user can fix exit with status 2
-and one line naming the problem.
+same code the Python API uses, print what happened (a table, or ``-o json|yaml``). Expected
+failures print one line naming the problem and exit with the codes of
+:mod:`kubetasks.cli.output` (1 failed, 2 usage, 3 not found, 4 unreachable, 5 forbidden),
+never a traceback.
 """
 
 from __future__ import annotations
@@ -20,8 +22,15 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from kubetasks import __version__
+from kubetasks.cli import completion, output, tasks, tasksets
+from kubetasks.cli.output import FAILED, NOT_FOUND, OK, CommandError, add_output_flag, emit
 from kubetasks.client import Client, TaskRequest
-from kubetasks.errors import ConfigurationError, KubetasksError
+from kubetasks.errors import (
+    BrokerUnavailableError,
+    ConfigurationError,
+    KubetasksError,
+    TaskNotFoundError,
+)
 from kubetasks.metrics import WorkerMetrics
 from kubetasks.metrics import serve as serve_metrics
 from kubetasks.queue import Broker, QueueStats
@@ -29,7 +38,9 @@ from kubetasks.settings import (
     DEFAULT_HTTP_TIMEOUT,
     LOG_LEVEL,
     MAX_HTTP_TIMEOUT,
+    NAMESPACE,
     PEERING_PRIORITY,
+    POD_NAMESPACE,
     HttpSettings,
     WorkerSettings,
     parse_cidrs,
@@ -48,6 +59,16 @@ def _json_arg(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         return text  # a bare word is a string argument
+
+
+def resolve_namespace(explicit: str | None) -> str:
+    """The namespace a command addresses, as kubectl picks it: ``-n``, else
+    ``$KUBETASKS_NAMESPACE`` or the pod's own, else the kubeconfig context's, else default."""
+    if explicit or NAMESPACE.get() or POD_NAMESPACE.get():
+        return namespace_setting(explicit)
+    from kubetasks.k8s.api import context_namespace
+
+    return namespace_setting(context_namespace())
 
 
 def _setup_logging(level: str, *, kopf_outages: bool = False) -> None:
@@ -141,7 +162,10 @@ def _status_sink(mode: str) -> tuple[Any, Any]:
         if mode == "kubernetes":
             raise
         return None, None
-    return ResourceStatusSink(TaskStatusWriter(api)), api
+    from kubetasks.settings import PROGRESS_INTERVAL_SECONDS
+
+    interval = PROGRESS_INTERVAL_SECONDS.get()
+    return ResourceStatusSink(TaskStatusWriter(api), progress_interval=interval), api
 
 
 # -- operator --------------------------------------------------------------------------------
@@ -236,28 +260,16 @@ def _queue_json(stats: QueueStats) -> dict[str, Any]:
     }
 
 
-def _cell(value: Any) -> str:
-    if value is None or value is False:
-        return "-" if value is None else "false"
-    if value is True:
-        return "true"
-    if isinstance(value, float):
-        return f"{value:.1f}" if value < 100 else f"{value:.0f}"
-    return str(value)
-
-
 def cmd_queues(ns: argparse.Namespace) -> int:
     with Client(ns.redis_url, namespace=ns.namespace) as client:
         stats = client.queues(all_namespaces=ns.all_namespaces)
-    if ns.output == "json":
-        print(json.dumps([_queue_json(s) for s in stats], indent=2))
-        return 0
-    header = [name for name, _ in _QUEUE_COLUMNS]
-    rows = [[_cell(read(s)) for _, read in _QUEUE_COLUMNS] for s in stats]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
-    return 0
+    emit(
+        ns.output,
+        [_queue_json(s) for s in stats],
+        [name for name, _ in _QUEUE_COLUMNS],
+        lambda: [[read(s) for _, read in _QUEUE_COLUMNS] for s in stats],
+    )
+    return OK
 
 
 def cmd_pause(ns: argparse.Namespace) -> int:
@@ -286,16 +298,16 @@ def _set_paused(ns: argparse.Namespace, *, paused: bool) -> int:
             await api.close()
 
     asyncio.run(apply())
-    print(f"queue {namespace}/{queue} {'paused' if paused else 'resumed'}")
-    return 0
+    data = {"namespace": namespace, "queue": queue, "paused": paused}
+    emit(ns.output, data, text=f"queue {namespace}/{queue} {'paused' if paused else 'resumed'}")
+    return OK
 
 
 def cmd_status(ns: argparse.Namespace) -> int:
     with Client(ns.redis_url, namespace=ns.namespace) as client:
         info = client.status(ns.id, ns.queue)
     if info is None:
-        print(f"task {ns.id} is not known on queue {ns.queue!r}", file=sys.stderr)
-        return 1
+        raise CommandError(f"task {ns.id} not found on queue {ns.namespace}/{ns.queue}", NOT_FOUND)
     print(
         json.dumps(
             {
@@ -315,9 +327,70 @@ def cmd_status(ns: argparse.Namespace) -> int:
 
 
 def cmd_cancel(ns: argparse.Namespace) -> int:
+    """0 when the task is cancelled or told to stop, 3 when no such task, 1 when it had
+    ended already (its final state is printed)."""
     with Client(ns.redis_url, namespace=ns.namespace) as client:
-        print(client.cancel(ns.id, ns.queue))
-    return 0
+        outcome = client.cancel(ns.id, ns.queue)
+    if outcome == "missing":
+        raise CommandError(f"task {ns.id} not found on queue {ns.namespace}/{ns.queue}", NOT_FOUND)
+    emit(ns.output, {"id": ns.id, "queue": ns.queue, "outcome": outcome}, text=outcome)
+    if outcome not in ("cancelled", "cancelling"):
+        print(f"kubetasks: task {ns.id} had ended already ({outcome})", file=sys.stderr)
+        return FAILED
+    return OK
+
+
+def cmd_dashboard(ns: argparse.Namespace) -> int:
+    """Serve the web dashboard until SIGTERM or SIGINT; users log in with their own
+    Kubernetes token, the dashboard's credentials (kubeconfig or service account) run the
+    reviews and the reads."""
+    from kubetasks.dashboard.app import serve
+    from kubetasks.k8s.api import KubeApi
+    from kubetasks.settings import (
+        DASHBOARD_LISTEN,
+        DASHBOARD_REVIEW_SECONDS,
+        DASHBOARD_SAMPLE_SECONDS,
+        DASHBOARD_SECURE_COOKIE,
+    )
+
+    _setup_logging(ns.log_level)
+    host, port = DASHBOARD_LISTEN.parse(ns.listen) if ns.listen else DASHBOARD_LISTEN.get()
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        broker = Broker.from_url(redis_url(ns.redis_url))
+        api = KubeApi()
+        try:
+            await serve(
+                broker,
+                api,
+                host,
+                port,
+                stop=stop,
+                sample_interval=DASHBOARD_SAMPLE_SECONDS.get(),
+                review_ttl=DASHBOARD_REVIEW_SECONDS.get(),
+                secure_cookie=DASHBOARD_SECURE_COOKIE.get(),
+            )
+        finally:
+            await broker.close()
+            await api.close()
+
+    asyncio.run(run())
+    return OK
+
+
+def cmd_completion(ns: argparse.Namespace) -> int:
+    sys.stdout.write(completion.SCRIPTS[ns.shell])
+    return OK
+
+
+def cmd_complete(ns: argparse.Namespace) -> int:
+    for word in completion.candidates(build_parser(), ns.words):
+        print(word)
+    return OK
 
 
 # -- parser ----------------------------------------------------------------------------------
@@ -335,8 +408,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "-n",
             "--namespace",
-            help="namespace of the queue (default: $KUBETASKS_NAMESPACE, the pod's, or default)",
+            help="namespace of the queue (default: $KUBETASKS_NAMESPACE, the pod's, the"
+            " kubeconfig context's, or default)",
         )
+        p.set_defaults(resolve_namespace=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        redis_flag(p)
+        namespace_flag(p)
 
     w = sub.add_parser("worker", help="run handlers for the tasks of some queues")
     redis_flag(w)
@@ -432,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     redis_flag(q)
     namespace_flag(q)
     q.add_argument("-A", "--all-namespaces", action="store_true", help="queues of every namespace")
-    q.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    add_output_flag(q)
     q.set_defaults(func=cmd_queues)
 
     for name, func, what in (
@@ -442,6 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=f"{what}: sets the Queue resource's spec.paused")
         namespace_flag(p)
         p.add_argument("queue", metavar="QUEUE")
+        add_output_flag(p)
         p.set_defaults(func=func)
 
     s = sub.add_parser("status", help="one task's state, result or error")
@@ -455,10 +535,32 @@ def build_parser() -> argparse.ArgumentParser:
     redis_flag(c)
     namespace_flag(c)
     c.add_argument("id")
-    c.add_argument("--queue", default="default")
+    c.add_argument("-q", "--queue", default="default")
+    add_output_flag(c)
     c.set_defaults(func=cmd_cancel)
 
+    d = sub.add_parser("dashboard", help="serve the web dashboard (log in with a Kubernetes token)")
+    redis_flag(d)
+    d.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="where to serve (default: $KUBETASKS_DASHBOARD_LISTEN or 127.0.0.1:8080)",
+    )
+    d.add_argument("--log-level", default=LOG_LEVEL.get())
+    d.set_defaults(func=cmd_dashboard)
+
+    tasks.register(sub, common)
+    tasksets.register(sub, common)
+
+    comp = sub.add_parser("completion", help="print a shell completion script (bash or zsh)")
+    comp.add_argument("shell", choices=sorted(completion.SCRIPTS))
+    comp.set_defaults(func=cmd_completion)
+    hidden = sub.add_parser("__complete")  # what the completion scripts call
+    hidden.add_argument("words", nargs=argparse.REMAINDER)
+    hidden.set_defaults(func=cmd_complete)
+
     _register_optional(sub)
+    sub.metavar = "{" + ",".join(n for n in sub.choices if not n.startswith("_")) + "}"
     return parser
 
 
@@ -478,13 +580,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     func: Command = ns.func
     try:
+        if getattr(ns, "resolve_namespace", False):
+            ns.namespace = resolve_namespace(ns.namespace)
         return func(ns)
-    except KubetasksError as exc:
-        print(f"kubetasks: {exc}", file=sys.stderr)
-        return 2
-    except ConnectionError as exc:
-        print(f"kubetasks: cannot reach Redis: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        code, message = _failure(exc)
+        if code is None:
+            raise
+        print(f"kubetasks: {message}", file=sys.stderr)
+        return code
+
+
+def _failure(exc: Exception) -> tuple[int | None, str]:
+    """The exit code and message of an expected failure (None: a bug, let it show)."""
+    if isinstance(exc, CommandError):
+        return exc.code, str(exc)
+    if isinstance(exc, BrokerUnavailableError):
+        return output.UNREACHABLE, str(exc)
+    if isinstance(exc, ConnectionError):
+        return output.UNREACHABLE, f"Redis is unreachable: {exc}"
+    if isinstance(exc, ConfigurationError | ValueError):
+        return output.USAGE, str(exc)
+    if isinstance(exc, TaskNotFoundError):
+        return output.NOT_FOUND, str(exc)
+    if "kubetasks.k8s.api" in sys.modules:  # only commands that talk to Kubernetes load it
+        from kubetasks.k8s import api
+
+        if isinstance(exc, api.ForbiddenError):
+            return output.FORBIDDEN, f"forbidden by the Kubernetes API: {exc.message}"
+        if isinstance(exc, api.NotFoundError):
+            return output.NOT_FOUND, f"not found: {exc.message}"
+        if api.is_unavailable(exc):
+            return output.UNREACHABLE, f"the Kubernetes API is unreachable: {api.reason_text(exc)}"
+        if isinstance(exc, api.ApiError):
+            return output.FAILED, api.reason_text(exc)
+    if isinstance(exc, KubetasksError):
+        return output.FAILED, str(exc)
+    return None, ""
 
 
 if __name__ == "__main__":
