@@ -68,6 +68,7 @@ class Progress:
     """What the demo waits for, read from the resources."""
 
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tasksets: dict[str, dict[str, Any]] = field(default_factory=dict)
     periodic: dict[str, Any] = field(default_factory=dict)
     pool: dict[str, Any] = field(default_factory=dict)
     peak_replicas: int = 0
@@ -94,9 +95,12 @@ class Progress:
     def missing(self) -> list[str]:
         """What has not happened yet; empty when the demo is complete."""
         wanted = []
-        for name in ("hello", "flaky", "fetch-name", "greet"):
+        for name in ("hello", "flaky", "fetch-name", "greet", "album"):
             if self.phase(name) != "Succeeded":
                 wanted.append(f"{name} Succeeded (now {self.phase(name)})")
+        resize = self.tasksets.get("resize", {}).get("status", {}).get("phase", "-")
+        if resize != "Succeeded":
+            wanted.append(f"TaskSet resize Succeeded (now {resize})")
         burst = self.burst()
         if burst["Succeeded"] != 40:
             wanted.append(f"40 burst Tasks Succeeded (now {burst['Succeeded']})")
@@ -162,6 +166,7 @@ class Demo:
             return list(json.loads(out)["items"])
 
         self.progress.tasks = {t["metadata"]["name"]: t for t in items("tasks")}
+        self.progress.tasksets = {t["metadata"]["name"]: t for t in items("tasksets")}
         self.progress.periodic = next(iter(items("periodictasks")), {})
         self.progress.pool = next(iter(items("workerpools")), {})
         replicas = int(self.progress.pool.get("status", {}).get("replicas") or 0)
@@ -175,6 +180,7 @@ class Demo:
         parts = [
             self.kubectl("get", "workerpools", *ns).rstrip(),
             self.kubectl("get", "periodictasks", *ns).rstrip(),
+            self.kubectl("get", "tasksets", *ns).rstrip(),
             self.kubectl("get", "tasks", *ns, "-l", "batch!=burst").rstrip(),
         ]
         burst = self.progress.burst()
@@ -208,7 +214,10 @@ class Demo:
             self.install_chart()
         else:
             self.start_local_operator()
-        self.step("examples/: a WorkerPool at zero, Tasks, a chain, a PeriodicTask, a burst")
+        self.step(
+            "examples/: a WorkerPool at zero, Tasks, a chain, a PeriodicTask, a burst, a TaskSet"
+            " and a chord"
+        )
         for path in sorted((REPO / "examples").glob("*.yaml")):
             self.apply(path)
         self.step("watching (kubectl get workerpools / periodictasks / tasks, every 2 s)")

@@ -44,8 +44,9 @@ from kubernetes import client as k8s
 
 from devenv.binaries import KUBERNETES_VERSION
 from devenv.kubeapi import STRATEGIC_MERGE_PATCH, ApiError, JsonApi, JsonObject
-from devenv.podspec import ContainerConfigError, command_line, container_env
+from devenv.podspec import ContainerConfigError, command_line, container_env, local_ports
 from devenv.processes import kill_group
+from devenv.redis_server import free_port
 
 PROCESS_KUBELET_LABEL = "kubetasks.dev/process-kubelet"
 """Pods labelled with this key and value ``"true"`` run as local processes."""
@@ -352,7 +353,7 @@ class ProcessKubelet:
     ) -> tuple[list[str], dict[str, str], str | None]:
         """argv, environment and working directory of the pod's process."""
         declared = container_env(pod, container, self._lookup)
-        argv = command_line(container, declared)
+        argv = local_ports(command_line(container, declared), free_port)
         env = dict(os.environ)
         env.pop("KUBECONFIG", None)
         env.update(declared)

@@ -58,6 +58,21 @@ def command_line(container: JsonObject, env: Mapping[str, str]) -> list[str]:
     return argv
 
 
+#: Flags of ``kubetasks worker`` that open a listening port.
+PORT_FLAGS = ("--metrics-port",)
+
+
+def local_ports(argv: list[str], free_port: Callable[[], int]) -> list[str]:
+    """``argv`` with every listening port (``--metrics-port N``, N > 0) moved to a free port
+    of this machine: the pods' processes share its network, where every worker pod of a
+    Deployment asking for the same port (and the operator's own 9090) would collide."""
+    out = list(argv)
+    for i, part in enumerate(out[:-1]):
+        if part in PORT_FLAGS and out[i + 1] != "0":
+            out[i + 1] = str(free_port())
+    return out
+
+
 def container_env(pod: JsonObject, container: JsonObject, lookup: Lookup) -> dict[str, str]:
     """The variables the container declares (``envFrom`` first, then ``env``, in order),
     plus ``POD_NAME`` and ``POD_NAMESPACE`` which worker pods always get."""

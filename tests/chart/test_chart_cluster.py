@@ -46,7 +46,7 @@ from kubetasks.vocabulary import API_VERSION, GROUP, VERSION
 
 RBAC_API = "/apis/rbac.authorization.k8s.io/v1"
 KUBETASKS_CRDS = ("periodictasks.kubetasks.dev", "queues.kubetasks.dev", "tasks.kubetasks.dev",
-                  "workerpools.kubetasks.dev")  # fmt: skip
+                  "tasksets.kubetasks.dev", "workerpools.kubetasks.dev")  # fmt: skip
 
 # Stand-in for the Prometheus Operator's CRD, so that the ServiceMonitor of the observability
 # variant can be dry-run. It checks apiVersion, kind and metadata only, not the spec.

@@ -87,7 +87,9 @@ def test_the_policy_admits_workers_of_the_watched_namespaces_only() -> None:
 def test_extra_sources_and_turning_it_off() -> None:
     r = render(sets=["redis.networkPolicy.extraFrom[0].podSelector.matchLabels.app=debug"])
     assert any(admits(p, NAMESPACE, {"app": "debug"}) for p in redis_peers(r))
-    assert not render(sets=["redis.networkPolicy.enabled=false"]).kinds("NetworkPolicy")
+    assert f"{FULL}-redis" not in render(sets=["redis.networkPolicy.enabled=false"]).names(
+        "NetworkPolicy"
+    )
 
 
 def test_with_an_existing_secret_two_renders_are_the_same() -> None:

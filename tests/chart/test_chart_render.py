@@ -34,10 +34,11 @@ from kubetasks.vocabulary import API_VERSION, GROUP
 FULL = f"{RELEASE}-kubetasks"
 OPERATOR_SA = f"{FULL}-operator"
 WORKER_SA = f"{FULL}-worker"
-KUBETASKS_RESOURCES = ("tasks", "periodictasks", "workerpools")
+KUBETASKS_RESOURCES = ("tasks", "periodictasks", "workerpools", "tasksets")
 NAMESPACED_KINDS = {
     "ServiceAccount", "Secret", "Service", "Deployment", "StatefulSet", "Role", "RoleBinding",
     "NetworkPolicy", "PodDisruptionBudget", "ServiceMonitor", "WorkerPool", "KopfPeering",
+    "PodMonitor", "ConfigMap",
 }  # fmt: skip
 
 
@@ -77,7 +78,10 @@ def test_no_rbac_rule_has_a_wildcard(variant: tuple[str, Rendered]) -> None:
 
 def test_operator_is_one_replica_recreated(variant: tuple[str, Rendered]) -> None:
     name, rendered = variant
-    deployments = rendered.kinds("Deployment")
+    # The dashboard (tests/chart/test_chart_dashboard.py) is the one other Deployment.
+    deployments = [
+        d for d in rendered.kinds("Deployment") if d["metadata"]["name"] != f"{FULL}-dashboard"
+    ]
     assert [d["metadata"]["name"] for d in deployments] == [f"{FULL}-operator"], name
     spec = rendered.operator["spec"]
     assert spec["strategy"] == {"type": "Recreate"}
@@ -125,6 +129,7 @@ def _operator_role_grants_are_what_it_uses(got: set[tuple[str, str, str]]) -> No
         assert (GROUP, f"{resource}/status", "patch") in got
     assert (GROUP, "tasks", "create") in got
     assert (GROUP, "tasks", "delete") in got
+    assert (GROUP, "tasksets", "delete") in got
     assert {g[2] for g in got if g[:2] == (GROUP, "queues")} == {
         "get",
         "list",
@@ -284,8 +289,9 @@ def test_default_worker_pool_is_a_hook_only_when_its_crd_comes_with_the_release(
 def test_default_optional_resources_are_off(default: Rendered) -> None:
     for kind in ("ServiceMonitor", "PodDisruptionBudget", "KopfPeering"):
         assert not default.kinds(kind), kind
-    # Only the bundled Redis's NetworkPolicy is on by default (tests/chart/test_chart_redis.py).
-    assert default.names("NetworkPolicy") == [f"{FULL}-redis"]
+    # Only the bundled Redis's NetworkPolicy (tests/chart/test_chart_redis.py) and the worker
+    # pods' (tests/chart/test_chart_metrics.py) are on by default.
+    assert default.names("NetworkPolicy") == [f"{FULL}-redis", f"{FULL}-workers"]
     assert not default.kinds("ClusterKopfPeering")
     assert default.names("Service") == [f"{FULL}-operator-metrics", f"{FULL}-redis"]
 
@@ -297,6 +303,7 @@ def test_default_renders_the_crds_and_keeps_them(default: Rendered) -> None:
         "periodictasks.kubetasks.dev",
         "queues.kubetasks.dev",
         "tasks.kubetasks.dev",
+        "tasksets.kubetasks.dev",
         "workerpools.kubetasks.dev",
     ]
     for crd in crds:
@@ -443,7 +450,7 @@ def test_observability_variant_adds_monitor_pdb_and_network_policies() -> None:
 
 def test_external_tls_network_policy_allows_the_url_port() -> None:
     r = render(VARIANTS["external-redis-tls"], sets=["operator.networkPolicy.enabled=true"])
-    policy = r.one("NetworkPolicy")
+    policy = r.one("NetworkPolicy", f"{FULL}-operator")
     redis_rule = policy["spec"]["egress"][2]
     assert redis_rule == {"ports": [{"port": 6380, "protocol": "TCP"}]}
 

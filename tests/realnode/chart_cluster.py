@@ -124,7 +124,7 @@ class Cluster:
         )
         out.append(
             self.node.kubectl(
-                "logs", "-n", NAMESPACE, f"deploy/{RELEASE}-operator", "--tail=80"
+                "logs", "-n", NAMESPACE, f"deploy/{RELEASE}-operator", "--tail=200"
             ).stdout
         )
         return "\n".join(out)

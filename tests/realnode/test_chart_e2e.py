@@ -368,3 +368,8 @@ def test_no_outcome_came_through_the_operators_repair(cluster: Cluster) -> None:
     assert metrics["kubetasks_operator_repair_sweeps_total"] >= 1  # the counter is live
     assert metrics["kubetasks_operator_repaired_outcomes_total"] == 0
     assert metrics["kubetasks_operator_restored_tasks_total"] == 0
+    # Nothing failed quietly on the way: a skipped item of a loop logs a traceback, and the
+    # operator's own account is refused nothing it asks (its RBAC is what the chart renders).
+    log = cluster.run("logs", "-n", NAMESPACE, f"deploy/{RELEASE}-operator")
+    bad = [line for line in log.splitlines() if "Traceback" in line or "Forbidden" in line]
+    assert not bad, log[-6000:]

@@ -75,6 +75,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* Name of the dashboard's ServiceAccount (always created with the dashboard). */}}
+{{- define "kubetasks.dashboard.serviceAccountName" -}}
+{{- default (printf "%s-dashboard" (include "kubetasks.fullname" .)) .Values.dashboard.serviceAccount.name }}
+{{- end }}
+
 {{/* Namespaces the operator watches (JSON list): the listed ones, else the release's; empty only with allNamespaces. */}}
 {{- define "kubetasks.watchNamespaces" -}}
 {{- if .Values.operator.watch.allNamespaces }}
@@ -190,18 +195,23 @@ Secret. */}}
 {{- define "kubetasks.operator.namespacedRules" -}}
 # Its own resources: watch them, add finalizers and kopf's annotations, write status.
 - apiGroups: ["kubetasks.dev"]
-  resources: ["tasks", "periodictasks", "workerpools"]
+  resources: ["tasks", "periodictasks", "workerpools", "tasksets"]
   verbs: ["get", "list", "watch", "patch", "update"]
-# Child Tasks of PeriodicTasks, and deletion of finished Tasks (ttlSecondsAfterFinished).
+# Child Tasks of PeriodicTasks, and deletion of finished Tasks and TaskSets
+# (ttlSecondsAfterFinished).
 - apiGroups: ["kubetasks.dev"]
   resources: ["tasks"]
   verbs: ["create", "delete"]
 - apiGroups: ["kubetasks.dev"]
-  resources: ["tasks/status", "periodictasks/status", "workerpools/status"]
+  resources: ["tasksets"]
+  verbs: ["delete"]
+- apiGroups: ["kubetasks.dev"]
+  resources: ["tasks/status", "periodictasks/status", "workerpools/status", "tasksets/status"]
   verbs: ["patch", "update"]
 # Owner references with blockOwnerDeletion (child Tasks, worker Deployments).
 - apiGroups: ["kubetasks.dev"]
-  resources: ["tasks/finalizers", "periodictasks/finalizers", "workerpools/finalizers"]
+  resources: ["tasks/finalizers", "periodictasks/finalizers", "workerpools/finalizers",
+              "tasksets/finalizers"]
   verbs: ["update"]
 # One worker Deployment per WorkerPool, server-side applied (its spec and its scale) and
 # read back; the garbage collector deletes it with its pool.
