@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 CACHE ?= $(HOME)/.cache/kubetasks
 
-.PHONY: help install lock lock-upgrade lint test test-latest test-fast demo controlplane node images bench bench-queue bench-tasks crds clean kind-check kind-up kind-deploy kind-down kind-e2e
+.PHONY: help install chromium lock lock-upgrade lint test test-latest test-fast demo controlplane node images bench bench-queue bench-tasks crds clean kind-check kind-up kind-deploy kind-down kind-e2e
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -56,7 +56,14 @@ node: controlplane  ## the real node: Debian packages (containerd, runc, CNI, ..
 images: install  ## operator, worker and Redis images from the Dockerfiles with buildah (root; no registry, no daemon) into $(CACHE)/images; loaded into the dev environment's containerd when a real node is up
 	$(PY) -m devenv.images $(ARGS)
 
-test: install controlplane node images lint  ## everything: lint, then all test tiers against real Redis and a real control plane
+# The dashboard's browser tests drive Debian's chromium through Playwright (never
+# `playwright install`): installed from apt when missing, as root.
+chromium:  ## Debian's chromium for the dashboard's browser tests (apt-get, root)
+	@test -x /usr/bin/chromium || { \
+	    test "$$(id -u)" = 0 || { echo "chromium: /usr/bin/chromium is missing; run make chromium as root" >&2; exit 1; }; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+
+test: install chromium controlplane node images lint  ## everything: lint, then all test tiers against real Redis and a real control plane
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-latest: controlplane node images  ## lint and test against the newest versions the ranges allow, in $(LATEST), without the lock
@@ -79,7 +86,7 @@ crds: install  ## regenerate crds/ from the models and the chart's copies from c
 	$(PY) charts/kubetasks/hack/sync-crds.py
 
 bench-queue: install  ## the Redis work engine against Celery, RQ, Dramatiq, arq, SAQ, taskiq, streaq, huey
-	$(PY) bench/queue_bench.py
+	$(PY) bench/queue_bench.py --out bench/RESULTS.md $(ARGS)
 
 bench-tasks: install controlplane  ## Task resources through the API server, next to the Redis fast path
 	$(PY) bench/tasks_bench.py
@@ -87,6 +94,14 @@ bench-tasks: install controlplane  ## Task resources through the API server, nex
 .PHONY: bench-operator
 bench-operator: install controlplane  ## the operator restarted over 10,000 and 100,000 stored Tasks, and a burst of 10,000 (ARGS='--finished 2000 --burst 1000' for a quick look)
 	$(PY) bench/operator_bench.py $(ARGS)
+
+.PHONY: bench-tasksets
+bench-tasksets: install controlplane  ## 10,000 no-op tasks as one TaskSet, as individual Tasks and Redis only: tasks/s, API writes, apiserver CPU (ARGS='--tasks 2000' for a quick look)
+	$(PY) bench/taskset_bench.py $(ARGS)
+
+.PHONY: bench-dashboard
+bench-dashboard: install controlplane  ## dashboard page latency over HTTP with 100,000 tasks in 10 queues, a real token reviewed by the API server (ARGS='--requests 20' for a quick look)
+	$(PY) bench/dashboard_bench.py $(ARGS)
 
 bench: bench-queue bench-tasks  ## all benchmarks
 

@@ -15,6 +15,9 @@ from typing import Any
 
 URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 PEER = os.environ.get("BENCH_PEER", "kubetasks")
+#: A concurrency the bench sets for libraries configured in code (arq, saq, streaq); unset:
+#: the library's own default.
+CONCURRENCY = int(os.environ["BENCH_CONCURRENCY"]) if os.environ.get("BENCH_CONCURRENCY") else None
 QUEUE = "bench"
 DONE = "bench:done"
 LAT = "bench:lat"
@@ -110,8 +113,12 @@ elif PEER == "arq":
         functions = [func(ctx_noop, name="bench.noop"), func(ctx_stamp, name="bench.stamp")]
         redis_settings = RedisSettings.from_dsn(URL)
         queue_name = QUEUE
-        max_jobs = 100
         keep_result = 0
+
+    if CONCURRENCY is not None:
+        ArqSettings.max_jobs = CONCURRENCY
+    if os.environ.get("BENCH_ARQ_POLL"):
+        ArqSettings.poll_delay = float(os.environ["BENCH_ARQ_POLL"])
 
 elif PEER == "huey":
     from huey import RedisHuey
@@ -124,7 +131,9 @@ elif PEER == "saq":
     from saq import Queue
 
     saq_queue = Queue.from_url(URL, name=QUEUE)
-    saq_settings = {"queue": saq_queue, "functions": [ctx_noop, ctx_stamp], "concurrency": 100}
+    saq_settings: dict[str, Any] = {"queue": saq_queue, "functions": [ctx_noop, ctx_stamp]}
+    if CONCURRENCY is not None:
+        saq_settings["concurrency"] = CONCURRENCY
 
 elif PEER == "taskiq":
     from taskiq_redis import ListQueueBroker
@@ -136,6 +145,7 @@ elif PEER == "taskiq":
 elif PEER == "streaq":
     from streaq import Worker
 
-    sq_worker = Worker(redis_url=URL, concurrency=100, queue_name=QUEUE)
+    options: dict[str, Any] = {} if CONCURRENCY is None else {"concurrency": CONCURRENCY}
+    sq_worker = Worker(redis_url=URL, queue_name=QUEUE, **options)
     sq_noop = sq_worker.task(a_noop)
     sq_stamp = sq_worker.task(a_stamp)
