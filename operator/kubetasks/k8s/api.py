@@ -319,12 +319,18 @@ class KubeApi:
                 # Lines of a large object can exceed aiohttp's default 64 KiB line limit:
                 # read chunks and split them ourselves.
                 buffered = b""
-                async for chunk in response.content.iter_any():
-                    buffered += chunk
-                    *lines, buffered = buffered.split(b"\n")
-                    for line in lines:
-                        if line.strip():
-                            yield json.loads(line)
+                ended = False
+                try:
+                    async for chunk in response.content.iter_any():
+                        buffered += chunk
+                        *lines, buffered = buffered.split(b"\n")
+                        for line in lines:
+                            if line.strip():
+                                yield json.loads(line)
+                    ended = True
+                finally:
+                    if not ended:
+                        _abort(response)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             if self.outage is not None:
                 self.outage.failed(exc)
@@ -350,6 +356,17 @@ class KubeApi:
             if session is not None:
                 await session.close()
         self._session = self._streams = None
+
+
+def _abort(response: aiohttp.ClientResponse) -> None:
+    """Drop the connection of a watch left mid-stream (its reader returned, or was cancelled
+    or failed): it cannot be reused, and a TLS close would wait up to 30 s for the server's
+    close_notify, which the API server does not send while the watch is open; a loop that
+    ends meanwhile leaves the socket unclosed (ResourceWarning: unclosed transport)."""
+    connection = response.connection
+    transport = connection.transport if connection is not None else None
+    if transport is not None:
+        transport.abort()
 
 
 def _params(query: Mapping[str, str | int | bool] | None) -> dict[str, str] | None:
