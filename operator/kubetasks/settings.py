@@ -84,6 +84,14 @@ def _flag(text: str) -> bool:
     raise ValueError("expected true or false")
 
 
+def _count(text: str) -> int:
+    """A whole number, 0 or more."""
+    value = int(text)
+    if value < 0:
+        raise ValueError("expected 0 or more")
+    return value
+
+
 def _labels(text: str) -> dict[str, str]:
     """``"a=1,b=2"`` -> ``{"a": "1", "b": "2"}`` (entries without ``=`` are ignored)."""
     pairs = (p.split("=", 1) for p in text.split(",") if "=" in p)
@@ -113,6 +121,11 @@ REDIS_USERNAME = _declare(
     "KUBETASKS_REDIS_USERNAME", _text, "",
     "Redis ACL user the password belongs to, added with it (default: the default user).",
     CHART,
+)  # fmt: skip
+CLIENT_SPIN_MICROSECONDS = _declare(
+    "KUBETASKS_CLIENT_SPIN_MICROSECONDS", _count, 100,
+    "kubetasks.Client: microseconds an enqueue polls for its reply before it sleeps (0: it"
+    " sleeps at once). Waking a sleeping thread costs more than the reply takes on a VM.",
 )  # fmt: skip
 LOG_LEVEL = _declare(
     "KUBETASKS_LOG_LEVEL", _text, "info",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import threading
 import time
@@ -422,3 +423,48 @@ def test_a_thread_per_call_leaves_no_connection_behind(client: Client, redis_url
             opened = len(r.client_list()) - before
         assert opened <= 2  # the pool's one connection (registration), at most one more
         assert client.queue_stats("default").pending == 30
+
+
+def test_plain_options_make_the_message_a_request_makes(client: Client) -> None:
+    """``enqueue`` with plain options builds its message without a TaskRequest; it is the
+    message ``enqueue_many`` makes of the same request, field for field but the id."""
+    options: dict[str, Any] = {"queue": "mail", "priority": 3, "max_retries": 1, "timeout": 5}
+    one = client.enqueue("mail.send", "a@example.com", subject="hi", **options)
+    (many,) = client.enqueue_many(
+        [TaskRequest("mail.send", ["a@example.com"], {"subject": "hi"}, **options)]
+    )
+    first, second = client.status(one.id, "mail"), client.status(many.id, "mail")
+    assert first is not None and second is not None
+    assert uuid.UUID(one.id).version == 4
+    assert dataclasses.replace(first.message, id="x") == dataclasses.replace(second.message, id="x")
+    assert first.message.encode().replace(one.id, "x") == second.message.encode().replace(
+        many.id, "x"
+    )
+
+
+def test_a_reply_later_than_the_spin_is_slept_for(redis_url: str) -> None:
+    """An enqueue polls for its reply for ``KUBETASKS_CLIENT_SPIN_MICROSECONDS`` (100 by
+    default), then sleeps: a reply 300 ms late is read, and waiting for it costs the client
+    a few milliseconds of CPU at most, not 300."""
+    with Client(redis_url) as client, redis.Redis.from_url(redis_url) as r:
+        assert client.broker.spin == 100e-6
+        client.enqueue("h")  # connected, script loaded
+        r.client_pause(300, all=False)  # write commands (scripts among them) wait
+        cpu, start = time.process_time(), time.monotonic()
+        handle = client.enqueue("h")
+        waited, spent = time.monotonic() - start, time.process_time() - cpu
+        assert handle.outcome == "queued"
+        assert waited >= 0.25
+        assert spent < 0.05, f"{spent * 1000:.0f} ms of CPU while waiting {waited * 1000:.0f} ms"
+
+
+def test_a_client_told_not_to_spin_sleeps_at_once_and_a_bad_value_is_named(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBETASKS_CLIENT_SPIN_MICROSECONDS", "0")
+    with Client(redis_url) as client:
+        assert client.broker.spin == 0
+        assert [client.enqueue("h", i).outcome for i in range(3)] == ["queued"] * 3
+    monkeypatch.setenv("KUBETASKS_CLIENT_SPIN_MICROSECONDS", "-5")
+    with pytest.raises(ConfigurationError, match="KUBETASKS_CLIENT_SPIN_MICROSECONDS='-5'"):
+        Client(redis_url)

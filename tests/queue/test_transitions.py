@@ -11,6 +11,8 @@ import redis.asyncio as aioredis
 from fixtures.redis import dump, seed
 from kubetasks.clock import FakeClock
 from kubetasks.queue import Broker, TaskMessage
+from kubetasks.queue.broker import load_source
+from kubetasks.queue.wire import NOTIFY_CAP
 
 NOW = 1_800_000_000_000  # ms, the fake clock's start
 Q = "kubetasks:{default/default}:"
@@ -57,6 +59,34 @@ async def test_enqueue_new_tasks_by_priority_then_fifo(broker: Broker, raw: aior
         Q + "t:c": task_hash("c", "scheduled", 3, enqueued_at=NOW)
         | {"msg": msg("c", run_at=NOW / 1000 + 60)},
     }
+
+
+async def test_wake_up_tokens_nobody_takes_stay_between_the_cap_and_twice_it(
+    broker: Broker, raw: aioredis.Redis
+) -> None:
+    """Each enqueue leaves a token; with no worker to take them the list is cut back to
+    NOTIFY_CAP once it passes twice that (one LTRIM per NOTIFY_CAP enqueues)."""
+    lengths = []
+    for i in range(3 * NOTIFY_CAP):
+        await broker.enqueue([TaskMessage(id=f"t{i}", handler="h")])
+        lengths.append(await raw.llen(Q + "notify"))
+    assert lengths[: 2 * NOTIFY_CAP] == list(range(1, 2 * NOTIFY_CAP + 1))
+    assert lengths[2 * NOTIFY_CAP] == NOTIFY_CAP  # the one past twice the cap: cut back
+    assert max(lengths) == 2 * NOTIFY_CAP and min(lengths[2 * NOTIFY_CAP :]) == NOTIFY_CAP
+
+
+def test_each_script_carries_only_the_helpers_it_calls() -> None:
+    """``load_source`` puts in front of a script the lib.lua helpers it uses, and those
+    they use, not the whole file (every run of a script defines them again)."""
+    enqueue = load_source("enqueue")
+    assert "local function wake(" in enqueue
+    assert "local function finish(" not in enqueue and "HISTORY" not in enqueue
+    ack = load_source("ack")
+    # ack calls finish, which calls release_unique and trim_history, which reads HISTORY
+    for helper in ("local function finish(", "local function release_unique(",
+                   "local function trim_history(", "local HISTORY ="):  # fmt: skip
+        assert helper in ack
+    assert ack.index("local HISTORY =") < ack.index("local function finish(")
 
 
 async def test_enqueue_same_id_twice_changes_nothing(broker: Broker, raw: aioredis.Redis) -> None:

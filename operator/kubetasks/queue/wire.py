@@ -48,14 +48,21 @@ class EnqueuePlan:
 
     def results(self, replies: Sequence[Sequence[str]]) -> list[EnqueueResult]:
         """One result per task, in the caller's order, from one reply per call."""
+        if len(self.order) == 1:  # the one-call enqueue: no map from ids to results
+            ((code,),) = replies
+            return [_result(self.order[0], code)]
         outcomes: dict[str, EnqueueResult] = {}
         for call, reply in zip(self.calls, replies, strict=True):
             for msg, code in zip(call.messages, reply, strict=True):
-                holder = None
-                if code.startswith("duplicate:"):
-                    code, holder = "duplicate", code.split(":", 1)[1]
-                outcomes[msg.id] = EnqueueResult(msg.id, msg.queue, code, holder)
+                outcomes[msg.id] = _result(msg, code)
         return [outcomes[m.id] for m in self.order]
+
+
+def _result(msg: TaskMessage, code: str) -> EnqueueResult:
+    """What ``enqueue.lua`` answered for ``msg``."""
+    if code.startswith("duplicate:"):
+        return EnqueueResult(msg.id, msg.queue, "duplicate", code[len("duplicate:") :])
+    return EnqueueResult(msg.id, msg.queue, code, None)
 
 
 def plan_enqueue(
@@ -73,36 +80,52 @@ def plan_enqueue(
     them: attempt numbers then continue where the Task resource's status left off.
     """
     spent = spent or {}
+    order = messages if isinstance(messages, list) else list(messages)
+    if len(order) == 1:  # the one-call enqueue, without the grouping below
+        qk = keys_of(order[0].queue)
+        encoded = [check_size(order[0].encode())]
+        return EnqueuePlan([qk], [_call(qk, now_ms, order, encoded, spent)], order)
     by_queue: dict[str, list[TaskMessage]] = defaultdict(list)
-    order: list[TaskMessage] = []
-    for msg in messages:
+    for msg in order:
         by_queue[msg.queue].append(msg)
-        order.append(msg)
     queue_keys = {queue: keys_of(queue) for queue in by_queue}
+    # every size is checked before anything is sent
     encoded_of = {id(m): check_size(m.encode()) for m in order}
     calls = []
     for queue, msgs in by_queue.items():
         qk = queue_keys[queue]
         for start in range(0, len(msgs), ENQUEUE_CHUNK):
             chunk = msgs[start : start + ENQUEUE_CHUNK]
-            args: list[Any] = [
-                now_ms, qk.task_prefix, qk.unique_prefix, NOTIFY_CAP, keys.ENQUEUED, qk.qualified
-            ]  # fmt: skip
-            for m in chunk:
-                args += (
-                    m.id,
-                    encoded_of[id(m)],
-                    m.priority,
-                    to_ms(m.run_at) if m.run_at else 0,
-                    m.max_retries,
-                    to_ms(m.deadline) if m.deadline else 0,
-                    m.unique_key or "",
-                    m.unique_for or 0,
-                    spent.get(m.id, 0),
-                )
-            call_keys = [qk.pending, qk.scheduled, qk.seq, qk.notify, qk.deadlines]
-            calls.append(EnqueueCall(call_keys, args, chunk))
+            encoded = [encoded_of[id(m)] for m in chunk]
+            calls.append(_call(qk, now_ms, chunk, encoded, spent))
     return EnqueuePlan(list(queue_keys.values()), calls, order)
+
+
+def _call(
+    qk: QueueKeys,
+    now_ms: int,
+    chunk: list[TaskMessage],
+    encoded: list[str],
+    spent: Mapping[str, int],
+) -> EnqueueCall:
+    """The one ``enqueue.lua`` call that adds ``chunk`` (tasks of one queue, ``encoded``) to
+    ``qk``."""
+    args: list[Any] = [
+        now_ms, qk.task_prefix, qk.unique_prefix, NOTIFY_CAP, keys.ENQUEUED, qk.qualified
+    ]  # fmt: skip
+    for m, body in zip(chunk, encoded, strict=True):
+        args += (
+            m.id,
+            body,
+            m.priority,
+            to_ms(m.run_at) if m.run_at else 0,
+            m.max_retries,
+            to_ms(m.deadline) if m.deadline else 0,
+            m.unique_key or "",
+            m.unique_for or 0,
+            spent.get(m.id, 0),
+        )
+    return EnqueueCall([qk.pending, qk.scheduled, qk.seq, qk.notify, qk.deadlines], args, chunk)
 
 
 def cancel_call(

@@ -114,14 +114,18 @@ local function each_chunk(cmd, key, list, step)
   end
 end
 
--- Wake idle workers: push up to `count` tokens, keep at most `cap` in the list.
+-- Wake idle workers: push up to `count` tokens. The list is cut back to `cap` tokens once it
+-- holds more than twice that (nobody takes them while every worker is busy, or there is
+-- none): one LTRIM per `cap` pushes, not one per push, since each call a script makes costs
+-- the server more than the command itself.
 local function wake(notify, count, cap)
   local n = math.min(count, cap)
   if n > 0 then
     local tokens = {}
     for i = 1, n do tokens[i] = '1' end
-    redis.call('RPUSH', notify, unpack(tokens))
-    redis.call('LTRIM', notify, -cap, -1)
+    if redis.call('RPUSH', notify, unpack(tokens)) > 2 * cap then
+      redis.call('LTRIM', notify, -cap, -1)
+    end
   end
 end
 
