@@ -54,6 +54,7 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=10)
     p.add_argument("--latency", type=int, default=200, help="idle single enqueues")
     p.add_argument("--py-spy", metavar="OUT", help="record the worker with py-spy (raw)")
+    p.add_argument("--log-level", default="info", help="the worker's (default info, its own)")
     a = p.parse_args()
     with RedisServer() as server:
         r = redis.Redis.from_url(server.url, decode_responses=True)
@@ -65,12 +66,15 @@ def main() -> None:
         r.config_resetstat()
         cmd = [sys.executable, "-m", "kubetasks.cli", "worker", "--redis-url", server.url,
                "--queues", QUEUE, "--concurrency", str(a.concurrency), "--import",
-               "drain_handlers", "--report-status", "none", "--log-level", "warning"]  # fmt: skip
+               "drain_handlers", "--report-status", "none", "--log-level", a.log_level]  # fmt: skip
         if a.py_spy:
             spy = str(Path(sys.executable).parent / "py-spy")
             cmd = [spy, "record", "-r", "200", "--format", "raw", "-o", a.py_spy, "--", *cmd]
         env = {**os.environ, "PYTHONPATH": f"{BENCH}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-        proc = subprocess.Popen(cmd, env=env)
+        # The worker's log goes where a pod's goes: a pipe, read by someone else.
+        log = open(os.devnull, "wb")  # noqa: SIM115 - closed with the process below
+        drain = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=log)
+        proc = subprocess.Popen(cmd, env=env, stdout=drain.stdin, stderr=drain.stdin)
         wpid = proc.pid
         qk = QueueKeys(namespace(), QUEUE)
         stats_key = qk.stats
@@ -99,6 +103,10 @@ def main() -> None:
             # Under py-spy, stop the worker itself: py-spy writes its file when it ends.
             os.kill(wpid, signal.SIGTERM)
             proc.wait(timeout=60)
+            assert drain.stdin is not None
+            drain.stdin.close()
+            drain.wait(timeout=10)
+            log.close()
             client.close()
     total = sum(calls.values())
     print(f"tasks            {a.n} at concurrency {a.concurrency}")

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from typing import Any
 
-from kubetasks import __version__
+from kubetasks import __version__, logwriter
 from kubetasks.cli import completion, output, tasks, tasksets
 from kubetasks.cli.output import FAILED, NOT_FOUND, OK, CommandError, add_output_flag, emit
 from kubetasks.client import Client, TaskRequest
@@ -72,9 +72,9 @@ def resolve_namespace(explicit: str | None) -> str:
 
 
 def _setup_logging(level: str, *, kopf_outages: bool = False) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    logwriter.setup(
+        getattr(logging, level.upper(), logging.INFO),
+        "%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if kopf_outages:  # the operator: kopf's per-attempt lines about the API server go
         from kubetasks.outages import KopfOutageFilter
