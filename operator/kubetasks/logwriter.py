@@ -1,15 +1,15 @@
-"""Log lines written in batches, off the thread that logged them.
+"""Log lines written in batches by a writer thread, not one write per line.
 
 A worker logs two lines per task at INFO (started; ended, with its outcome and time), as
-Celery and huey do. Through :class:`logging.StreamHandler` each line was formatted on the
-event loop and written with its own ``write`` and flush: at a few thousand tasks a second,
-about half of a worker's CPU per no-op task (154 us with the lines, 79 us without,
-``bench/drain_profile.py``), and a wake-up of the pipe's reader (the container runtime) per
-line. :class:`BatchedStreamHandler` keeps the record and returns; a writer thread formats
-what gathered and writes it in one call at most :data:`DELAY` seconds later, while the loop
-waits for Redis. A record at WARNING or above is written at once, after everything logged
-before it, so a failure reaches the log even if the process dies just after it; at exit
-(``logging.shutdown``) and on :meth:`~BatchedStreamHandler.flush` the rest is written too.
+Celery and huey do. Through :class:`logging.StreamHandler` each line was written and flushed
+on its own: at a few thousand tasks a second about half of a worker's CPU per no-op task
+(154 us with the lines, 79 us without, ``bench/drain_profile.py``), and a wake-up of the
+pipe's reader (the container runtime) per line. :class:`BatchedStreamHandler` formats the
+record and keeps the line; a writer thread writes what gathered in one call at most
+:data:`DELAY` seconds later. A record at WARNING or above is written at once, after
+everything logged before it, so a failure reaches the log even if the process dies just
+after it; at exit (``logging.shutdown``) and on :meth:`~BatchedStreamHandler.flush` the rest
+is written too.
 
 What is lost, at most, when the process is killed outright: the INFO lines of the last
 :data:`DELAY` seconds.
@@ -27,7 +27,7 @@ from typing import IO
 
 #: Seconds a record below WARNING may wait before it is written.
 DELAY = 0.05
-#: Records that are written at once when that many wait (a burst is not held in memory).
+#: Lines that are written at once when that many wait (a burst is not held in memory).
 LIMIT = 2000
 
 
@@ -53,13 +53,14 @@ class TimeCachingFormatter(logging.Formatter):
 
 
 class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """:class:`logging.StreamHandler` whose records below WARNING are formatted and written
-    by a writer thread, in batches, within :data:`DELAY` seconds."""
+    """:class:`logging.StreamHandler` whose lines below WARNING are written by a writer
+    thread, in batches, within :data:`DELAY` seconds."""
 
     def __init__(self, stream: IO[str] | None = None, *, delay: float = DELAY) -> None:
         super().__init__(stream)
         self.delay = delay
-        self._waiting: collections.deque[logging.LogRecord] = collections.deque()
+        self._waiting: collections.deque[str] = collections.deque()
+        """Lines formatted and not written yet."""
         self._wake = threading.Event()
         self._closed = False
         self._start_writer()
@@ -71,33 +72,32 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         thread.start()
 
     def emit(self, record: logging.LogRecord) -> None:
+        # Formatted here, on the thread that logs: a writer thread formatting a batch would
+        # hold the GIL for milliseconds, and an event loop woken by Redis in that time
+        # waits for it (a drain at INFO ran at half the rate of one at WARNING that way).
         # Handler.handle holds self.lock here; the writer thread takes it to write.
-        if record.levelno >= logging.WARNING or self._closed:
-            self._waiting.append(record)
-            self._write_waiting()
-            return
-        self._waiting.append(record)
-        if len(self._waiting) == 1:
-            self._wake.set()
-        elif len(self._waiting) >= LIMIT:
-            self._write_waiting()
-
-    def _write_waiting(self) -> None:
-        """Format and write every waiting record in one write (the caller holds the lock)."""
-        lines = []
-        while self._waiting:
-            record = self._waiting.popleft()
-            try:
-                lines.append(self.format(record) + self.terminator)
-            except Exception:
-                self.handleError(record)
-        if not lines:
-            return
         try:
-            self.stream.write("".join(lines))
-            self.stream.flush()
+            line = self.format(record) + self.terminator
         except Exception:
             self.handleError(record)
+            return
+        self._waiting.append(line)
+        if record.levelno >= logging.WARNING or self._closed or len(self._waiting) >= LIMIT:
+            self._write_waiting()
+        elif len(self._waiting) == 1:
+            self._wake.set()
+
+    def _write_waiting(self) -> None:
+        """Write every waiting line in one write (the caller holds the lock)."""
+        if not self._waiting:
+            return
+        text = "".join(self._waiting)
+        self._waiting.clear()
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except Exception:
+            self.handleError(logging.makeLogRecord({"msg": text}))
 
     def _write_loop(self) -> None:
         while not self._closed:
