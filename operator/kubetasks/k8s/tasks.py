@@ -6,17 +6,15 @@ use for it.)
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from kubetasks.k8s import finalizers
 from kubetasks.k8s.api import (
-    JSON_PATCH,
     ApiError,
     ConflictError,
-    InvalidError,
     KubeApi,
     NotFoundError,
     custom_path,
@@ -79,38 +77,10 @@ class TaskApi:
         return await self.api.post(custom_path(TASKS, namespace), body)
 
     async def add_finalizer(self, body: dict[str, Any], finalizer: str) -> None:
-        meta = body["metadata"]
-        finalizers = meta.get("finalizers") or []
-        if finalizer in finalizers:
-            return
-        patch: list[dict[str, Any]] = [
-            {"op": "add", "path": "/metadata/finalizers/-", "value": finalizer}
-        ]
-        if not finalizers:
-            patch = [{"op": "add", "path": "/metadata/finalizers", "value": [finalizer]}]
-        # Gone already, or its finalizers changed under us (the next event retries).
-        with contextlib.suppress(NotFoundError, InvalidError):
-            await self.api.patch(
-                custom_path(TASKS, meta["namespace"], meta["name"]), patch, JSON_PATCH
-            )
+        await finalizers.add(self.api, TASKS, body, finalizer)
 
     async def remove_finalizer(self, body: dict[str, Any], finalizer: str) -> None:
-        """Remove ``finalizer`` if it is still where ``body`` saw it (a JSON-patch test)."""
-        meta = body["metadata"]
-        finalizers = meta.get("finalizers") or []
-        if finalizer not in finalizers:
-            return
-        index = finalizers.index(finalizer)
-        patch = [
-            {"op": "test", "path": f"/metadata/finalizers/{index}", "value": finalizer},
-            {"op": "remove", "path": f"/metadata/finalizers/{index}"},
-        ]
-        try:
-            await self.api.patch(
-                custom_path(TASKS, meta["namespace"], meta["name"]), patch, JSON_PATCH
-            )
-        except (NotFoundError, InvalidError) as exc:  # gone, or finalizers changed: next event
-            log.debug("finalizer removal on %s skipped: %s", meta["name"], exc)
+        await finalizers.remove(self.api, TASKS, body, finalizer)
 
     async def delete(self, namespace: str, name: str, uid: str) -> bool:
         """Delete this very Task (not a newer one of the same name); False if it is gone."""

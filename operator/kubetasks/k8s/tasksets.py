@@ -6,14 +6,12 @@ a plain merge patch of ``/status`` is enough: there is no second writer to race 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Any
 
+from kubetasks.k8s import finalizers
 from kubetasks.k8s.api import (
-    JSON_PATCH,
     ConflictError,
-    InvalidError,
     KubeApi,
     NotFoundError,
     custom_path,
@@ -46,36 +44,10 @@ class TaskSetApi:
         return True
 
     async def add_finalizer(self, body: dict[str, Any], finalizer: str) -> None:
-        meta = body["metadata"]
-        finalizers = meta.get("finalizers") or []
-        if finalizer in finalizers:
-            return
-        patch: list[dict[str, Any]] = [
-            {"op": "add", "path": "/metadata/finalizers/-", "value": finalizer}
-        ]
-        if not finalizers:
-            patch = [{"op": "add", "path": "/metadata/finalizers", "value": [finalizer]}]
-        with contextlib.suppress(NotFoundError, InvalidError):
-            await self.api.patch(
-                custom_path(TASKSETS, meta["namespace"], meta["name"]), patch, JSON_PATCH
-            )
+        await finalizers.add(self.api, TASKSETS, body, finalizer)
 
     async def remove_finalizer(self, body: dict[str, Any], finalizer: str) -> None:
-        meta = body["metadata"]
-        finalizers = meta.get("finalizers") or []
-        if finalizer not in finalizers:
-            return
-        index = finalizers.index(finalizer)
-        patch = [
-            {"op": "test", "path": f"/metadata/finalizers/{index}", "value": finalizer},
-            {"op": "remove", "path": f"/metadata/finalizers/{index}"},
-        ]
-        try:
-            await self.api.patch(
-                custom_path(TASKSETS, meta["namespace"], meta["name"]), patch, JSON_PATCH
-            )
-        except (NotFoundError, InvalidError) as exc:
-            log.debug("finalizer removal on taskset %s skipped: %s", meta["name"], exc)
+        await finalizers.remove(self.api, TASKSETS, body, finalizer)
 
     async def delete(self, namespace: str, name: str, uid: str) -> bool:
         """Delete this very TaskSet (not a newer one of the same name)."""
