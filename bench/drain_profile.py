@@ -55,13 +55,15 @@ def main() -> None:
     p.add_argument("--latency", type=int, default=200, help="idle single enqueues")
     p.add_argument("--py-spy", metavar="OUT", help="record the worker with py-spy (raw)")
     p.add_argument("--log-level", default="info", help="the worker's (default info, its own)")
+    p.add_argument("--handler", default="drain.noop", choices=["drain.noop", "drain.incr"],
+                   help="drain.incr: queue_bench.py's no-op, one INCR")  # fmt: skip
     a = p.parse_args()
     with RedisServer() as server:
         r = redis.Redis.from_url(server.url, decode_responses=True)
         client = Client(server.url)
         ids: list[str] = []
         for i in range(0, a.n, 1000):
-            batch = [TaskRequest("drain.noop", queue=QUEUE, max_retries=0)] * min(1000, a.n - i)
+            batch = [TaskRequest(a.handler, queue=QUEUE, max_retries=0)] * min(1000, a.n - i)
             ids += [h.id for h in client.enqueue_many(batch)]
         r.config_resetstat()
         cmd = [sys.executable, "-m", "kubetasks.cli", "worker", "--redis-url", server.url,
@@ -70,7 +72,8 @@ def main() -> None:
         if a.py_spy:
             spy = str(Path(sys.executable).parent / "py-spy")
             cmd = [spy, "record", "-r", "200", "--format", "raw", "-o", a.py_spy, "--", *cmd]
-        env = {**os.environ, "PYTHONPATH": f"{BENCH}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        env = {**os.environ, "PYTHONPATH": f"{BENCH}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+               "DRAIN_REDIS_URL": server.url}  # fmt: skip
         # The worker's log goes where a pod's goes: a pipe, read by someone else.
         log = open(os.devnull, "wb")  # noqa: SIM115 - closed with the process below
         drain = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=log)

@@ -15,7 +15,8 @@ twice: at its documented defaults, and at the best setting found for a no-op wor
 4. the worker idle: ``--latency`` single enqueues one at a time -> enqueue-to-handler-start
    p50/p99 (the handler stamps ``time.time()`` into a Redis list).
 
-Every figure is the median of ``--repeat`` runs (3), the runs of one setting back to back.
+Every figure is the median of ``--repeat`` runs (3), taken in rounds: each round runs every
+setting once, in table order, after a few seconds of warm-up before the first.
 
 Run: ``make bench-queue`` (writes bench/RESULTS.md) or ``.venv/bin/python bench/queue_bench.py
 [--tasks N] [--peers a,b] [--repeat 3] [--out FILE]``. The first run creates bench/.venv
@@ -533,6 +534,14 @@ async def measure(peer: Peer, setting: Setting, url: str, ns: argparse.Namespace
     return out
 
 
+def warm_up(seconds: float = 3.0) -> None:
+    """Keep a core busy for ``seconds`` before the first measurement: after an idle spell
+    this VM ran the same loop up to twice as slowly for its first seconds."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        sum(range(10_000))
+
+
 def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = set().union(*runs)
     return {k: statistics.median(r[k] for r in runs if k in r) for k in keys}
@@ -589,6 +598,7 @@ async def main(ns: argparse.Namespace) -> None:
     redis_version = server_version(server)
     rows = []
     try:
+        cases = []  # (peer, setting, row, runs), in table order
         for name in names:
             peer = PEERS[name]
             version = "-"
@@ -596,22 +606,29 @@ async def main(ns: argparse.Namespace) -> None:
                 version = metadata.version(peer.dist)
             for setting in [s for s in (peer.defaults, peer.best) if s is not None]:
                 row: dict[str, Any] = {"peer": name, "setting": setting.label, "version": version}
-                print(f"{name} [{setting.label}] ...", end=" ", flush=True)
                 if name in failed:
                     row["error"] = failed[name]
-                else:
-                    runs = []
-                    try:
-                        for _ in range(ns.repeat):
-                            runs.append(await measure(peer, setting, server.url, ns))
-                            await close_clients()
-                        row |= median_of(runs)
-                    except Exception as exc:  # a peer's failure is a result, not a crash
-                        row["error"] = f"{type(exc).__name__}: {exc}".replace("|", "/")[:200]
-                    await close_clients()
-                    row["runs"] = [round(r["drain"]) for r in runs]
-                print(row.get("error") or f"{row['drain']:,.0f}/s {row['runs']}", flush=True)
-                rows.append(row)
+                cases.append((peer, setting, row, []))
+        warm_up()
+        # Round by round, every setting once per round: this machine's speed drifts by up
+        # to 2x within minutes, and a setting's runs back to back would each get one
+        # stretch of it (the first setting, after an idle spell, the slowest).
+        for round_ in range(1, ns.repeat + 1):
+            for peer, setting, row, runs in cases:
+                if "error" in row:
+                    continue
+                print(f"round {round_}: {peer.name} [{setting.label}] ...", end=" ", flush=True)
+                try:
+                    runs.append(await measure(peer, setting, server.url, ns))
+                except Exception as exc:  # a peer's failure is a result, not a crash
+                    row["error"] = f"{type(exc).__name__}: {exc}".replace("|", "/")[:200]
+                await close_clients()
+                print(row.get("error") or f"{runs[-1]['drain']:,.0f}/s", flush=True)
+        for _peer, _setting, row, runs in cases:
+            if "error" not in row:
+                row |= median_of(runs)
+                row["runs"] = [round(r["drain"]) for r in runs]
+            rows.append(row)
     finally:
         server.stop()
     took = time.time() - started
