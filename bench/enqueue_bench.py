@@ -4,6 +4,8 @@ The call a web request makes is one ``Client.enqueue(...)``; this measures it ap
 drain and the peers (``queue_bench.py``), on a Redis server of its own:
 
 - ``Client.enqueue``: the sync client, one call after another in one thread;
+- ``Client.enqueue, spin 0``: the same with ``KUBETASKS_CLIENT_SPIN_MICROSECONDS=0`` (the
+  thread sleeps for each reply at once, instead of polling for it first);
 - ``Client.enqueue x8 threads``: the same client shared by 8 threads at once;
 - ``AsyncClient.enqueue``: awaited one after another;
 - ``AsyncClient.enqueue gather``: all N started at once under ``asyncio.gather``;
@@ -11,9 +13,9 @@ drain and the peers (``queue_bench.py``), on a Redis server of its own:
   ``queue_bench.py`` ran): the same one call through the peer, configured as in
   ``bench_handlers.py`` (huey ``task()``, dramatiq ``send()``), for a reference in the same run.
 
-Each mode runs ``--repeat`` times (FLUSHALL before each run) and the table gives the median
-and the spread (lowest-highest), of calls per second and of the driver process's CPU time
-per call (``time.process_time``: what the client itself costs, less disturbed by other
+Each mode runs ``--repeat`` times (FLUSHALL before each run), in rounds (every mode once per
+round), and the table gives the median and the spread (lowest-highest), of calls per second
+and of the driver process's CPU time per call (``time.process_time``: what the client itself costs, less disturbed by other
 processes than wall time on a shared machine). Commands per call are what the server
 received from the clients (``MONITOR``, in a separate run of ``--watched`` calls so that it
 slows no timed run; commands a script runs are not counted; connection set-up, the first
@@ -73,6 +75,16 @@ def sync_one(url: str, n: int) -> float:
         for _ in range(n):
             client.enqueue("bench.noop", queue="bench", max_retries=0)
         return time.perf_counter() - t0
+
+
+def sync_no_spin(url: str, n: int) -> float:
+    """``sync_one`` with ``KUBETASKS_CLIENT_SPIN_MICROSECONDS=0``: the thread sleeps for
+    each reply at once."""
+    os.environ["KUBETASKS_CLIENT_SPIN_MICROSECONDS"] = "0"
+    try:
+        return sync_one(url, n)
+    finally:
+        del os.environ["KUBETASKS_CLIENT_SPIN_MICROSECONDS"]
 
 
 def sync_threads(url: str, n: int) -> float:
@@ -151,43 +163,56 @@ def dramatiq_one(url: str, n: int) -> float:
 
 MODES: dict[str, Callable[[str, int], float]] = {
     "Client.enqueue": sync_one,
+    "Client.enqueue, spin 0": sync_no_spin,
     f"Client.enqueue x{THREADS} threads": sync_threads,
     "AsyncClient.enqueue": async_loop,
     "AsyncClient.enqueue gather": async_gather,
     "huey task() (peer)": huey_one,
     "dramatiq send() (peer)": dramatiq_one,
 }
-SHORT = {"sync": 0, "threads": 1, "async": 2, "gather": 3, "huey": 4, "dramatiq": 5}
+SHORT = {name: i for i, name in enumerate(
+    ["sync", "nospin", "threads", "async", "gather", "huey", "dramatiq"]
+)}  # fmt: skip
 
 
 def main(ns: argparse.Namespace) -> None:
     chosen = [list(MODES)[SHORT[m]] for m in ns.modes.split(",")]
     rows = []
+    n = ns.calls - ns.calls % THREADS
+    rates: dict[str, list[float]] = {name: [] for name in chosen}
+    cpu: dict[str, list[float]] = {name: [] for name in chosen}
+    failed: dict[str, str] = {}
     with RedisServer() as server, redis.Redis.from_url(server.url) as r:
-        for name in chosen:
-            rates: list[float] = []
-            cpu: list[float] = []
-            n = ns.calls - ns.calls % THREADS
-            try:
-                for _ in range(ns.repeat):
+        # In rounds, every mode once per round: this VM's speed drifts within minutes, and
+        # a mode's runs back to back would all get one stretch of it.
+        for _ in range(ns.repeat):
+            for name in chosen:
+                if name in failed:
+                    continue
+                try:
                     r.flushall()
                     cpu_before = time.process_time()
                     took = MODES[name](server.url, n)
-                    cpu.append((time.process_time() - cpu_before) / n * 1e6)
+                    cpu[name].append((time.process_time() - cpu_before) / n * 1e6)
                     got = r.zcard("kubetasks:{default/bench}:pending")
                     if got != n and "peer" not in name:
                         raise RuntimeError(f"{got} of {n} tasks landed")
-                    rates.append(n / took)
-                r.flushall()
-                w = ns.watched - ns.watched % THREADS
-                seen = client_commands(server.url, functools.partial(MODES[name], server.url, w))
-            except Exception as exc:  # a mode that fails is a result
-                rows.append((name, rates, cpu, f"failed: {type(exc).__name__}: {exc}"[:160]))
-                print(f"{name}: {rows[-1][3]}", flush=True)
+                    rates[name].append(n / took)
+                except Exception as exc:  # a mode that fails is a result
+                    failed[name] = f"failed: {type(exc).__name__}: {exc}"[:160]
+                    print(f"{name}: {failed[name]}", flush=True)
+        for name in chosen:
+            if name in failed:
+                rows.append((name, rates[name], cpu[name], failed[name]))
                 continue
+            r.flushall()
+            w = ns.watched - ns.watched % THREADS
+            seen = client_commands(server.url, functools.partial(MODES[name], server.url, w))
             named = ", ".join(f"{k} {v}" for k, v in seen.most_common())
-            rows.append((name, rates, cpu, f"{sum(seen.values()) / w:.3f} ({named}; {w} calls)"))
-            print(f"{name}: {', '.join(f'{x:,.0f}' for x in rates)} /s", flush=True)
+            rows.append(
+                (name, rates[name], cpu[name], f"{sum(seen.values()) / w:.3f} ({named}; {w} calls)")
+            )
+            print(f"{name}: {', '.join(f'{x:,.0f}' for x in rates[name])} /s", flush=True)
     print()
     load = os.getloadavg()
     print(
