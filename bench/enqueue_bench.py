@@ -15,11 +15,12 @@ drain and the peers (``queue_bench.py``), on a Redis server of its own:
 
 Each mode runs ``--repeat`` times (FLUSHALL before each run), in rounds (every mode once per
 round), and the table gives the median and the spread (lowest-highest), of calls per second
-and of the driver process's CPU time per call (``time.process_time``: what the client itself costs, less disturbed by other
-processes than wall time on a shared machine). Commands per call are what the server
-received from the clients (``MONITOR``, in a separate run of ``--watched`` calls so that it
-slows no timed run; commands a script runs are not counted; connection set-up, the first
-call's queue registration and script load are), with the commands named.
+and of the driver process's CPU time per call (``time.process_time``: what the client
+itself costs, less disturbed by other processes than wall time on a shared machine).
+Commands per call are what the server received from the clients (``MONITOR``, in a
+separate run of ``--watched`` calls so that it slows no timed run; commands a script runs
+are not counted; connection set-up, the first call's queue registration and script load
+are), with the commands named.
 
 To compare with the code before a change, run it on that code's package:
 ``git archive <commit> operator/kubetasks | tar -x -C /tmp/base`` and
