@@ -89,7 +89,8 @@ class _Held:
         its socket without sleeping. The read that follows then finds the reply there
         instead of putting the thread to sleep and being woken for it: on a virtual
         machine a wake-up (the vCPU halted, an interrupt to restart it) took about 50 us
-        here, longer than an enqueue's reply takes to come (``bench/enqueue_bench.py``)."""
+        here, longer than an enqueue's reply takes to come: a trivial EVALSHA round trip
+        took 77 us sleeping and 24 us polling (``bench/ENQUEUE_RESULTS.md``)."""
         # redis-py has no public accessor for a connection's socket; None when closed.
         sock = getattr(self.conn, "_sock", None)
         if sock is None:
