@@ -13,6 +13,7 @@ Tasks record every run (``test.tally``: task id and pid, one O_APPEND line).
 from __future__ import annotations
 
 import collections
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -167,3 +168,54 @@ def test_redis_gone_for_a_while_is_told_in_two_lines_and_work_resumes_at_once(
     for process in (stack.operator, stack.worker):
         told = log_lines(process.log, marks[process], "Redis", "unreachable", "Connection")
         assert len(told) <= OUTAGE_LINES, f"{process.log.name}: {told}"
+
+
+#: How long Redis is still coming up after the operator started, in the install scenario.
+LATE_REDIS_SECONDS = 3.0
+
+
+def test_tasks_applied_while_redis_still_starts_are_queued_the_normal_way(
+    control_plane: ControlPlane, kube_api: k8s.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    """`helm install` then `kubectl apply` at once: the operator is up a few seconds before
+    its Redis answers. The Tasks applied then are queued through the normal path once Redis
+    answers (the operator waits for it before it takes events), not left Pending for the
+    recovery to queue. The repair is out of reach (``PRIMARY_PATH_RESYNC``); the counters of
+    what the recovery queued and settled must stay at zero."""
+    server = RedisServer(free_port(), tmp_path / "redis")  # not started yet
+    env = kube_env(control_plane, server.url)
+    starting: list[Operator] = []
+    thread = threading.Thread(
+        target=lambda: starting.append(Operator(env, tmp_path / "operator.log", namespace))
+    )
+    thread.start()
+    worker = None
+    try:
+        tasks = Tasks(kube_api, namespace)
+        names = [f"early-{i}" for i in range(5)]
+        for name in names:
+            tasks.create(name, "kubetasks.echo", args=[name])
+        time.sleep(LATE_REDIS_SECONDS)
+        server.start()
+        thread.join(60)
+        (operator,) = starting
+        worker_env = env | {"POD_NAME": "worker-0", "POD_NAMESPACE": namespace}
+        worker = Process(
+            [*operator.argv[:3], "worker", "--queues", "default", "--report-status",
+             "kubernetes", "--log-level", "info"],
+            worker_env,
+            tmp_path / "worker.log",
+        )  # fmt: skip
+        seconds_until_succeeded(tasks, names, 30)
+        metrics = operator.metrics()
+        assert metrics["kubetasks_operator_restored_tasks_total"] == 0
+        assert metrics["kubetasks_operator_repaired_outcomes_total"] == 0
+        phases = [e["status"].get("phase") for e in tasks.list()]
+        assert phases == ["Succeeded"] * len(names)
+    finally:
+        thread.join(60)
+        if worker is not None:
+            worker.stop()
+        for operator in starting:
+            operator.stop()
+        server.stop()

@@ -29,6 +29,7 @@ from kubetasks.controller.reaper import Reaper
 from kubetasks.controller.repair import Repairer
 from kubetasks.controller.state import OperatorSettings, OperatorState
 from kubetasks.controller.waiting import WaitingTasks
+from kubetasks.errors import BrokerUnavailableError
 from kubetasks.k8s.api import KubeApi
 from kubetasks.k8s.deployments import DeploymentWriter
 from kubetasks.k8s.events import EventPoster
@@ -51,6 +52,12 @@ log = logging.getLogger("kubetasks.operator")
 
 _settings = OperatorSettings()
 
+#: Seconds the operator waits at start for Redis to answer before it takes any event. Well
+#: inside the liveness probe's first failure (values.yaml: 10 s delay, 3 failures 20 s apart).
+REDIS_START_WAIT = 20.0
+#: Seconds between two tries while waiting.
+REDIS_START_POLL = 0.2
+
 
 def configure(settings: OperatorSettings) -> None:
     global _settings
@@ -70,6 +77,27 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
         return None
+
+
+async def await_redis(broker: Broker, limit: float = REDIS_START_WAIT) -> bool:
+    """Wait up to ``limit`` seconds for Redis to answer; whether it did.
+
+    At install Redis starts beside the operator and often answers a second or two after it.
+    Tasks applied at once would otherwise meet an outage: they would wait Pending and be
+    queued by the recovery when Redis answered. Waiting here, before any handler or loop
+    runs, queues them the normal way. Past the limit the operator starts anyway and works
+    through the outage as through any other (the outage log says so)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while True:
+        try:
+            await broker.ping()
+            return True
+        except BrokerUnavailableError:
+            if loop.time() >= deadline:
+                log.warning("Redis did not answer within %.0f s of start: starting anyway", limit)
+                return False
+            await asyncio.sleep(REDIS_START_POLL)
 
 
 @kopf.on.startup()
@@ -95,6 +123,7 @@ async def startup(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: Any)
         settings=_settings,
     )
     memo.state = state
+    await await_redis(state.broker)
     # Events are posted by the operator itself: kopf's poster works only inside kopf's own
     # tasks, and the Task feed and the background loops are not among them.
     events = EventPoster(api)
