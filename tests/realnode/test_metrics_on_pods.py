@@ -1,6 +1,3 @@
-# NOT COLLECTED (the name does not start with test_): written in session 8 but never run, because
-# that machine had no real node or images built. Rename it back to test_metrics_on_pods.py
-# once it has run on a real node (make node images; flock /tmp/realnode.lock pytest ...).
 """A real WorkerPool pod serves Prometheus metrics on its pod IP (the chart installed on the
 real node, the worker image in a container): after it ran a task, its ``/metrics`` on the
 container port named ``metrics`` counts that task by handler and has the duration buckets;
@@ -38,6 +35,19 @@ def scrape(address: str, port: int) -> str | None:
         return None
 
 
+def pool_pods_told(cluster: Cluster) -> str:
+    """Every pod of the pool, deleted ones too, and the namespace's recent events: what a
+    failure needs to be understood."""
+    items = cluster.json("get", "pods", "-n", NAMESPACE, "-l", f"{POOL_LABEL}={POOL}")["items"]
+    pods = [
+        (p["metadata"]["name"], p["metadata"].get("deletionTimestamp"),
+         (p.get("status") or {}).get("phase"), (p.get("status") or {}).get("podIP"))
+        for p in items
+    ]  # fmt: skip
+    events = cluster.run("get", "events", "-n", NAMESPACE, "--sort-by=.lastTimestamp")
+    return f"pods (name, deleted, phase, IP): {pods}\n{events[-4000:]}"
+
+
 def test_a_worker_pod_serves_its_task_metrics_on_its_pod_ip(cluster: Cluster) -> None:
     pool = {"apiVersion": API_VERSION, "kind": "WorkerPool", "metadata": {"name": POOL},
             "spec": {"queues": [{"name": QUEUE}], "imports": ["example_handlers"],
@@ -57,7 +67,7 @@ def test_a_worker_pod_serves_its_task_metrics_on_its_pod_ip(cluster: Cluster) ->
             if p["metadata"]["labels"].get(POOL_LABEL) == POOL
             and (p.get("status") or {}).get("podIP")
         ]  # fmt: skip
-        assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
+        assert len(pods) == 1, pool_pods_told(cluster)
         pod = pods[0]
         (container,) = pod["spec"]["containers"]
         (port,) = [p for p in container["ports"] if p["name"] == "metrics"]
